@@ -1,0 +1,83 @@
+"""One Settings object for every function, the runner and the local stack (env prefix AEF_)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AEF_", env_file=None, extra="ignore")
+
+    # Database: a libpq URL. Works through Supabase's transaction pooler (no prepared statements).
+    database_url: str = Field(
+        default="postgresql://postgres@127.0.0.1:5432/postgres",
+        validation_alias="DATABASE_URL",
+    )
+    db_pool_min: int = 0
+    db_pool_max: int = 4
+
+    # Auth (Supabase JWTs).
+    supabase_url: str = "http://127.0.0.1:54321"
+    jwks_url: str | None = None  # default: {supabase_url}/auth/v1/.well-known/jwks.json
+    jwt_secret: SecretStr | None = None  # legacy HS256 secret
+    jwt_audience: str = "authenticated"
+    jwt_issuer: str | None = None
+    jwks_cache_seconds: int = 600
+
+    # HTTP.
+    max_body_bytes: int = 1_048_576
+    cors_origins: list[str] = []
+
+    # Execution control.
+    max_active_executions: int = 3
+    rate_limit_capacity: int = 20  # starts (POST /execute)
+    rate_limit_refill_per_second: float = 1.0
+    write_rate_limit_capacity: int = 60  # other commands
+    write_rate_limit_refill_per_second: float = 5.0
+    read_rate_limit_capacity: int = 240  # logs and live polling
+    read_rate_limit_refill_per_second: float = 20.0
+    stop_ack_timeout_seconds: float = 3.0
+    lease_seconds: int = 30
+    heartbeat_seconds: float = 5.0
+
+    # Launcher: "local" (subprocess) or "ecs".
+    launcher: str = "local"
+    ecs_cluster: str = "aef"
+    ecs_task_definition: str = "aef-runner"
+    ecs_container_name: str = "runner"
+    ecs_subnets: list[str] = []
+    ecs_security_groups: list[str] = []
+    aws_region: str = "us-east-1"
+    aws_endpoint_url: str | None = None
+
+    # Screenshots (S3 API: AWS S3, Supabase Storage S3 endpoint, or a moto server).
+    screenshot_bucket: str = "aef-screenshots"
+    screenshot_prefix: str = "executions/"
+    s3_endpoint_url: str | None = None
+    signed_url_seconds: int = 900
+
+    # Runner.
+    chromium_path: str | None = None
+    headless: bool = True
+    auto_retry_delay_seconds: float = 30.0
+    max_auto_retries: int = 2
+    execution_time_limit_seconds: int = 3600
+    allow_loopback: bool = False
+    allow_private_networks: bool = False
+    llm_resolver: str | None = None  # dotted path of an optional LLM-backed resolver
+    grounding_threshold: float = 0.75
+    max_loop_iterations: int = 100
+    work_dir: str = "/tmp/aef-runner"  # noqa: S108 - per-task folder for uploads/downloads
+
+    @property
+    def effective_jwks_url(self) -> str:
+        return self.jwks_url or f"{self.supabase_url.rstrip('/')}/auth/v1/.well-known/jwks.json"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings are read once per process (a Lambda warm start reuses them)."""
+    return Settings()

@@ -1,0 +1,555 @@
+"""Use cases of the API: transform, start, act, respond, stop, read logs / live, sweep.
+
+Each use case runs its writes in one transaction under the caller's identity (RLS makes
+another user's rows invisible, hence 404), emits the matching event in that same transaction,
+and does slow side effects (launching or stopping a runner) only after commit.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from aef import states
+from aef.db import Connection, Database, get_database
+from aef.errors import Conflict, NotFound, RateLimited, ValidationFailed
+from aef.launcher import LaunchFailed, get_launcher
+from aef.settings import Settings, get_settings
+from aef.store import api as store
+
+log = logging.getLogger("aef.service")
+
+RECOVERY_LABELS = {
+    "retry": "Retry the step",
+    "skip": "Skip the step and continue",
+    "manual_takeover": "Take over the browser",
+    "stop": "Stop the execution",
+    "resume": "Resume from the last completed step",
+}
+LIVE_RECENT_LOGS = 20
+LIVE_MAX_EVENTS = 500
+
+
+def recovery_options(*actions: str) -> list[dict[str, str]]:
+    return [{"action": a, "label": RECOVERY_LABELS[a]} for a in actions]
+
+
+class Caller:
+    """The verified caller: user id plus the raw claims PostgREST would set."""
+
+    def __init__(self, user_id: str, claims: Mapping[str, Any]) -> None:
+        self.user_id = user_id
+        self.claims = dict(claims)
+
+    @classmethod
+    def from_claims(cls, claims: Any) -> Caller:
+        return cls(str(claims.sub), claims.raw)
+
+
+def _db() -> Database:
+    return get_database()
+
+
+# Rate limits ---------------------------------------------------------------------------------
+BUCKETS = {"execute", "write", "read"}
+
+
+def rate_limit(caller: Caller, bucket: str, settings: Settings | None = None) -> dict[str, str]:
+    """Take one token from the caller's bucket in its own committed transaction.
+
+    Separate from the use case on purpose: a request that then fails (409, 422) still paid,
+    so a burst of bad requests is limited too. Returns the RateLimit headers.
+    """
+    s = settings or get_settings()
+    capacity, rate = {
+        "execute": (s.rate_limit_capacity, s.rate_limit_refill_per_second),
+        "write": (s.write_rate_limit_capacity, s.write_rate_limit_refill_per_second),
+        "read": (s.read_rate_limit_capacity, s.read_rate_limit_refill_per_second),
+    }[bucket]
+    with _db().as_user(caller.claims) as conn:
+        allowed, tokens, wait = store.take_token(conn, caller.user_id, bucket, capacity, rate)
+    headers = {
+        "RateLimit-Limit": str(int(capacity)),
+        "RateLimit-Remaining": str(max(0, int(tokens))),
+        "RateLimit-Reset": str(max(0, int(-(-wait // 1)))),
+    }
+    if not allowed:
+        retry_after = max(1, int(-(-wait // 1)))
+        raise RateLimited(
+            f"Too many requests; retry in {retry_after} s", code="rate_limited",
+            headers={**headers, "Retry-After": str(retry_after)}, retryAfter=retry_after)
+    return headers
+
+
+# Transform -----------------------------------------------------------------------------------
+def transform_sop(caller: Caller, request: Any) -> dict[str, Any]:
+    from aef.transform import transform
+
+    config = request.config.model_dump(by_alias=True, exclude_none=True) if request.config else None
+    with _db().as_user(caller.claims) as conn:
+        if request.sop_id is not None:
+            row = store.get_sop(conn, str(request.sop_id))
+            if row is None:
+                raise NotFound(f"SOP {request.sop_id} was not found", code="sop_not_found")
+            sop = row["data"]
+            if not isinstance(sop, dict):
+                raise ValidationFailed("The stored SOP is not a JSON object", code="invalid_sop")
+        else:
+            sop = request.sop
+        result = transform(sop, config)
+        title = _document_title(result.document)
+        document_id = store.insert_document(
+            conn, caller.user_id, str(request.sop_id) if request.sop_id else None, title,
+            result.document)
+        execution_id = store.insert_execution(conn, caller.user_id, document_id)
+        entry = store.insert_log(conn, execution_id, "info", "system",
+                                 f"Workflow '{title}' transformed: "
+                                 f"{result.estimated_step_count} steps")
+        store.emit_event(conn, execution_id, "execution_update", {"logs": [entry]})
+    return {
+        "aefDocument": result.document,
+        "aefDocumentId": document_id,
+        "executionId": execution_id,
+        "warnings": result.warnings,
+        "estimatedStepCount": result.estimated_step_count,
+        "estimatedDuration": result.estimated_duration_seconds,
+    }
+
+
+def _document_title(document: Mapping[str, Any]) -> str:
+    meta = document.get("meta")
+    title = meta.get("title") if isinstance(meta, dict) else None
+    return str(title) if title else "Untitled workflow"
+
+
+def plan_step_ids(document: Mapping[str, Any]) -> set[str]:
+    """Every step id of the plan, at any depth (children and decision branches)."""
+    found: set[str] = set()
+    plan = (document.get("aef") or {}).get("plan") or []
+    stack = list(plan)
+    while stack:
+        step = stack.pop()
+        if not isinstance(step, dict):
+            continue
+        if step.get("id"):
+            found.add(str(step["id"]))
+        stack.extend(step.get("children") or [])
+        decision = step.get("decision") or {}
+        stack.extend(decision.get("yes") or [])
+        stack.extend(decision.get("no") or [])
+    return found
+
+
+# Execute -------------------------------------------------------------------------------------
+def _request_hash(body: Mapping[str, Any]) -> str:
+    return hashlib.sha256(store.dumps(body).encode()).hexdigest()
+
+
+def _new_runner_token() -> tuple[str, bytes]:
+    token = secrets.token_urlsafe(32)
+    return token, hashlib.sha256(token.encode()).digest()
+
+
+def execute_links(execution_id: str, settings: Settings) -> dict[str, str]:
+    base = settings.supabase_url.rstrip("/")
+    ws = base.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
+    return {
+        "websocketUrl": f"{ws}/realtime/v1/websocket",
+        "channel": f"execution:{execution_id}",
+        "pollUrl": f"/api/aef/live/{execution_id}",
+    }
+
+
+def start_execution(caller: Caller, request: Any, idempotency_key: str | None) -> dict[str, Any]:
+    s = get_settings()
+    body = request.model_dump(mode="json", by_alias=True, exclude_none=True)
+    token, token_hash = _new_runner_token()
+    with _db().as_user(caller.claims) as conn:
+        if idempotency_key is not None:
+            stored = store.claim_idempotency_key(conn, caller.user_id, idempotency_key,
+                                                 _request_hash(body))
+            if stored is not None:
+                return _replay(conn, stored, _request_hash(body))
+        store.lock_user(conn, caller.user_id)
+        document = store.get_document(conn, str(request.aef_document_id))
+        if document is None:
+            raise NotFound(f"AEF document {request.aef_document_id} was not found",
+                           code="document_not_found")
+        _check_step_ids(document["document"], request.step_ids)
+        if request.execution_id is not None:
+            execution = store.get_execution(conn, str(request.execution_id), for_update=True)
+            if execution is None:
+                raise NotFound(f"Execution {request.execution_id} was not found",
+                               code="execution_not_found")
+            if str(execution["document_id"]) != str(request.aef_document_id):
+                raise Conflict("The execution belongs to another document",
+                               code="document_mismatch")
+            if execution["status"] not in (states.IDLE, states.FAILED):
+                raise Conflict(f"The execution is {execution['status']}; only an idle or failed "
+                               "execution can be started", code="invalid_state",
+                               currentStatus=execution["status"])
+            execution_id = str(execution["id"])
+        else:
+            execution_id = store.insert_execution(conn, caller.user_id,
+                                                  str(request.aef_document_id))
+        _check_active_cap(conn, caller.user_id, s)
+        store.queue_execution(conn, execution_id, step_ids=request.step_ids,
+                              runner_token_hash=token_hash, resume_from=None)
+        if request.secrets:
+            store.put_secrets(conn, execution_id, dict(request.secrets))
+        entry = store.insert_log(conn, execution_id, "info", "system", "Execution queued")
+        store.emit_event(conn, execution_id, "execution_update", {"logs": [entry]})
+        response = {"executionId": execution_id, "status": states.QUEUED,
+                    **execute_links(execution_id, s)}
+        if idempotency_key is not None:
+            store.store_idempotent_response(conn, caller.user_id, idempotency_key, execution_id,
+                                            response)
+    response["status"] = _launch(caller, execution_id, token)
+    return response
+
+
+def _replay(conn: Connection, stored: Mapping[str, Any], request_hash: str) -> dict[str, Any]:
+    if stored["request_hash"] != request_hash:
+        raise Conflict("This Idempotency-Key was used with a different request body",
+                       code="idempotency_key_reused")
+    if stored["response"] is None:
+        raise Conflict("The first request with this Idempotency-Key failed; use a new key",
+                       code="idempotency_key_unusable")
+    response = dict(stored["response"])
+    execution = store.get_execution(conn, str(stored["execution_id"]))
+    if execution is not None:
+        response["status"] = execution["status"]
+    return response
+
+
+def _check_step_ids(document: Mapping[str, Any], step_ids: list[str] | None) -> None:
+    if not step_ids:
+        return
+    unknown = sorted(set(step_ids) - plan_step_ids(document))
+    if unknown:
+        raise ValidationFailed(f"Unknown step ids: {', '.join(unknown[:20])}",
+                               code="unknown_step", stepIds=unknown[:20])
+
+
+def _check_active_cap(conn: Connection, user_id: str, s: Settings) -> None:
+    active = store.count_active_executions(conn, user_id)
+    if active >= s.max_active_executions:
+        raise Conflict(f"{active} executions are already active (the limit is "
+                       f"{s.max_active_executions}); stop one or wait", code="too_many_active",
+                       activeExecutions=active, limit=s.max_active_executions)
+
+
+def _launch(caller: Caller, execution_id: str, token: str) -> str:
+    """Start the runner after commit; a failure leaves the execution failed with `retry`."""
+    try:
+        launch = get_launcher().launch(execution_id, token)
+    except LaunchFailed as exc:
+        log.warning("runner launch failed", extra={"executionId": execution_id})
+        with _db().as_user(caller.claims) as conn:
+            execution = store.get_execution(conn, execution_id, for_update=True)
+            if execution is None or execution["status"] != states.QUEUED:
+                return execution["status"] if execution else states.FAILED
+            error = {"message": str(exc), "recovery_options": recovery_options("retry")}
+            store.set_status(conn, execution_id, states.FAILED, error=error)
+            entry = store.insert_log(conn, execution_id, "error", "system", str(exc))
+            store.emit_event(conn, execution_id, "error", {"logs": [entry], "error": error})
+        return states.FAILED
+    with _db().as_user(caller.claims) as conn:
+        store.set_task_arn(conn, execution_id, launch.task_arn)
+    return states.QUEUED
+
+
+# Actions -------------------------------------------------------------------------------------
+def act(caller: Caller, execution_id: str, request: Any) -> dict[str, Any]:
+    action: str = request.action
+    if action == "stop":
+        stop_execution(caller, execution_id)
+        return {"executionId": execution_id, "status": states.CANCELLED, "action": action,
+                "delivered": "runner"}
+    if action == "input" and request.input is None:
+        raise ValidationFailed("action 'input' needs an `input`", code="validation_failed")
+    token: str | None = None
+    with _db().as_user(caller.claims) as conn:
+        execution = store.get_execution(conn, execution_id, for_update=True)
+        if execution is None:
+            raise NotFound(f"Execution {execution_id} was not found", code="execution_not_found")
+        status = execution["status"]
+        if not states.action_allowed(action, status):
+            raise Conflict(f"Cannot {action} an execution that is {status}",
+                           code="invalid_state", currentStatus=status)
+        if request.step_id is not None:
+            document = store.get_document(conn, str(execution["document_id"]))
+            _check_step_ids(document["document"] if document else {}, [request.step_id])
+        payload = request.input.model_dump(exclude_none=True) if request.input else {}
+        command = states.ACTION_COMMAND[action]
+        runner_listening = (status == states.QUEUED or (
+            status in states.RUNNER_LISTENING_STATES and execution["runner_live"]))
+        if runner_listening:
+            store.insert_command(conn, execution_id, command, request.step_id, payload)
+            delivered = "runner"
+        elif status in (states.IDLE, states.FAILED) and action in (
+                "execute", "retry", "skip", "resume"):
+            _check_active_cap(conn, caller.user_id, get_settings())
+            if action == "skip":
+                # the new runner reads pending commands when it claims the execution
+                store.insert_command(conn, execution_id, "skip", request.step_id, payload)
+            step_ids = ([request.step_id] if action == "execute" and request.step_id
+                        else execution["step_ids"])
+            token, token_hash = _new_runner_token()
+            store.queue_execution(conn, execution_id, step_ids=step_ids,
+                                  runner_token_hash=token_hash,
+                                  resume_from=request.step_id if action != "execute" else None)
+            delivered = "launched"
+        else:
+            raise Conflict(f"No runner is live for this execution ({status}); "
+                           f"'{action}' needs one", code="runner_not_live", currentStatus=status)
+        entry = store.insert_log(conn, execution_id, "info", "user",
+                                 f"User requested {action}"
+                                 + (f" on step {request.step_id}" if request.step_id else ""),
+                                 step_id=request.step_id)
+        store.emit_event(conn, execution_id, "execution_update", {"logs": [entry]})
+        new_status = states.QUEUED if token else status
+    if token is not None:
+        new_status = _launch(caller, execution_id, token)
+    return {"executionId": execution_id, "status": new_status, "action": action,
+            "delivered": delivered}
+
+
+# Checkpoints ---------------------------------------------------------------------------------
+CHECKPOINT_STATUS = {"approve": "approved", "reject": "rejected", "skip": "skipped"}
+
+
+def next_action(checkpoint_type: str, response: str) -> str:
+    if checkpoint_type == "decision":
+        return {"approve": "take_yes_branch", "reject": "take_no_branch",
+                "skip": "skip_step"}[response]
+    return {"approve": "run_step", "reject": "cancel_execution", "skip": "skip_step"}[response]
+
+
+def respond_checkpoint(caller: Caller, checkpoint_id: str, request: Any) -> dict[str, Any]:
+    with _db().as_user(caller.claims) as conn:
+        checkpoint = store.get_checkpoint(conn, checkpoint_id, for_update=True)
+        if checkpoint is None:
+            raise NotFound(f"Checkpoint {checkpoint_id} was not found",
+                           code="checkpoint_not_found")
+        if checkpoint["status"] != "pending":
+            raise Conflict("The checkpoint was already answered",
+                           code="checkpoint_already_answered",
+                           firstDecision=_decision(checkpoint))
+        if checkpoint["is_expired"]:
+            raise Conflict("The checkpoint expired; its default action applies",
+                           code="checkpoint_expired",
+                           defaultAction=checkpoint["default_action"])
+        status = CHECKPOINT_STATUS[request.response]
+        response = {"response": request.response, "data": request.data or {}}
+        store.answer_checkpoint(conn, checkpoint_id, status, caller.user_id, response)
+        execution_id = str(checkpoint["execution_id"])
+        entry = store.insert_log(conn, execution_id, "info", "checkpoint",
+                                 f"Checkpoint {status} by the user",
+                                 step_id=checkpoint["step_id"])
+        store.emit_event(conn, execution_id, "execution_update", {"logs": [entry]})
+    return {"status": status, "nextAction": next_action(checkpoint["type"], request.response)}
+
+
+def _decision(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
+    responded = checkpoint.get("responded_at")
+    return {"status": checkpoint["status"], "response": checkpoint.get("response"),
+            "respondedAt": responded.isoformat() if responded else None}
+
+
+# Stop ----------------------------------------------------------------------------------------
+def stop_execution(caller: Caller, execution_id: str) -> dict[str, Any]:
+    """Cooperative stop: `cancelling`, a bounded wait for the runner, then force."""
+    s = get_settings()
+    with _db().as_user(caller.claims) as conn:
+        execution = store.get_execution(conn, execution_id, for_update=True)
+        if execution is None:
+            raise NotFound(f"Execution {execution_id} was not found", code="execution_not_found")
+        status = execution["status"]
+        if status == states.CANCELLED:
+            return {"status": "stopped", "cleanup": execution["stop_cleanup"] or "completed"}
+        if status in (states.COMPLETED, states.FAILED):
+            raise Conflict(f"The execution already ended ({status})", code="execution_finished",
+                           currentStatus=status)
+        task_arn = execution["task_arn"]
+        if status == states.IDLE:
+            store.set_status(conn, execution_id, states.CANCELLED)
+            store.set_stop_cleanup(conn, execution_id, "completed")
+            entry = store.insert_log(conn, execution_id, "info", "user", "Execution stopped")
+            store.emit_event(conn, execution_id, "execution_complete", {"logs": [entry]})
+            return {"status": "stopped", "cleanup": "completed"}
+        if status != states.CANCELLING:
+            store.set_status(conn, execution_id, states.CANCELLING)
+            entry = store.insert_log(conn, execution_id, "info", "user", "Stop requested")
+            store.emit_event(conn, execution_id, "execution_update", {"logs": [entry]})
+    deadline = time.monotonic() + s.stop_ack_timeout_seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        with _db().as_user(caller.claims) as conn:
+            execution = store.get_execution(conn, execution_id, for_update=True)
+            if execution is not None and execution["status"] == states.CANCELLED:
+                cleanup = execution["stop_cleanup"] or "completed"
+                if execution["stop_cleanup"] is None:
+                    store.set_stop_cleanup(conn, execution_id, cleanup)
+                return {"status": "stopped", "cleanup": cleanup}
+    if task_arn:
+        get_launcher().stop(task_arn, "AEF stop: the runner did not acknowledge in time")
+    return {"status": "stopped", "cleanup": _force_cancel(execution_id)}
+
+
+def _force_cancel(execution_id: str) -> str:
+    with _db().as_service() as conn:
+        execution = store.get_execution(conn, execution_id, for_update=True)
+        if execution is None:
+            raise NotFound(f"Execution {execution_id} was not found", code="execution_not_found")
+        if execution["status"] == states.CANCELLED:
+            return str(execution["stop_cleanup"] or "completed")
+        store.cancel_open_steps(conn, execution_id)
+        store.set_status(conn, execution_id, states.CANCELLED)
+        store.set_stop_cleanup(conn, execution_id, "forced")
+        entry = store.insert_log(conn, execution_id, "warn", "system",
+                                 "The runner did not acknowledge the stop; it was stopped")
+        store.emit_event(conn, execution_id, "execution_complete", {"logs": [entry]})
+    return "forced"
+
+
+# Reads ---------------------------------------------------------------------------------------
+def encode_cursor(log_id: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"after": log_id}).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> int:
+    if not cursor:
+        return 0
+    if cursor.isdigit():
+        return int(cursor)
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        after = json.loads(base64.urlsafe_b64decode(padded))["after"]
+        if not isinstance(after, int) or after < 0:
+            raise ValueError
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValidationFailed("`after` is not a cursor this API issued",
+                               code="invalid_cursor") from exc
+    return after
+
+
+def read_logs(caller: Caller, execution_id: str, *, after: str | None, limit: int,
+              level: str | None, step_id: str | None) -> dict[str, Any]:
+    after_id = decode_cursor(after)
+    with _db().as_user(caller.claims) as conn:
+        if store.get_execution(conn, execution_id) is None:
+            raise NotFound(f"Execution {execution_id} was not found", code="execution_not_found")
+        rows = store.page_logs(conn, execution_id, after=after_id, limit=limit, level=level,
+                               step_id=step_id)
+    logs = [{
+        "id": r["id"], "timestamp": r["created_at"].isoformat(), "level": r["level"],
+        "category": r["category"], "message": r["message"], "stepId": r["step_id"],
+        "details": r["details"],
+    } for r in rows]
+    next_cursor = encode_cursor(rows[-1]["id"]) if len(rows) == limit else None
+    return {"logs": logs, "nextCursor": next_cursor}
+
+
+def live_message_type(status: str) -> str:
+    if status == states.WAITING_CHECKPOINT:
+        return "checkpoint_required"
+    if status in (states.COMPLETED, states.CANCELLED):
+        return "execution_complete"
+    if status in (states.FAILED, states.WAITING_RECOVERY):
+        return "error"
+    return "execution_update"
+
+
+def live_etag(execution_id: str, last_seq: int, after: int) -> str:
+    return f'W/"{execution_id}-{last_seq}-{after}"'
+
+
+def read_live(caller: Caller, execution_id: str, *, after: int,
+              if_none_match: str | None) -> tuple[dict[str, Any] | None, str]:
+    """The live snapshot plus the events after `after`; (None, etag) when unchanged."""
+    with _db().as_user(caller.claims) as conn:
+        execution = store.get_execution(conn, execution_id)
+        if execution is None:
+            raise NotFound(f"Execution {execution_id} was not found", code="execution_not_found")
+        etag = live_etag(execution_id, execution["last_seq"], after)
+        if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
+            return None, etag
+        snapshot = store.live_snapshot(conn, execution_id, live_message_type(execution["status"]),
+                                       LIVE_RECENT_LOGS)
+        events = store.events_after(conn, execution_id, after, LIVE_MAX_EVENTS)
+    assert snapshot is not None
+    message = dict(snapshot["message"])
+    key = (snapshot["browser"] or {}).get("screenshotKey")
+    if key:
+        message["browser"] = {**message["browser"], "screenshot": _sign_screenshot(key)}
+    return {"message": message, "events": [e["message"] for e in events],
+            "lastSeq": snapshot["last_seq"]}, etag
+
+
+def _sign_screenshot(key: str) -> str | None:
+    """A fresh short-lived URL: the one in the stored message may have expired."""
+    try:
+        from aef.storage import ScreenshotStore
+
+        return ScreenshotStore(get_settings()).sign(key)
+    except Exception:  # storage misconfigured: the snapshot is still useful without it
+        log.warning("could not sign screenshot URL")
+        return None
+
+
+# Sweeper -------------------------------------------------------------------------------------
+def sweep(*, db: Database | None = None, batch: int = 100,
+          queued_timeout_seconds: int = 300) -> dict[str, int]:
+    """Fail executions whose runner died, expire checkpoints, forget old idempotency keys."""
+    database = db or _db()
+    lost = stale = expired = 0
+    with database.as_service() as conn:
+        for row in store.expired_leases(conn, batch):
+            _mark_runner_lost(conn, str(row["id"]), row["status"])
+            lost += 1
+        for row in store.stale_queued(conn, queued_timeout_seconds, batch):
+            error = {"message": "No runner picked up the execution",
+                     "recovery_options": recovery_options("retry", "stop")}
+            store.set_status(conn, str(row["id"]), states.FAILED, error=error)
+            entry = store.insert_log(conn, str(row["id"]), "error", "system", error["message"])
+            store.emit_event(conn, str(row["id"]), "error", {"logs": [entry], "error": error})
+            stale += 1
+        for row in store.expired_checkpoints(conn, batch):
+            store.answer_checkpoint(conn, str(row["id"]), "expired", None,
+                                    {"defaultAction": row["default_action"], "by": "timeout"})
+            entry = store.insert_log(conn, str(row["execution_id"]), "warn", "checkpoint",
+                                     "Checkpoint expired; default action "
+                                     f"'{row['default_action']}' applies")
+            store.emit_event(conn, str(row["execution_id"]), "execution_update",
+                             {"logs": [entry]})
+            expired += 1
+        purged = store.purge_idempotency_keys(conn, 24)
+    return {"runnersLost": lost, "staleQueued": stale, "checkpointsExpired": expired,
+            "idempotencyKeysPurged": purged}
+
+
+def _mark_runner_lost(conn: Connection, execution_id: str, status: str) -> None:
+    store.fail_open_steps(conn, execution_id, "The runner stopped responding")
+    if status == states.CANCELLING:
+        store.set_status(conn, execution_id, states.CANCELLED)
+        store.set_stop_cleanup(conn, execution_id, "forced")
+        entry = store.insert_log(conn, execution_id, "warn", "system",
+                                 "The runner ended before acknowledging the stop")
+        store.emit_event(conn, execution_id, "execution_complete", {"logs": [entry]})
+        return
+    last = store.last_completed_step(conn, execution_id)
+    error = {
+        "message": "The runner stopped responding"
+                   + (f"; resume continues after step {last}" if last else ""),
+        "recovery_options": recovery_options("resume", "retry", "stop"),
+    }
+    store.set_status(conn, execution_id, states.FAILED, error=error)
+    entry = store.insert_log(conn, execution_id, "error", "system", error["message"])
+    store.emit_event(conn, execution_id, "error", {"logs": [entry], "error": error})

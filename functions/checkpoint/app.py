@@ -1,0 +1,31 @@
+"""POST /api/aef/checkpoint/{checkpointId}: a person's answer to a checkpoint, exactly once."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from fastapi import APIRouter, Response
+
+from aef import service
+from aef.http import CurrentClaims, create_app, lambda_handler, problem_responses
+from aef.models import CheckpointRequest, CheckpointResponse
+
+router = APIRouter()
+
+
+@router.post(
+    "/api/aef/checkpoint/{checkpointId}",
+    response_model=CheckpointResponse,
+    responses=problem_responses(401, 409, 413, 415),
+    summary="Approve, reject or skip a pending checkpoint (a second answer is a 409)",
+)
+def respond(checkpointId: UUID, body: CheckpointRequest, claims: CurrentClaims,
+            response: Response) -> Any:
+    caller = service.Caller.from_claims(claims)
+    response.headers.update(service.rate_limit(caller, "write"))
+    return service.respond_checkpoint(caller, str(checkpointId), body)
+
+
+app = create_app("AEF checkpoint", routers=[router])
+handler = lambda_handler(app)

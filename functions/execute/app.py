@@ -1,0 +1,51 @@
+"""POST /api/aef/execute and POST /api/aef/action/{executionId}: start and steer a run."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Header, Response
+
+from aef import service
+from aef.http import CurrentClaims, create_app, lambda_handler, problem_responses
+from aef.models import ActionRequest, ActionResponse, ExecuteRequest, ExecuteResponse
+
+router = APIRouter()
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$",
+           description="Same key + same body → the same execution; another body → 409"),
+]
+
+
+@router.post(
+    "/api/aef/execute",
+    response_model=ExecuteResponse,
+    status_code=202,
+    responses=problem_responses(401, 409, 413, 415),
+    summary="Start an execution of an AEF document (the runner launches after commit)",
+)
+def execute(body: ExecuteRequest, claims: CurrentClaims, response: Response,
+            idempotency_key: IdempotencyKey = None) -> Any:
+    caller = service.Caller.from_claims(claims)
+    response.headers.update(service.rate_limit(caller, "execute"))
+    return service.start_execution(caller, body, idempotency_key)
+
+
+@router.post(
+    "/api/aef/action/{executionId}",
+    response_model=ActionResponse,
+    responses=problem_responses(401, 409, 413, 415),
+    summary="Steer an execution: execute a step, retry, skip, pause, resume, takeover, stop",
+)
+def action(executionId: UUID, body: ActionRequest, claims: CurrentClaims,
+           response: Response) -> Any:
+    caller = service.Caller.from_claims(claims)
+    response.headers.update(service.rate_limit(caller, "write"))
+    return service.act(caller, str(executionId), body)
+
+
+app = create_app("AEF execute", routers=[router])
+handler = lambda_handler(app)

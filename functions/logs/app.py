@@ -1,0 +1,62 @@
+"""GET /api/aef/logs/{executionId} and GET /api/aef/live/{executionId} (polling fallback)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from fastapi import APIRouter, Header, Query, Response
+
+from aef import service
+from aef.http import CurrentClaims, create_app, lambda_handler, problem_responses
+from aef.models import LiveResponse, LogsResponse
+
+router = APIRouter()
+
+
+@router.get(
+    "/api/aef/logs/{executionId}",
+    response_model=LogsResponse,
+    responses=problem_responses(401),
+    summary="A page of an execution's logs (keyset pagination: pass nextCursor as `after`)",
+)
+def logs(
+    executionId: UUID,
+    claims: CurrentClaims,
+    response: Response,
+    after: Annotated[str | None, Query(max_length=200, pattern=r"^[A-Za-z0-9_\-]*$")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    level: Literal["debug", "info", "warn", "error"] | None = None,
+    stepId: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+) -> Any:
+    caller = service.Caller.from_claims(claims)
+    response.headers.update(service.rate_limit(caller, "read"))
+    return service.read_logs(caller, str(executionId), after=after, limit=limit, level=level,
+                             step_id=stepId)
+
+
+@router.get(
+    "/api/aef/live/{executionId}",
+    response_model=LiveResponse,
+    responses={**problem_responses(401), 304: {"description": "Not modified since the ETag"}},
+    summary="The live message snapshot plus the events after `after` (polling fallback)",
+)
+def live(
+    executionId: UUID,
+    claims: CurrentClaims,
+    response: Response,
+    after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    if_none_match: Annotated[str | None, Header(alias="If-None-Match", max_length=1000)] = None,
+) -> Any:
+    caller = service.Caller.from_claims(claims)
+    headers = service.rate_limit(caller, "read")
+    body, etag = service.read_live(caller, str(executionId), after=after,
+                                   if_none_match=if_none_match)
+    if body is None:
+        return Response(status_code=304, headers={"ETag": etag, **headers})
+    response.headers.update({"ETag": etag, "Cache-Control": "no-cache", **headers})
+    return body
+
+
+app = create_app("AEF logs", routers=[router])
+handler = lambda_handler(app)

@@ -1,0 +1,30 @@
+"""DELETE /api/aef/stop/{executionId}: cooperative stop with a forced backstop."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from fastapi import APIRouter, Response
+
+from aef import service
+from aef.http import CurrentClaims, create_app, lambda_handler, problem_responses
+from aef.models import StopResponse
+
+router = APIRouter()
+
+
+@router.delete(
+    "/api/aef/stop/{executionId}",
+    response_model=StopResponse,
+    responses=problem_responses(401, 409),
+    summary="Stop an execution; stopping a stopped execution answers the same body again",
+)
+def stop(executionId: UUID, claims: CurrentClaims, response: Response) -> Any:
+    caller = service.Caller.from_claims(claims)
+    response.headers.update(service.rate_limit(caller, "write"))
+    return service.stop_execution(caller, str(executionId))
+
+
+app = create_app("AEF stop", routers=[router])
+handler = lambda_handler(app)

@@ -1,0 +1,30 @@
+"""POST /api/aef/transform: turn a user's SOP into an executable AEF document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response
+
+from aef import service
+from aef.http import CurrentClaims, create_app, lambda_handler, problem_responses
+from aef.models import TransformRequest, TransformResponse
+
+router = APIRouter()
+
+
+@router.post(
+    "/api/aef/transform",
+    response_model=TransformResponse,
+    status_code=201,
+    responses=problem_responses(401, 413, 415),
+    summary="Transform an SOP (stored by sopId, or inline) into an AEF document",
+)
+def transform(body: TransformRequest, claims: CurrentClaims, response: Response) -> Any:
+    caller = service.Caller.from_claims(claims)
+    response.headers.update(service.rate_limit(caller, "write"))
+    return service.transform_sop(caller, body)
+
+
+app = create_app("AEF transform", routers=[router])
+handler = lambda_handler(app)

@@ -74,8 +74,10 @@ def _json_detail(text: str | None) -> dict[str, Any] | None:
 class Database:
     """One pool per process (a Lambda warm start reuses it)."""
 
-    def __init__(self, url: str, *, min_size: int = 0, max_size: int = 4) -> None:
+    def __init__(self, url: str, *, min_size: int = 0, max_size: int = 4,
+                 connect_timeout: float = 5.0) -> None:
         self.url = url
+        self.connect_timeout = connect_timeout
         self._pool = ConnectionPool(
             url,
             min_size=min_size,
@@ -105,7 +107,7 @@ class Database:
                      ) -> Iterator[Connection]:
         self._ensure_open()
         try:
-            with self._pool.connection(timeout=10) as conn, conn.transaction():
+            with self._pool.connection(timeout=self.connect_timeout) as conn, conn.transaction():
                 if check_user:
                     row = conn.execute(_SET_IDENTITY_CHECK_USER, dict(identity)).fetchone()
                     if not row or not row["active"]:

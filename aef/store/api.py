@@ -179,9 +179,9 @@ def put_secrets(conn: Connection, execution_id: str, secrets: dict[str, str]) ->
     conn.execute(
         """
         insert into aef_execution_secrets (execution_id, secrets) values (%s, %s)
-        on conflict (execution_id) do update set secrets = excluded.secrets
+        on conflict (execution_id) do update set secrets = %s
         """,
-        (execution_id, Jsonb(secrets)),
+        (execution_id, Jsonb(secrets), Jsonb(secrets)),
     )
 
 

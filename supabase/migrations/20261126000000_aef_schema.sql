@@ -426,9 +426,12 @@ create trigger append_only before update on public.aef_logs
   for each row execute function aef_private.refuse_change();
 
 -- The live message (seed contract) for an execution at this moment.
+-- Security invoker: the caller's RLS decides which checkpoints it sees (a definer function
+-- would hand any caller the pending checkpoints of whatever execution id it passes in). The
+-- broadcast trigger calls it from a definer function, i.e. as the table owner.
 create or replace function aef_private.live_message(
   exec public.aef_executions, message_type text, message_seq bigint, extras jsonb
-) returns jsonb language sql stable security definer set search_path = '' as $$
+) returns jsonb language sql stable security invoker set search_path = '' as $$
   select jsonb_build_object(
     'type', message_type,
     'timestamp', to_char(now() at time zone 'utc', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),

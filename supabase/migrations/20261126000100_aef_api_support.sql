@@ -5,6 +5,7 @@ create or replace function aef_private.user_is_active(uid uuid) returns boolean
 language sql stable security definer set search_path = '' as $$
   select exists (select 1 from auth.users u where u.id = uid and u.deleted_at is null)
 $$;
+revoke execute on function aef_private.user_is_active(uuid) from public, authenticated;
 grant execute on function aef_private.user_is_active(uuid) to aef_api, aef_service;
 
 -- `DELETE /stop` answers the same body again: remember whether the runner acknowledged.

@@ -1,0 +1,645 @@
+"""Network guard: the browser may only reach the public web (plus what settings allow).
+
+Why two layers:
+
+* ``context.route('**/*')`` sees every request the page makes (navigations, sub-resources,
+  ``file:`` navigations) and can block it before it leaves, with the full URL for the log.
+  But Playwright auto-continues redirect hops without calling the route handler (its
+  crNetworkManager does ``Fetch.continueRequest`` when ``redirectedFrom`` is set; checked
+  against Playwright 1.5x and covered by a test), and fulfilling with a 3xx does not route the
+  follow-up either.
+* So each guarded context also gets its own egress proxy on 127.0.0.1 (``proxy=`` with bypass
+  ``<-loopback>``, so even loopback goes through it). Chromium sends every connection through
+  it: redirect hops, WebSockets from workers, whatever the route layer misses. The proxy
+  resolves the name itself, checks every address, and connects to the address it checked, so
+  DNS rebinding between the check and the connection does not work either.
+
+WebSockets created by pages are additionally checked by ``context.route_web_socket`` so a block
+is reported with the ``ws://`` URL.
+
+Decisions: cloud metadata addresses and the whole link-local range are blocked whatever the
+settings say (nothing legitimate lives there, and it holds IMDS, the ECS credential endpoint
+169.254.170.2 and the AWS DNS resolver); loopback needs ``allow_loopback``; RFC 1918, ULA,
+CGNAT and benchmark ranges need ``allow_private_networks``; multicast, reserved and other
+non-global ranges are always blocked. Navigations may only use http(s) (and ``about:blank``);
+WebSockets ws(s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import ipaddress
+import logging
+import re
+import socket
+import time
+import unicodedata
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+from urllib.parse import unquote, urlsplit
+
+from playwright.async_api import BrowserContext, Route, WebSocketRoute
+
+log = logging.getLogger("runner.safety")
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+RequestKind = Literal["navigation", "request", "websocket"]
+OnBlock = Callable[[str, str], Any]
+
+METADATA_HOSTS = frozenset(
+    {
+        "metadata.google.internal",
+        "metadata.goog",
+        "metadata",
+        "instance-data",
+        "instance-data.ec2.internal",
+        "metadata.azure.internal",
+    }
+)
+METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(a)
+    for a in (
+        "169.254.169.254",  # AWS / GCP / Azure / OpenStack IMDS
+        "169.254.170.2",  # ECS task credentials
+        "fd00:ec2::254",  # AWS IMDS over IPv6
+        "100.100.100.200",  # Alibaba Cloud
+        "168.63.129.16",  # Azure wire server
+        "192.0.0.192",  # Oracle Cloud
+    )
+)
+_LOOPBACK = [ipaddress.ip_network(n) for n in ("127.0.0.0/8", "0.0.0.0/8", "::1/128", "::/128")]
+_LINK_LOCAL = [ipaddress.ip_network(n) for n in ("169.254.0.0/16", "fe80::/10")]
+_PRIVATE = [
+    ipaddress.ip_network(n)
+    for n in (
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",  # CGNAT
+        "198.18.0.0/15",  # benchmarking, used inside some clouds
+        "fc00::/7",  # unique local
+        "fec0::/10",  # deprecated site-local
+    )
+]
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_NAVIGATION_SCHEMES = frozenset({"http", "https"})
+_WEBSOCKET_SCHEMES = frozenset({"ws", "wss"})
+_DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
+_FORBIDDEN_HOST_CHARS = re.compile(r"[\x00-\x20#%/:<>?@\[\\\]^|]")
+BLOCK_HEADER = "X-AEF-Blocked"
+
+
+class GuardPolicy(Protocol):
+    """The two settings the guard reads (aef.settings.Settings satisfies it)."""
+
+    allow_loopback: bool
+    allow_private_networks: bool
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Outcome of a URL check. ``needs_dns``: a host name whose addresses were not checked yet."""
+
+    allowed: bool
+    url: str
+    category: str  # public | loopback | private | link_local | metadata | reserved | scheme | ...
+    reason: str = ""
+    host: str | None = None
+    addresses: tuple[str, ...] = ()
+    needs_dns: bool = False
+
+
+@dataclass(frozen=True)
+class BlockEvent:
+    url: str
+    reason: str
+    category: str
+    layer: str  # route | proxy | websocket
+    at: float = field(default_factory=time.time)
+
+
+# --------------------------------------------------------------------------- host parsing
+
+
+def _ipv4_number(part: str) -> int | None:
+    """One WHATWG IPv4 part: 0x-hex, 0-octal or decimal; None if it is not a number."""
+    radix, digits = 10, part
+    if len(part) >= 2 and part[:2].lower() == "0x":
+        radix, digits = 16, part[2:]
+    elif len(part) >= 2 and part[0] == "0":
+        radix, digits = 8, part[1:]
+    if digits == "":
+        return 0
+    pattern = {16: r"[0-9a-fA-F]+", 8: r"[0-7]+", 10: r"[0-9]+"}[radix]
+    if not re.fullmatch(pattern, digits):
+        return None
+    return int(digits, radix)
+
+
+def _ends_in_number(parts: list[str]) -> bool:
+    last = parts[-1]
+    if last.isascii() and last.isdigit():
+        return True
+    return (
+        len(last) >= 2
+        and last[:2].lower() == "0x"
+        and re.fullmatch(r"[0-9a-fA-F]*", last[2:]) is not None
+    )
+
+
+def parse_ipv4(host: str) -> ipaddress.IPv4Address | None:
+    """Parse a host the way browsers do (``2852039166``, ``0xA9FEA9FE``, ``0251.0376...``,
+    ``127.1``). Returns None for a domain name; raises ValueError for a host browsers reject."""
+    parts = host.split(".")
+    if len(parts) > 1 and parts[-1] == "":
+        parts.pop()
+    if not parts or not _ends_in_number(parts):
+        return None
+    if len(parts) > 4:
+        raise ValueError("too many IPv4 parts")
+    numbers = [_ipv4_number(p) for p in parts]
+    if any(n is None for n in numbers):
+        raise ValueError("invalid IPv4 part")
+    nums = [n for n in numbers if n is not None]
+    if any(n > 255 for n in nums[:-1]) or nums[-1] >= 256 ** (5 - len(nums)):
+        raise ValueError("IPv4 part out of range")
+    value = nums[-1]
+    for i, n in enumerate(nums[:-1]):
+        value += n * 256 ** (3 - i)
+    return ipaddress.IPv4Address(value)
+
+
+def normalize_host(raw: str) -> str:
+    """Percent-decode, map full-width dots/digits (UTS 46 does), lowercase, strip brackets."""
+    host = unquote(raw).translate(_DOTS)
+    host = unicodedata.normalize("NFKC", host).lower()
+    if host.startswith("[") and host.endswith("]"):
+        return host[1:-1]
+    return host
+
+
+def parse_host(host: str) -> IPAddress | None:
+    """IP literal of a normalized host (IPv6 without brackets), None for a domain name."""
+    if ":" in host:
+        literal = host.split("%", 1)[0]  # zone id
+        return ipaddress.IPv6Address(literal)
+    return parse_ipv4(host)
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    packed = int(ip)
+    if ip in _NAT64:
+        return ipaddress.IPv4Address(packed & 0xFFFFFFFF)
+    if packed >> 32 == 0 and packed > 1:  # deprecated IPv4-compatible ::a.b.c.d
+        return ipaddress.IPv4Address(packed & 0xFFFFFFFF)
+    return None
+
+
+def classify_ip(ip: IPAddress, policy: GuardPolicy) -> tuple[bool, str, str]:
+    """(allowed, category, reason) for one address."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        inner = _embedded_ipv4(ip)
+        if inner is not None:
+            ok, category, reason = classify_ip(inner, policy)
+            if not ok:
+                return ok, category, f"{reason} (embedded in {ip})"
+    if ip in METADATA_ADDRESSES:
+        return False, "metadata", f"{ip} is a cloud metadata address"
+    if any(ip in n for n in _LOOPBACK):
+        if policy.allow_loopback:
+            return True, "loopback", ""
+        return False, "loopback", f"{ip} is a loopback address"
+    if any(ip in n for n in _LINK_LOCAL):
+        return False, "link_local", f"{ip} is a link-local address"
+    if any(ip in n for n in _PRIVATE):
+        if policy.allow_private_networks:
+            return True, "private", ""
+        return False, "private", f"{ip} is in a private network range"
+    if ip.is_multicast or ip.is_reserved or ip.is_unspecified or not ip.is_global:
+        return False, "reserved", f"{ip} is a reserved or non-routable address"
+    return True, "public", ""
+
+
+# --------------------------------------------------------------------------- URL checks
+
+
+_C0_AND_SPACE = "".join(chr(i) for i in range(0x21))
+
+
+def _clean_url(url: str) -> str:
+    """What a browser does before parsing: strip C0/space at the ends, drop tab and newline."""
+    return re.sub(r"[\t\n\r]", "", url.strip(_C0_AND_SPACE))
+
+
+def _split_special(url: str) -> tuple[str, str]:
+    """(scheme, authority) of a special-scheme URL, treating ``\\`` as ``/`` like browsers."""
+    scheme, _, rest = url.partition(":")
+    rest = rest.replace("\\", "/").lstrip("/")
+    end = len(rest)
+    for ch in "/?#":
+        pos = rest.find(ch)
+        if pos != -1:
+            end = min(end, pos)
+    return scheme.lower(), rest[:end]
+
+
+def check_host(
+    raw_host: str, policy: GuardPolicy, *, url: str = "", port: int | None = None
+) -> Verdict:
+    """Pure check of one host (name or literal); names are flagged ``needs_dns``."""
+    host = normalize_host(raw_host)
+    shown = url or raw_host
+    if not host:
+        return Verdict(False, shown, "invalid", "empty host")
+    try:
+        ip = parse_host(host)
+    except ValueError as exc:
+        return Verdict(False, shown, "invalid", f"invalid host {raw_host!r}: {exc}", host)
+    if ip is not None:
+        ok, category, reason = classify_ip(ip, policy)
+        return Verdict(ok, shown, category, reason, host, (str(ip),))
+    name = host.rstrip(".")
+    if _FORBIDDEN_HOST_CHARS.search(name):
+        return Verdict(False, shown, "invalid", f"invalid host {raw_host!r}", host)
+    if name in METADATA_HOSTS:
+        return Verdict(False, shown, "metadata", f"{name} is a cloud metadata host", host)
+    if name == "localhost" or name.endswith(".localhost"):
+        # Chromium answers *.localhost with loopback itself, without DNS.
+        if policy.allow_loopback:
+            return Verdict(True, shown, "loopback", "", host, needs_dns=True)
+        return Verdict(False, shown, "loopback", f"{name} is a loopback host", host)
+    return Verdict(True, shown, "public", "", host, needs_dns=True)
+
+
+def check_url(url: str, policy: GuardPolicy, *, kind: RequestKind = "navigation") -> Verdict:
+    """Pure check (no DNS) usable before ``page.goto``; a host name comes back with
+    ``needs_dns=True`` and is fully checked by :meth:`NetworkGuard.check`."""
+    cleaned = _clean_url(url)
+    if kind != "websocket" and cleaned.lower() == "about:blank":
+        return Verdict(True, url, "about")
+    scheme = cleaned.partition(":")[0].lower() if ":" in cleaned else ""
+    allowed_schemes = _WEBSOCKET_SCHEMES if kind == "websocket" else _NAVIGATION_SCHEMES
+    if scheme not in allowed_schemes:
+        shown = scheme or "relative"
+        return Verdict(False, url, "scheme", f"the {shown}: scheme is not allowed")
+    _, authority = _split_special(cleaned)
+    hostport = authority.rpartition("@")[2]
+    try:
+        parsed = urlsplit(f"http://{hostport}/")
+        port = parsed.port
+    except ValueError as exc:
+        return Verdict(False, url, "invalid", f"invalid authority: {exc}")
+    if hostport.startswith("["):
+        raw_host = hostport[: hostport.find("]") + 1] if "]" in hostport else hostport
+    else:
+        raw_host = hostport.rsplit(":", 1)[0] if ":" in hostport else hostport
+    return check_host(raw_host, policy, url=url, port=port)
+
+
+def _check_resolved(verdict: Verdict, addresses: list[str], policy: GuardPolicy) -> Verdict:
+    for addr in addresses:
+        ok, category, reason = classify_ip(ipaddress.ip_address(addr.split("%", 1)[0]), policy)
+        if not ok:
+            return Verdict(
+                False,
+                verdict.url,
+                category,
+                f"{verdict.host} resolves to {addr}: {reason}",
+                verdict.host,
+                tuple(addresses),
+            )
+    category = verdict.category
+    if category == "public":
+        cats = {classify_ip(ipaddress.ip_address(a.split("%", 1)[0]), policy)[1] for a in addresses}
+        category = "public" if cats == {"public"} else sorted(cats - {"public"})[0]
+    return Verdict(True, verdict.url, category, "", verdict.host, tuple(addresses))
+
+
+Resolver = Callable[[str], Awaitable[list[str]]]
+
+
+async def system_resolve(host: str) -> list[str]:
+    """Every address getaddrinfo gives for ``host`` (asyncio, no blocking)."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    seen: list[str] = []
+    for info in infos:
+        addr = str(info[4][0])
+        if addr not in seen:
+            seen.append(addr)
+    return seen
+
+
+# --------------------------------------------------------------------------- the guard
+
+
+class NetworkGuard:
+    """Checks URLs (with DNS), installs the route layer on a context and runs its egress proxy.
+
+    ``on_block(url, reason)`` is called for every block (sync or async callable); the events
+    are also kept in :attr:`blocks`.
+    """
+
+    def __init__(
+        self,
+        policy: GuardPolicy,
+        on_block: OnBlock | None = None,
+        *,
+        resolver: Resolver = system_resolve,
+        dns_ttl: float = 30.0,
+        connect_timeout: float = 15.0,
+    ) -> None:
+        self.policy = policy
+        self.on_block = on_block
+        # Secrets can sit in a URL (a token in a query string): the runner sets this so blocks
+        # are logged, kept and reported redacted. runner.actions.ActionContext wires it up.
+        self.redact: Callable[[str], str] = lambda text: text
+        self.blocks: list[BlockEvent] = []
+        self._resolve = resolver
+        self._dns_ttl = dns_ttl
+        self._dns_cache: dict[str, tuple[float, list[str] | None]] = {}
+        self._connect_timeout = connect_timeout
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ---- checks
+
+    async def resolve(self, host: str) -> list[str] | None:
+        """Addresses of ``host`` (cached ``dns_ttl`` seconds); None when it does not resolve."""
+        now = time.monotonic()
+        hit = self._dns_cache.get(host)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        try:
+            addrs: list[str] | None = await self._resolve(host.rstrip("."))
+        except (OSError, UnicodeError):
+            addrs = None
+        self._dns_cache[host] = (now + self._dns_ttl, addrs or None)
+        return addrs or None
+
+    async def complete(self, verdict: Verdict) -> Verdict:
+        """Finish a pure verdict: resolve a host name and check every address."""
+        if not verdict.allowed or not verdict.needs_dns or verdict.host is None:
+            return verdict
+        addrs = await self.resolve(verdict.host)
+        if addrs is None:
+            reason = f"{verdict.host} does not resolve"
+            return Verdict(False, verdict.url, "dns", reason, verdict.host)
+        return _check_resolved(verdict, addrs, self.policy)
+
+    async def check(self, url: str, *, kind: RequestKind = "navigation") -> Verdict:
+        """Full check of a URL, DNS included."""
+        return await self.complete(check_url(url, self.policy, kind=kind))
+
+    def report(self, url: str, verdict: Verdict, layer: str) -> None:
+        url, reason = self.redact(url), self.redact(verdict.reason)
+        event = BlockEvent(url, reason, verdict.category, layer)
+        self.blocks.append(event)
+        log.warning("blocked %s request to %s: %s", layer, url, reason)
+        if self.on_block is None:
+            return
+        try:
+            result = self.on_block(url, reason)
+            if inspect.isawaitable(result):
+                task = asyncio.ensure_future(result)
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        except Exception:
+            log.exception("on_block callback failed")
+
+    # ---- Playwright layer
+
+    async def install(self, context: BrowserContext) -> None:
+        """Route every request and WebSocket of ``context`` through the checks."""
+        await context.route("**/*", self._on_route)
+        await context.route_web_socket(re.compile(r".*"), self._on_websocket)
+
+    async def _on_route(self, route: Route) -> None:
+        request = route.request
+        try:
+            kind: RequestKind = "navigation" if request.is_navigation_request() else "request"
+            verdict = await self.check(request.url, kind=kind)
+        except Exception as exc:  # a guard bug must block, never let through
+            verdict = Verdict(False, request.url, "error", f"guard error: {exc}")
+        try:
+            if verdict.allowed:
+                await route.fallback()
+            elif verdict.category == "dns":
+                await route.abort("namenotresolved")
+            else:
+                self.report(request.url, verdict, "route")
+                await route.abort("blockedbyclient")
+        except Exception as exc:  # page closed while we checked
+            log.debug("route for %s not handled: %s", request.url, exc)
+
+    async def _on_websocket(self, ws: WebSocketRoute) -> None:
+        try:
+            verdict = await self.check(ws.url, kind="websocket")
+        except Exception as exc:
+            verdict = Verdict(False, ws.url, "error", f"guard error: {exc}")
+        try:
+            if verdict.allowed:
+                ws.connect_to_server()
+            else:
+                self.report(ws.url, verdict, "websocket")
+                await ws.close(code=1008, reason="blocked by network guard")
+        except Exception as exc:
+            log.debug("websocket %s not handled: %s", ws.url, exc)
+
+    # ---- egress proxy
+
+    @property
+    def proxy_settings(self) -> dict[str, str]:
+        """The ``proxy=`` argument for ``browser.new_context`` (call :meth:`start` first)."""
+        if self._server is None:
+            raise RuntimeError("NetworkGuard.start() was not called")
+        port = self._server.sockets[0].getsockname()[1]
+        return {"server": f"http://127.0.0.1:{port}", "bypass": "<-loopback>"}
+
+    async def start(self) -> None:
+        """Start the egress proxy on an ephemeral loopback port."""
+        if self._server is None:
+            self._server = await asyncio.start_server(
+                self._serve, "127.0.0.1", 0, limit=256 * 1024
+            )
+
+    async def close(self) -> None:
+        """Stop the proxy and every tunnel it still holds."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 2)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        try:
+            await self._proxy_one(reader, writer)
+        except (
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            ConnectionError,
+            TimeoutError,
+        ):
+            pass
+        except Exception:
+            log.exception("egress proxy error")
+        finally:
+            with contextlib.suppress(Exception):
+                writer.close()
+            if task is not None:
+                self._tasks.discard(task)
+
+    async def _proxy_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 60)
+        lines = head.decode("latin-1").split("\r\n")
+        method, target, version = [*lines[0].split(" ", 2), "", ""][:3]
+        if method.upper() == "CONNECT":
+            hostport = target
+            host, _, port_s = hostport.rpartition(":")
+            port = int(port_s) if port_s.isdigit() else 443
+            shown = f"{'https' if port == 443 else 'tcp'}://{hostport}"
+            verdict = await self.complete(check_host(host, self.policy, url=shown, port=port))
+        else:
+            shown = target
+            verdict = await self.check(target, kind="request")
+            parts = urlsplit(target)
+            port = parts.port or 80
+        if not verdict.allowed and verdict.category == "dns":
+            log.debug("proxy: %s does not resolve", verdict.host)
+            writer.write(
+                b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            await writer.drain()
+            return
+        if not verdict.allowed:
+            self.report(shown, verdict, "proxy")
+            await _send_block(writer, verdict)
+            return
+        upstream = await self._connect(verdict.addresses, port)
+        if upstream is None:
+            writer.write(
+                b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            await writer.drain()
+            return
+        up_reader, up_writer = upstream
+        try:
+            if method.upper() == "CONNECT":
+                writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+                await writer.drain()
+                await _pipe_both(reader, writer, up_reader, up_writer)
+            else:
+                up_writer.write(_origin_form(method, target, version, lines[1:]))
+                await up_writer.drain()
+                await _pipe_both(reader, writer, up_reader, up_writer, close_response=True)
+        finally:
+            with contextlib.suppress(Exception):
+                up_writer.close()
+
+    async def _connect(
+        self, addresses: tuple[str, ...], port: int
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        for addr in addresses:  # only addresses that were checked: no second DNS lookup
+            try:
+                return await asyncio.wait_for(
+                    asyncio.open_connection(addr, port, limit=256 * 1024), self._connect_timeout
+                )
+            except (TimeoutError, OSError):
+                continue
+        return None
+
+
+async def _send_block(writer: asyncio.StreamWriter, verdict: Verdict) -> None:
+    body = f"Blocked by the AEF network guard: {verdict.reason}\n".encode()
+    writer.write(
+        b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        + f"{BLOCK_HEADER}: {verdict.category}\r\n".encode()
+        + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        + body
+    )
+    await writer.drain()
+
+
+_HOP_HEADERS = {"proxy-connection", "proxy-authorization", "connection", "keep-alive"}
+
+
+def _origin_form(method: str, target: str, version: str, header_lines: list[str]) -> bytes:
+    """Rewrite an absolute-form proxy request for the origin server, one request per socket."""
+    parts = urlsplit(target)
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    headers = [
+        h for h in header_lines if h and h.split(":", 1)[0].strip().lower() not in _HOP_HEADERS
+    ]
+    headers.append("Connection: close")
+    return f"{method} {path} {version}\r\n".encode("latin-1") + (
+        "\r\n".join(headers) + "\r\n\r\n"
+    ).encode("latin-1")
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, asyncio.IncompleteReadError):
+        pass
+    finally:
+        with contextlib.suppress(Exception):
+            writer.write_eof()
+
+
+async def _pipe_response(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Copy a response, marking its head ``Connection: close`` so the browser does not send a
+    second (unchecked) request down the same proxied socket."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        kept = [
+            h for h in lines[1:] if h and h.split(":", 1)[0].strip().lower() not in _HOP_HEADERS
+        ]
+        kept += ["Connection: close", "Proxy-Connection: close"]
+        writer.write((lines[0] + "\r\n" + "\r\n".join(kept) + "\r\n\r\n").encode("latin-1"))
+        await writer.drain()
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+        return
+    await _pipe(reader, writer)
+
+
+async def _pipe_both(
+    c_reader: asyncio.StreamReader,
+    c_writer: asyncio.StreamWriter,
+    u_reader: asyncio.StreamReader,
+    u_writer: asyncio.StreamWriter,
+    *,
+    close_response: bool = False,
+) -> None:
+    up = asyncio.ensure_future(_pipe(c_reader, u_writer))
+    down_coro = _pipe_response(u_reader, c_writer) if close_response else _pipe(u_reader, c_writer)
+    down = asyncio.ensure_future(down_coro)
+    try:
+        done, _ = await asyncio.wait({up, down}, return_when=asyncio.FIRST_COMPLETED)
+        if down not in done:  # the browser hung up: give the server a moment, then drop it
+            await asyncio.wait({down}, timeout=5)
+    finally:
+        for task in (up, down):
+            task.cancel()
+        await asyncio.gather(up, down, return_exceptions=True)

@@ -250,7 +250,7 @@ def _launch(caller: Caller, execution_id: str, token: str) -> str:
     try:
         launch = get_launcher().launch(execution_id, token)
     except LaunchFailed as exc:
-        log.warning("runner launch failed", extra={"executionId": execution_id})
+        log.warning("runner launch failed: %s", exc, extra={"executionId": execution_id})
         with _db().as_user(caller.claims) as conn:
             execution = store.get_execution(conn, execution_id, for_update=True)
             if execution is None or execution["status"] != states.QUEUED:

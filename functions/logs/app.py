@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Header, Query, Response
+from fastapi.responses import JSONResponse
 
 from aef import service
 from aef.http import CurrentClaims, create_app, lambda_handler, problem_responses
@@ -44,7 +45,6 @@ def logs(
 def live(
     executionId: UUID,
     claims: CurrentClaims,
-    response: Response,
     after: Annotated[int, Query(ge=0, le=2**62)] = 0,
     if_none_match: Annotated[str | None, Header(alias="If-None-Match", max_length=1000)] = None,
 ) -> Any:
@@ -54,8 +54,8 @@ def live(
                                    if_none_match=if_none_match)
     if body is None:
         return Response(status_code=304, headers={"ETag": etag, **headers})
-    response.headers.update({"ETag": etag, "Cache-Control": "no-cache", **headers})
-    return body
+    # The events go out byte-for-byte as they were broadcast (no re-serialization).
+    return JSONResponse(body, headers={"ETag": etag, "Cache-Control": "no-cache", **headers})
 
 
 app = create_app("AEF logs", routers=[router])

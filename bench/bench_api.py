@@ -1,0 +1,291 @@
+"""Latency of each endpoint through its Mangum handler, beside the raw database work it needs.
+
+For every endpoint: median and p99 of the full path (API Gateway v2 event → Mangum → FastAPI →
+JWT check → rate limit → use case → Postgres) and of the same store calls made directly in
+`Database` transactions (the raw psycopg round trips), printed as a ratio. Then log-page
+latency with 100,000 rows: the first page and a page deep in the history (keyset pagination
+should make them equal).
+
+    .venv/bin/python bench/bench_api.py [--n 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SECRET = "bench-secret-0123456789-0123456789-abcdef"
+os.environ.update({
+    "AEF_JWT_SECRET": SECRET, "AEF_LAUNCHER": "ecs", "AEF_MAX_ACTIVE_EXECUTIONS": "100000",
+    "AEF_RATE_LIMIT_CAPACITY": "1000000", "AEF_WRITE_RATE_LIMIT_CAPACITY": "1000000",
+    "AEF_READ_RATE_LIMIT_CAPACITY": "1000000", "AWS_ACCESS_KEY_ID": "x",
+    "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1",
+})
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def measure(fn: Callable[[], Any], n: int) -> list[float]:
+    fn()  # warm
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=200)
+    args = parser.parse_args()
+
+    import jwt
+    from moto import mock_aws
+    from psycopg.types.json import Jsonb
+
+    from aef import service
+    from aef.db import Database, set_database
+    from aef.launcher import EcsLauncher, set_launcher
+    from aef.settings import get_settings
+    from aef.store import api as store
+    from local.schema import apply_schema, create_database, drop_database
+    from tests.api.helpers import ScriptedRunner, fixture_sop
+    from tests.apigw import apigw_event, invoke
+
+    admin = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    name = f"aef_bench_{uuid.uuid4().hex[:8]}"
+    url = create_database(admin, name)
+    try:
+        apply_schema(url)
+        db = Database(url, min_size=1, max_size=4)
+        set_database(db)
+        with mock_aws():
+            import boto3
+
+            s = get_settings()
+            ecs = boto3.client("ecs", region_name="us-east-1")
+            ec2 = boto3.client("ec2", region_name="us-east-1")
+            vpc = ec2.create_vpc(CidrBlock="10.8.0.0/16")["Vpc"]["VpcId"]
+            ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
+            s.ecs_subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock="10.8.1.0/24")["Subnet"]["SubnetId"]]
+            s.ecs_security_groups = [ec2.create_security_group(
+                GroupName="b", Description="b", VpcId=vpc)["GroupId"]]
+            ecs.create_cluster(clusterName=s.ecs_cluster)
+            ecs.register_task_definition(
+                family=s.ecs_task_definition, requiresCompatibilities=["FARGATE"],
+                networkMode="awsvpc", cpu="1024", memory="2048",
+                containerDefinitions=[{"name": s.ecs_container_name, "image": "x",
+                                       "memory": 2048}])
+            set_launcher(EcsLauncher(s, client=ecs))
+            run(args.n, db, jwt, Jsonb, service, store, apigw_event, invoke, ScriptedRunner,
+                fixture_sop)
+        db.close()
+    finally:
+        drop_database(admin, name)
+
+
+def run(n: int, db: Any, jwt: Any, Jsonb: Any, service: Any, store: Any, apigw_event: Any,
+        invoke: Any, ScriptedRunner: Any, fixture_sop: Any) -> None:
+    from functions.checkpoint.app import handler as checkpoint_handler
+    from functions.execute.app import handler as execute_handler
+    from functions.logs.app import handler as logs_handler
+    from functions.stop.app import handler as stop_handler
+    from functions.transform.app import handler as transform_handler
+
+    user_id = str(uuid.uuid4())
+    with db.as_service() as conn:
+        conn.execute("reset role")
+        conn.execute("insert into auth.users (id, email) values (%s, 'bench@aef.local')",
+                     (user_id,))
+    now = int(time.time())
+    claims = {"sub": user_id, "role": "authenticated", "aud": "authenticated",
+              "iat": now, "exp": now + 3600}
+    token = jwt.encode(claims, SECRET, algorithm="HS256")
+    caller = service.Caller(user_id, claims)
+    auth = {"authorization": f"Bearer {token}"}
+
+    def call(handler: Any, method: str, path: str, body: Any = None,
+             query: dict[str, str] | None = None) -> Any:
+        status, _, payload = invoke(handler, apigw_event(method, path, headers=auth, body=body,
+                                                          query=query))
+        assert status < 400, (path, status, payload)
+        return payload
+
+    sop = fixture_sop()
+    created = call(transform_handler, "POST", "/api/aef/transform", {"sop": sop})
+    doc_id, execution_id = created["aefDocumentId"], created["executionId"]
+    call(execute_handler, "POST", "/api/aef/execute",
+         {"aefDocumentId": doc_id, "executionId": execution_id})
+    runner = ScriptedRunner(db, execution_id)
+    runner.claim()
+    runner.run_step("navigate_to_gmail", 10)
+
+    def rate(conn: Any, bucket: str) -> None:
+        store.take_token(conn, user_id, bucket, 1e6, 1.0)
+
+    def raw_logs() -> None:
+        with db.as_user(claims) as conn:
+            rate(conn, "read")
+        with db.as_user(claims) as conn:
+            store.get_execution(conn, execution_id)
+            store.page_logs(conn, execution_id, after=0, limit=100, level=None, step_id=None)
+
+    def raw_live() -> None:
+        with db.as_user(claims) as conn:
+            rate(conn, "read")
+        with db.as_user(claims) as conn:
+            store.get_execution(conn, execution_id)
+            store.live_snapshot(conn, execution_id, "execution_update", 20)
+            store.events_after(conn, execution_id, 0, 500)
+
+    def raw_transform() -> None:
+        from aef.transform import transform
+
+        with db.as_user(claims) as conn:
+            rate(conn, "write")
+        with db.as_user(claims) as conn:
+            result = transform(sop, None)
+            d = store.insert_document(conn, user_id, None, "t", result.document)
+            e = store.insert_execution(conn, user_id, d)
+            entry = store.insert_log(conn, e, "info", "system", "transformed")
+            store.emit_event(conn, e, "execution_update", {"logs": [entry]})
+
+    def checkpoint_pair() -> tuple[Callable[[], Any], Callable[[], Any]]:
+        ids: list[str] = []
+
+        def fresh() -> str:
+            with runner.tx() as conn:
+                row = conn.execute(
+                    "insert into aef_checkpoints (execution_id, step_id, iteration, type, title,"
+                    " timeout_seconds) values (%s, 'enter_email', %s, 'before_step', 'b', 300)"
+                    " returning id", (execution_id, len(ids) + 1)).fetchone()
+            ids.append(str(row["id"]))
+            return ids[-1]
+
+        def via_handler() -> None:
+            cp = fresh()
+            call(checkpoint_handler, "POST", f"/api/aef/checkpoint/{cp}", {"response": "approve"})
+
+        def raw() -> None:
+            cp = fresh()
+            with db.as_user(claims) as conn:
+                rate(conn, "write")
+            with db.as_user(claims) as conn:
+                store.get_checkpoint(conn, cp, for_update=True)
+                store.answer_checkpoint(conn, cp, "approved", user_id, {"response": "approve"})
+                entry = store.insert_log(conn, execution_id, "info", "checkpoint", "approved")
+                store.emit_event(conn, execution_id, "execution_update", {"logs": [entry]})
+
+        return via_handler, raw
+
+    def action_via_handler() -> None:
+        call(execute_handler, "POST", f"/api/aef/action/{execution_id}", {"action": "pause"})
+
+    def raw_action() -> None:
+        with db.as_user(claims) as conn:
+            rate(conn, "write")
+        with db.as_user(claims) as conn:
+            store.get_execution(conn, execution_id, for_update=True)
+            store.insert_command(conn, execution_id, "pause", None, {})
+            entry = store.insert_log(conn, execution_id, "info", "user", "pause")
+            store.emit_event(conn, execution_id, "execution_update", {"logs": [entry]})
+
+    def execute_via_handler() -> None:
+        reply = call(execute_handler, "POST", "/api/aef/execute", {"aefDocumentId": doc_id})
+        stop_ids.append(reply["executionId"])
+
+    def raw_execute() -> None:
+        with db.as_user(claims) as conn:
+            rate(conn, "execute")
+        with db.as_user(claims) as conn:
+            store.lock_user(conn, user_id)
+            store.get_document(conn, doc_id)
+            e = store.insert_execution(conn, user_id, doc_id)
+            store.count_active_executions(conn, user_id)
+            store.queue_execution(conn, e, step_ids=None, runner_token_hash=b"x" * 32,
+                                  resume_from=None)
+            entry = store.insert_log(conn, e, "info", "system", "queued")
+            store.emit_event(conn, e, "execution_update", {"logs": [entry]})
+        with db.as_user(claims) as conn:
+            store.set_task_arn(conn, e, "arn:raw")
+        stop_ids.append(e)
+
+    stop_ids: list[str] = []
+
+    def stop_via_handler() -> None:
+        call(stop_handler, "DELETE", f"/api/aef/stop/{stop_ids.pop()}")
+
+    def raw_stop() -> None:
+        e = stop_ids.pop()
+        with db.as_user(claims) as conn:
+            rate(conn, "write")
+        with db.as_user(claims) as conn:
+            store.get_execution(conn, e, for_update=True)
+            store.set_status(conn, e, "cancelled")
+            store.set_stop_cleanup(conn, e, "completed")
+            entry = store.insert_log(conn, e, "info", "user", "stopped")
+            store.emit_event(conn, e, "execution_complete", {"logs": [entry]})
+
+    cp_handler, cp_raw = checkpoint_pair()
+    rows = [
+        ("POST /transform", lambda: call(transform_handler, "POST", "/api/aef/transform",
+                                         {"sop": sop}), raw_transform),
+        ("POST /execute", execute_via_handler, raw_execute),
+        ("POST /action", action_via_handler, raw_action),
+        ("POST /checkpoint", cp_handler, cp_raw),
+        ("GET /logs", lambda: call(logs_handler, "GET", f"/api/aef/logs/{execution_id}"),
+         raw_logs),
+        ("GET /live", lambda: call(logs_handler, "GET", f"/api/aef/live/{execution_id}"),
+         raw_live),
+    ]
+    print(f"endpoint latency, n={n} each (ms): handler vs raw psycopg work; ratio of medians")
+    print(f"{'endpoint':18} {'p50':>7} {'p99':>7} | {'raw p50':>7} {'raw p99':>7} | ratio")
+    for label, via, raw in rows:
+        handler_ms = measure(via, n)
+        raw_ms = measure(raw, n)
+        report(label, handler_ms, raw_ms)
+    # stops: an idle-or-queued execution each; the cooperative wait is skipped for idle ones
+    for _ in range(2 * (n + 1)):
+        raw_execute()
+    report("DELETE /stop", measure(stop_via_handler, n), measure(raw_stop, n))
+
+    # Log pages with 100,000 rows: first page vs deep page
+    with db.as_service() as conn:
+        conn.execute(
+            "insert into aef_logs (execution_id, level, category, message)"
+            " select %s, 'info', 'bench', 'line ' || g from generate_series(1, 100000) g",
+            (execution_id,))
+        deep = conn.execute("select id from aef_logs where execution_id = %s order by id"
+                            " offset 99000 limit 1", (execution_id,)).fetchone()["id"]
+    first = measure(lambda: call(logs_handler, "GET", f"/api/aef/logs/{execution_id}",
+                                 query={"limit": "100"}), n)
+    deep_page = measure(lambda: call(logs_handler, "GET", f"/api/aef/logs/{execution_id}",
+                                     query={"limit": "100", "after": str(deep)}), n)
+    print(f"\nlog pages with 100,000 rows (limit 100): first p50 {statistics.median(first):.2f} ms,"
+          f" deep (row 99,000) p50 {statistics.median(deep_page):.2f} ms;"
+          f" deep/first = {statistics.median(deep_page) / statistics.median(first):.2f}")
+    _ = Jsonb
+
+
+def report(label: str, handler_ms: list[float], raw_ms: list[float]) -> None:
+    h50, h99 = statistics.median(handler_ms), percentile(handler_ms, 0.99)
+    r50, r99 = statistics.median(raw_ms), percentile(raw_ms, 0.99)
+    print(f"{label:18} {h50:7.2f} {h99:7.2f} | {r50:7.2f} {r99:7.2f} | {h50 / r50:5.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""Shared steps of the API tests: transform the fixtures, play the runner through its role."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "sops"
+
+
+def fixture_sop(name: str = "gmail-investor-crm-workflow.json") -> dict[str, Any]:
+    return json.loads((FIXTURES / name).read_text())
+
+
+def transform(api: Any, user: Any, sop: dict[str, Any] | None = None) -> dict[str, Any]:
+    reply = api.call("POST", "/api/aef/transform", user.token, {"sop": sop or fixture_sop()})
+    assert reply.status == 201, reply.body
+    return reply.body
+
+
+class ScriptedRunner:
+    """A stand-in for the runner that writes through the runner's own database role."""
+
+    def __init__(self, db: Any, execution_id: str) -> None:
+        import hashlib
+        import secrets
+
+        self.db = db
+        self.execution_id = execution_id
+        self.token = secrets.token_urlsafe(16)
+        with db.as_service() as conn:  # what the API did at launch: only the hash is stored
+            conn.execute("update aef_executions set runner_token_hash = %s where id = %s",
+                         (hashlib.sha256(self.token.encode()).digest(), execution_id))
+
+    def tx(self) -> Any:
+        return self.db.as_runner(self.execution_id, self.token)
+
+    def claim(self) -> None:
+        with self.tx() as conn:
+            conn.execute("update aef_executions set status = 'starting', runner_id = 'scripted',"
+                         " lease_expires_at = now() + interval '30 seconds', started_at = now()"
+                         " where id = %s", (self.execution_id,))
+            conn.execute("update aef_executions set status = 'running' where id = %s",
+                         (self.execution_id,))
+            self._event(conn, "execution_update")
+
+    def _event(self, conn: Any, kind: str, extras: dict[str, Any] | None = None) -> None:
+        conn.execute("insert into aef_events (execution_id, type, message) values (%s, %s, %s)",
+                     (self.execution_id, kind, Jsonb(extras or {})))
+
+    def run_step(self, step_id: str, progress: int) -> None:
+        with self.tx() as conn:
+            conn.execute("insert into aef_execution_steps (execution_id, step_id, status,"
+                         " started_at) values (%s, %s, 'running', now())",
+                         (self.execution_id, step_id))
+            conn.execute("update aef_executions set current_step_id = %s where id = %s",
+                         (step_id, self.execution_id))
+            self._event(conn, "execution_update")
+        with self.tx() as conn:
+            conn.execute("update aef_execution_steps set status = 'completed', finished_at = now()"
+                         " where execution_id = %s and step_id = %s",
+                         (self.execution_id, step_id))
+            conn.execute("insert into aef_logs (execution_id, step_id, level, category, message)"
+                         " values (%s, %s, 'info', 'step', %s)",
+                         (self.execution_id, step_id, f"{step_id} done"))
+            conn.execute("update aef_executions set progress = %s where id = %s",
+                         (progress, self.execution_id))
+            self._event(conn, "execution_update")
+
+    def ask_checkpoint(self, step_id: str, *, kind: str = "before_step",
+                       timeout: int = 300) -> str:
+        with self.tx() as conn:
+            row = conn.execute(
+                "insert into aef_checkpoints (execution_id, step_id, type, title,"
+                " default_action, timeout_seconds) values (%s, %s, %s, %s, 'reject', %s)"
+                " returning id", (self.execution_id, step_id, kind, f"Approve {step_id}?",
+                                  timeout)).fetchone()
+            conn.execute("update aef_executions set status = 'waiting_checkpoint' where id = %s",
+                         (self.execution_id,))
+            self._event(conn, "checkpoint_required")
+        return str(row["id"])
+
+    def resume_after_checkpoint(self) -> None:
+        with self.tx() as conn:
+            conn.execute("update aef_executions set status = 'running' where id = %s",
+                         (self.execution_id,))
+            self._event(conn, "execution_update")
+
+    def complete(self) -> None:
+        with self.tx() as conn:
+            conn.execute("update aef_executions set status = 'completed', progress = 100"
+                         " where id = %s", (self.execution_id,))
+            self._event(conn, "execution_complete")
+
+    def acknowledge_stop(self) -> None:
+        with self.tx() as conn:
+            conn.execute("update aef_execution_steps set status = 'cancelled' where"
+                         " execution_id = %s and status in ('running', 'pending',"
+                         " 'waiting_checkpoint')", (self.execution_id,))
+            conn.execute("update aef_executions set status = 'cancelled' where id = %s",
+                         (self.execution_id,))
+            self._event(conn, "execution_complete")

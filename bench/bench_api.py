@@ -35,7 +35,7 @@ os.environ.update({
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def measure(fn: Callable[[], Any], n: int) -> list[float]:
@@ -81,7 +81,8 @@ def main() -> None:
             ec2 = boto3.client("ec2", region_name="us-east-1")
             vpc = ec2.create_vpc(CidrBlock="10.8.0.0/16")["Vpc"]["VpcId"]
             ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
-            s.ecs_subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock="10.8.1.0/24")["Subnet"]["SubnetId"]]
+            subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.8.1.0/24")["Subnet"]
+            s.ecs_subnets = [subnet["SubnetId"]]
             s.ecs_security_groups = [ec2.create_security_group(
                 GroupName="b", Description="b", VpcId=vpc)["GroupId"]]
             ecs.create_cluster(clusterName=s.ecs_cluster)
@@ -115,7 +116,6 @@ def run(n: int, db: Any, jwt: Any, Jsonb: Any, service: Any, store: Any, apigw_e
     claims = {"sub": user_id, "role": "authenticated", "aud": "authenticated",
               "iat": now, "exp": now + 3600}
     token = jwt.encode(claims, SECRET, algorithm="HS256")
-    caller = service.Caller(user_id, claims)
     auth = {"authorization": f"Bearer {token}"}
 
     def call(handler: Any, method: str, path: str, body: Any = None,

@@ -142,7 +142,8 @@ def test_stop_without_acknowledgement_is_forced(api: Any, db: Any, new_user: Any
     reply = api.call("DELETE", f"/api/aef/stop/{execution_id}", user.token)
     assert reply.status == 200 and reply.body == {"status": "stopped", "cleanup": "forced"}
     stopped = moto_ecs.describe_tasks(cluster="aef", tasks=[_task_arn(db, execution_id)])
-    assert stopped["tasks"][0]["lastStatus"] == "STOPPED" or stopped["tasks"][0].get("stoppedReason")
+    task = stopped["tasks"][0]
+    assert task["lastStatus"] == "STOPPED" or task.get("stoppedReason")
     again = api.call("DELETE", f"/api/aef/stop/{execution_id}", user.token)
     assert again.body == {"status": "stopped", "cleanup": "forced"}
 

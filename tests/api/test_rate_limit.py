@@ -8,7 +8,7 @@ from tests.api.helpers import transform
 
 
 def test_burst_beyond_bucket(api: Any, db: Any, new_user: Any) -> None:
-    """Starts: capacity + 10 requests → exactly 10 × 429; another user keeps succeeding."""
+    """Starts: capacity + 10 requests → exactly 10 answers 429; another user keeps succeeding."""
     from aef.settings import get_settings
 
     s = get_settings()
@@ -37,7 +37,7 @@ def test_burst_beyond_bucket(api: Any, db: Any, new_user: Any) -> None:
 
 
 def test_exact_429_count_with_frozen_refill(api: Any, db: Any, new_user: Any) -> None:
-    """With refill made negligible, a burst of capacity + k gives exactly k 429s."""
+    """With refill made negligible, a burst of capacity + k gives exactly k answers 429."""
     from aef.settings import get_settings
 
     s = get_settings()

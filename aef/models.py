@@ -1,0 +1,652 @@
+"""The wire contract: SOP formats, the AEF document and plan, execution state, API bodies.
+
+Three families of models, each with its own config:
+
+- *Source documents* (`Sop*`, `Workflow*`) mirror JSON written by the application AEF
+  extends. Their field names are kept exactly as found (snake_case and camelCase mixed);
+  unknown fields are kept (`extra="allow"`) so a document survives a round trip, and node
+  and action types are plain strings so an unfamiliar type is a warning, not a crash.
+- *Wire models* (`_Wire`) are ours: snake_case in Python, camelCase on the wire
+  (`alias_generator=to_camel`), dumped with `by_alias=True`. Unknown fields are ignored so
+  a reader keeps working when a writer adds a field.
+- *Request bodies* (`_Request`) forbid unknown fields and bound every size, so bad input is
+  a 422 before any use case runs.
+
+Only pydantic and the standard library are imported and schemas are built lazily
+(`defer_build`): this module is on every Lambda's cold-start path.
+"""
+
+from datetime import datetime
+from typing import Annotated, Any, Literal, get_args
+from uuid import UUID
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_serializer,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+# --------------------------------------------------------------------------------------
+# Shared vocabulary
+# --------------------------------------------------------------------------------------
+
+ExecutionStatus = Literal[
+    "idle",
+    "queued",
+    "starting",
+    "running",
+    "paused",
+    "waiting_checkpoint",
+    "waiting_recovery",
+    "cancelling",
+    "completed",
+    "failed",
+    "cancelled",
+]
+StepStatus = Literal[
+    "pending", "running", "waiting_checkpoint", "completed", "failed", "skipped", "cancelled"
+]
+CheckpointStatus = Literal["pending", "approved", "rejected", "skipped", "expired"]
+CheckpointType = Literal["before_step", "decision", "manual"]
+# The runner also opens `error` checkpoints (recovery questions) at run time.
+CheckpointStateType = Literal["before_step", "decision", "manual", "error"]
+CheckpointDefault = Literal["approve", "reject", "skip"]
+CheckpointMode = Literal["all_steps", "risky_steps", "none", "custom"]
+ExecutionMethod = Literal["browser_automation", "api_integration", "manual_step", "hybrid"]
+LogLevel = Literal["debug", "info", "warn", "error"]
+
+StepKind = Literal["task", "compound", "loop", "decision", "end", "manual"]
+StepMethod = Literal["automated", "grounded", "manual"]
+ActionType = Literal[
+    "navigate",
+    "click",
+    "fill",
+    "type",
+    "select",
+    "check",
+    "uncheck",
+    "press",
+    "scroll",
+    "wait",
+    "extract",
+    "verify",
+    "upload",
+    "download",
+    "act",
+]
+ACTION_TYPES: frozenset[str] = frozenset(get_args(ActionType))
+
+# Bounded strings for request bodies.
+StepId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+ShortText = Annotated[str, StringConstraints(max_length=200)]
+SecretName = Annotated[
+    str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+]
+SecretValue = Annotated[str, StringConstraints(max_length=4096)]
+
+
+class _Source(BaseModel):
+    """A document written by someone else: keep every field, keep the original names."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True, defer_build=True)
+
+
+class _Wire(BaseModel):
+    """Our own JSON: camelCase on the wire, lenient to fields added by newer writers."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", defer_build=True
+    )
+
+
+class _Request(BaseModel):
+    """A request body: camelCase, unknown fields are a 422."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", defer_build=True
+    )
+
+
+# --------------------------------------------------------------------------------------
+# SOP format (meta / public / private), e.g. investor-crm-sop-v0.8.json
+# --------------------------------------------------------------------------------------
+
+
+class SopMeta(_Source):
+    id: str | None = None
+    title: str | None = None
+    version: str | None = None
+    goal: str | None = None
+    purpose: str | None = None
+    owner: list[str] | str | None = None
+
+
+class BrowserInstruction(_Source):
+    """One step of a node's `automation.instructions` (added by the seed's AI enhancement)."""
+
+    sequence: int | None = None
+    action_type: str | None = None
+    description: str | None = None
+    stagehand_instruction: str | None = None
+    selector_strategies: list[str] | None = None
+    expected_result: str | None = None
+    wait_conditions: list[str] | None = None
+    fallback_actions: list[str] | None = None
+
+
+class SopAutomation(_Source):
+    automatable: bool | None = None
+    automation_type: str | None = None  # ui | api | manual | hybrid
+    instructions: list[BrowserInstruction] = []
+    confidence_level: str | None = None
+    estimated_duration_ms: float | None = Field(default=None, ge=0)
+    error_recovery: list[str] | None = None
+    human_checkpoint: bool | None = None
+
+
+class SopNode(_Source):
+    id: str = Field(min_length=1)
+    type: str | None = None  # task | loop | decision | end | ui_interaction | ...
+    label: str | None = None
+    intent: str | None = None
+    context: str | None = None
+    id_path: str | None = None
+    parent_id: str | None = Field(default=None, alias="parentId")
+    children: list[str] | None = None
+    iterator: str | None = None
+    over: str | None = None  # the list a loop iterates (default: plural of `iterator`)
+    exit_condition: str | None = None
+    is_branch_root: bool | None = Field(default=None, alias="isBranchRoot")
+    question: str | None = None
+    rule: str | None = None  # a decision rule (aef.rules grammar)
+    automation: SopAutomation | None = None
+
+
+class SopEdge(_Source):
+    source: str
+    target: str
+    condition: str | None = None
+    decision_path: str | None = None
+
+
+class SopTrigger(_Source):
+    type: str | None = None
+    config: Any = None
+    description: str | None = None
+
+
+class SopClarification(_Source):
+    id: str | None = None
+    question: str | None = None
+    importance: str | None = None
+
+
+class SopPublic(_Source):
+    nodes: list[SopNode] = []
+    edges: list[SopEdge] = []
+    triggers: list[SopTrigger] = []
+    variables: dict[str, Any] | None = None
+    clarification_requests: list[SopClarification] = []
+
+
+class SopSkill(_Source):
+    id: str
+    app: str | None = None
+    method_type: str | None = None
+    viewport: str | None = None
+    performance_hint: str | None = None
+    variables_in: list[str] | None = None
+    variables_out: list[str] | None = None
+
+
+class SopPrivateStep(_Source):
+    node_id: str
+    primary_skill: str | None = None
+    alt_skills: list[str] | None = None
+
+
+class SopPrivate(_Source):
+    steps: list[SopPrivateStep] = []
+    skills: list[SopSkill] = []
+    artifacts: list[Any] = []
+
+
+class SopDocument(_Source):
+    meta: SopMeta | None = None
+    public: SopPublic
+    private: SopPrivate | None = None
+
+
+# --------------------------------------------------------------------------------------
+# JSON workflow format (meta / execution / config), e.g. gmail-investor-crm-workflow.json
+# --------------------------------------------------------------------------------------
+
+
+class WorkflowMeta(_Source):
+    id: str | None = None
+    title: str | None = None
+    version: str | None = None
+    goal: str | None = None
+    purpose: str | None = None
+
+
+class WorkflowTarget(_Source):
+    url: str | None = None
+    selector: str | None = None
+    url_contains: str | None = None
+
+
+class WorkflowAction(_Source):
+    type: str
+    instruction: str | None = None
+    target: WorkflowTarget | None = None
+    data: dict[str, Any] | None = None
+    timeout: float | None = Field(default=None, ge=0)  # milliseconds
+    schema_: Any = Field(default=None, alias="schema")
+    credential_field: str | None = Field(default=None, alias="credentialField")
+    variable: str | None = None
+
+
+class WorkflowIteratorConfig(_Source):
+    list_variable: str | None = Field(default=None, alias="listVariable")
+    item_variable: str | None = Field(default=None, alias="itemVariable")
+    index_variable: str | None = Field(default=None, alias="indexVariable")
+    max_iterations: int | None = Field(default=None, alias="maxIterations")
+    continue_on_error: bool | None = Field(default=None, alias="continueOnError")
+
+
+class WorkflowAssertCondition(_Source):
+    type: str | None = None  # selectorVisible | urlMatch | textPresent
+    value: str | None = None
+
+
+class WorkflowNode(_Source):
+    id: str = Field(min_length=1)
+    type: str | None = None  # atomic_task | compound_task | iterative_loop | list_iterator ...
+    label: str | None = None
+    intent: str | None = None
+    context: str | None = None
+    parent_id: str | None = Field(default=None, alias="parentId")
+    children: list[str] | None = None
+    credentials_required: dict[str, list[str]] | None = Field(
+        default=None, alias="credentialsRequired"
+    )
+    actions: list[WorkflowAction] = []
+    condition_schema: dict[str, Any] | None = Field(default=None, alias="conditionSchema")
+    outbound_edges: dict[str, str] | None = Field(default=None, alias="outboundEdges")
+    assert_conditions: list[WorkflowAssertCondition] | None = Field(
+        default=None, alias="assertConditions"
+    )
+    iterator_config: WorkflowIteratorConfig | None = Field(default=None, alias="iteratorConfig")
+    iterator: str | None = None  # iterative_loop: the item name
+    over: str | None = None  # iterative_loop: the list variable
+    human_escalate: bool | None = Field(default=None, alias="humanEscalate")
+    question: str | None = None
+    rule: str | None = None  # a decision rule (aef.rules grammar)
+
+
+class WorkflowFlowEdge(_Source):
+    from_: str = Field(alias="from")
+    to: str
+    condition: str | None = None
+
+
+class WorkflowGraph(_Source):
+    nodes: list[WorkflowNode] = []
+    flow: list[WorkflowFlowEdge] = []
+
+
+class WorkflowRequiredTab(_Source):
+    name: str | None = None
+    url: str | None = None
+
+
+class WorkflowEnvironment(_Source):
+    required_tabs: list[WorkflowRequiredTab] = []
+
+
+class WorkflowExecution(_Source):
+    environment: WorkflowEnvironment | None = None
+    workflow: WorkflowGraph
+
+
+class WorkflowConfig(_Source):
+    execution_timeout: float | None = Field(default=None, alias="executionTimeout")
+    retry_attempts: int | None = Field(default=None, alias="retryAttempts")
+    hybrid_mode: bool | None = Field(default=None, alias="hybridMode")
+    pause_on_errors: bool | None = Field(default=None, alias="pauseOnErrors")
+
+
+class WorkflowDocument(_Source):
+    meta: WorkflowMeta | None = None
+    execution: WorkflowExecution
+    config: WorkflowConfig | None = None
+
+
+# --------------------------------------------------------------------------------------
+# AEF plan (docs/architecture.md, "Plan") and configuration
+# --------------------------------------------------------------------------------------
+
+
+class Action(_Wire):
+    """One concrete browser action. Flat; only `type` is required.
+
+    `{{name}}` placeholders in url/value/selector/instruction are substituted at run time
+    from execution variables, then secrets. Unset fields are left out of the JSON.
+    """
+
+    type: ActionType
+    selector: str | None = None
+    url: str | None = None
+    value: str | None = None
+    key: str | None = None
+    instruction: str | None = None
+    timeout_ms: int | None = Field(default=None, ge=0)
+    url_contains: str | None = None
+    variable: str | None = None
+    attribute: str | None = None
+    many: bool | None = None
+    pattern: str | None = None
+    state: str | None = None
+    credential_field: str | None = None
+    schema_: Any = Field(default=None, alias="schema")
+
+    @model_serializer(mode="wrap")
+    def _drop_unset(self, handler: Any) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+
+class LoopSpec(_Wire):
+    iterator: str
+    over: str | None = None  # a list variable; None = repeat until the exit condition
+    max_iterations: int = Field(default=50, ge=1)
+    exit_condition: str | None = None
+
+
+class StepCheckpoint(_Wire):
+    """A checkpoint asked *before* its step runs."""
+
+    type: CheckpointType
+    title: str
+    description: str
+    timeout_seconds: int = Field(ge=1)
+    default_action: CheckpointDefault
+
+
+class DecisionSpec(_Wire):
+    question: str
+    rule: str | None = None  # None: a checkpoint asks the person (approve = yes)
+    yes: list["PlanStep"] = []
+    no: list["PlanStep"] = []
+
+
+class PlanStep(_Wire):
+    id: str
+    label: str
+    kind: StepKind
+    method: StepMethod
+    actions: list[Action] = []
+    instruction: str | None = None
+    children: list["PlanStep"] = []
+    loop: LoopSpec | None = None
+    decision: DecisionSpec | None = None
+    checkpoint: StepCheckpoint | None = None
+    risky: bool = False
+    credentials: list[str] = []
+
+
+class CheckpointConfig(_Wire):
+    """The flat list of planned checkpoints (the same ones the plan steps carry)."""
+
+    step_id: str
+    type: CheckpointType
+    title: str
+    description: str
+    timeout_seconds: int
+    default_action: CheckpointDefault
+
+
+class SecretConfig(_Wire):
+    id: str
+    name: str
+    description: str
+    type: Literal["password", "api_key", "oauth_token", "custom"]
+    required: bool = True
+    step_ids: list[str] = []
+
+
+class WorkflowCredential(_Wire):
+    id: str
+    service_type: str
+    label: str
+    description: str | None = None
+    type: Literal["email", "password", "api_key", "oauth_token", "text", "url"]
+    required: bool = True
+    required_for_steps: list[str] = []
+    placeholder: str | None = None
+    masked: bool = False
+
+
+class AefConfig(_Wire):
+    checkpoints: list[CheckpointConfig] = []
+    execution_method: ExecutionMethod = "browser_automation"
+    secrets: list[SecretConfig] = []
+    credentials: list[WorkflowCredential] = []
+    step_timeout: int = Field(default=30, ge=1, le=3600)  # seconds
+    checkpoint_timeout: int = Field(default=300, ge=10, le=86_400)  # seconds
+    auto_retry_enabled: bool = True
+    pause_on_errors: bool = True
+    checkpoint_mode: CheckpointMode = "risky_steps"
+    custom_checkpoints: list[str] = []
+
+
+class AefConfigPatch(_Request):
+    """The part of `AefConfig` a caller may set; the rest is derived by the transform."""
+
+    execution_method: ExecutionMethod | None = None
+    step_timeout: int | None = Field(default=None, ge=1, le=3600)
+    checkpoint_timeout: int | None = Field(default=None, ge=10, le=86_400)
+    auto_retry_enabled: bool | None = None
+    pause_on_errors: bool | None = None
+    checkpoint_mode: CheckpointMode | None = None
+    custom_checkpoints: list[StepId] | None = Field(default=None, max_length=500)
+
+
+class AefSection(_Wire):
+    config: AefConfig
+    plan: list[PlanStep]
+    transformed_at: datetime
+    transformed_by: str
+    version: str
+
+
+class AefDocument(_Source):
+    """The original SOP or workflow, untouched, plus the `aef` section."""
+
+    meta: dict[str, Any] | None = None
+    aef: AefSection
+
+
+# --------------------------------------------------------------------------------------
+# Execution state: log entries, checkpoints, live messages
+# --------------------------------------------------------------------------------------
+
+
+class ExecutionLogEntry(_Wire):
+    id: int
+    timestamp: datetime
+    level: LogLevel
+    category: str
+    message: str
+    step_id: str | None = None
+    details: dict[str, Any] | None = None
+
+
+class CheckpointState(_Wire):
+    id: UUID
+    step_id: str
+    type: CheckpointStateType
+    title: str
+    description: str | None = None
+    status: CheckpointStatus
+    default_action: CheckpointDefault
+    timeout_seconds: int
+    expires_at: datetime | None = None
+    response: dict[str, Any] | None = None
+
+
+class RecoveryOption(_Wire):
+    action: Literal["retry", "skip", "manual_takeover", "stop", "resume"]
+    label: str
+    description: str | None = None
+
+
+class LiveExecution(_Wire):
+    id: UUID
+    status: ExecutionStatus
+    current_step: str | None = None
+    progress: int = Field(default=0, ge=0, le=100)  # percent of plan steps finished
+
+
+class LiveBrowser(_Wire):
+    screenshot: str | None = None  # short-lived signed URL, never base64
+    current_url: str | None = None
+    is_ready: bool = False
+    last_action: str | None = None
+
+
+class LiveError(_Wire):
+    """The seed's error block; its keys are snake_case on the wire and stay so."""
+
+    message: str
+    recovery_options: list[RecoveryOption] = Field(default=[], alias="recovery_options")
+    auto_retry_in: int | None = Field(default=None, alias="auto_retry_in")  # seconds
+
+
+class LiveMessage(_Wire):
+    type: Literal["execution_update", "checkpoint_required", "execution_complete", "error"]
+    timestamp: datetime
+    seq: int = Field(ge=0)
+    execution: LiveExecution
+    browser: LiveBrowser
+    logs: list[ExecutionLogEntry] = []
+    checkpoints: list[CheckpointState] | None = None
+    error: LiveError | None = None
+
+
+# --------------------------------------------------------------------------------------
+# API bodies
+# --------------------------------------------------------------------------------------
+
+
+class TransformRequest(_Request):
+    """Transform a stored SOP (`sopId`) or one sent inline (`sop`): exactly one of them."""
+
+    sop_id: UUID | None = None
+    sop: dict[str, Any] | None = Field(default=None, max_length=100)
+    config: AefConfigPatch | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> "TransformRequest":
+        if (self.sop_id is None) == (self.sop is None):
+            raise ValueError("give exactly one of sopId or sop")
+        return self
+
+
+class TransformResponse(_Wire):
+    aef_document: dict[str, Any]
+    aef_document_id: UUID
+    execution_id: UUID
+    warnings: list[str] = []
+    estimated_step_count: int
+    estimated_duration: int  # seconds
+
+
+class ExecuteRequest(_Request):
+    aef_document_id: UUID
+    step_ids: list[StepId] | None = Field(default=None, max_length=500)
+    execution_id: UUID | None = None
+    secrets: dict[SecretName, SecretValue] | None = Field(default=None, max_length=50)
+
+
+class ExecuteResponse(_Wire):
+    execution_id: UUID
+    status: ExecutionStatus
+    websocket_url: str
+    channel: str
+    poll_url: str
+
+
+class TakeoverInput(_Request):
+    """One input a person sends to the browser during a manual takeover."""
+
+    kind: Literal["click_at", "type", "press", "navigate"]
+    x: float | None = Field(default=None, ge=0, le=10_000)
+    y: float | None = Field(default=None, ge=0, le=10_000)
+    text: str | None = Field(default=None, max_length=10_000)
+    key: str | None = Field(default=None, min_length=1, max_length=50)
+    url: str | None = Field(default=None, min_length=1, max_length=2048)
+
+    @model_validator(mode="after")
+    def _fields_for_kind(self) -> "TakeoverInput":
+        needed = {
+            "click_at": ("x", "y"),
+            "type": ("text",),
+            "press": ("key",),
+            "navigate": ("url",),
+        }[self.kind]
+        missing = [name for name in needed if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"{self.kind} needs {', '.join(missing)}")
+        return self
+
+
+class ActionRequest(_Request):
+    """Control a running execution; recovery (retry/skip/takeover/release/stop) goes here too."""
+
+    step_id: StepId | None = None
+    action: Literal["execute", "retry", "skip", "pause", "resume", "takeover", "release", "stop"]
+    input: TakeoverInput | None = None
+
+    @model_validator(mode="after")
+    def _input_only_for_takeover(self) -> "ActionRequest":
+        if self.input is not None and self.action != "takeover":
+            raise ValueError("input is only allowed with action takeover")
+        return self
+
+
+class ActionResponse(_Wire):
+    execution_id: UUID
+    status: ExecutionStatus
+    action: str
+    delivered: Literal["runner", "launched"]
+
+
+class CheckpointRequest(_Request):
+    response: Literal["approve", "reject", "skip"]
+    data: dict[str, Any] | None = Field(default=None, max_length=50)
+
+
+class CheckpointResponse(_Wire):
+    status: CheckpointStatus
+    next_action: str
+
+
+class StopResponse(_Wire):
+    status: Literal["stopped"] = "stopped"
+    cleanup: Literal["completed", "forced"]
+
+
+class LogsResponse(_Wire):
+    logs: list[ExecutionLogEntry]
+    next_cursor: str | None = None
+
+
+class LiveResponse(_Wire):
+    message: LiveMessage
+    events: list[LiveMessage] = []
+    last_seq: int = Field(ge=0)

@@ -1,0 +1,479 @@
+"""`aef`: the local stack and the demo, on one machine, with no Docker and no cloud account.
+
+    aef dev                      run the stack (functions, Realtime, auth, S3, demo site)
+    aef token [--user EMAIL]     print an access token for a dev user (ES256, 1 h)
+    aef demo [--yes]             the demo workflow end to end, watched live
+    aef watch EXECUTION_ID       follow any execution live (read-only)
+
+Every command but `dev` is a client of a running stack: it reads `.aef/stack.json` (written
+by `aef dev` once it is ready) to find the URLs, and talks HTTP and Realtime like a frontend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import psycopg
+
+from local.dev import (
+    DEFAULT_DATABASE,
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    DEFAULT_STATE_DIR,
+    DEV_USERS,
+    LOCAL_AWS_CREDENTIALS,
+    ROOT,
+    DevOptions,
+    DevStack,
+    StackError,
+    StackInfo,
+    StateDir,
+    chromium_path,
+    free_port,
+    lookup_user,
+    pid_alive,
+)
+from local.keys import DEFAULT_TTL_SECONDS, load_or_create, mint_user_token
+
+if TYPE_CHECKING:
+    from local.watch import ApiClient, LiveState
+
+DEMO_USER = DEV_USERS[0].email
+STACK_START_TIMEOUT_SECONDS = 120.0
+DEMO_TIMEOUT_SECONDS = 900.0
+
+
+class CliError(Exception):
+    """Something the person must fix; printed without a traceback."""
+
+
+# --------------------------------------------------------------------------------------------
+# Finding (or starting) the stack
+# --------------------------------------------------------------------------------------------
+
+
+def stack_healthy(info: StackInfo, timeout: float = 2.0) -> bool:
+    try:
+        response = httpx.get(f"{info.supabase_url}/health", timeout=timeout)
+    except httpx.HTTPError:
+        return False
+    return response.status_code == 200
+
+
+def running_stack(state: StateDir) -> StackInfo | None:
+    info = StackInfo.load(state.stack_file)
+    if info is None or not pid_alive(info.pid) or not stack_healthy(info):
+        return None
+    return info
+
+
+def require_stack(state: StateDir) -> StackInfo:
+    info = running_stack(state)
+    if info is None:
+        raise CliError(f"No running stack found ({state.stack_file}); start one with `aef dev`")
+    return info
+
+
+def stop_process(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM (the stack stops what it started), then SIGKILL if it hangs."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
+@dataclass
+class StartedStack:
+    info: StackInfo
+    process: subprocess.Popen[bytes] | None  # None: someone else's stack, left running
+
+    def stop(self) -> None:
+        stop_process(self.process)
+
+
+def start_stack(state: StateDir, *, port: int, database: str, say: Any) -> StartedStack:
+    """Reuse the running stack, or start `aef dev` in the background until we are done."""
+    info = running_stack(state)
+    if info is not None:
+        say(f"Using the running stack at {info.supabase_url} (pid {info.pid})")
+        return StartedStack(info, None)
+    state.ensure()
+    chosen = free_port(preferred=port)
+    log_file = state.logs / "dev.log"
+    say(f"Starting the local stack on port {chosen} (log: {log_file})")
+    with log_file.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "local.cli", "--state-dir", str(state.root), "dev",
+             "--port", str(chosen), "--database", database],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    deadline = time.monotonic() + STACK_START_TIMEOUT_SECONDS
+    try:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise CliError(f"The stack did not start (exit {process.returncode}):\n"
+                               + tail(log_file))
+            info = StackInfo.load(state.stack_file)
+            if info is not None and info.pid == process.pid and stack_healthy(info):
+                return StartedStack(info, process)
+            time.sleep(0.25)
+        raise CliError(f"The stack was not ready after {STACK_START_TIMEOUT_SECONDS:.0f} s:\n"
+                       + tail(log_file))
+    except BaseException:
+        stop_process(process)
+        raise
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+# --------------------------------------------------------------------------------------------
+# Tokens
+# --------------------------------------------------------------------------------------------
+
+
+def user_id_for(email: str, info: StackInfo | None) -> str:
+    """The auth.users id of `email`: from the stack's database, else a dev user's fixed id."""
+    if info is not None:
+        if email in info.users:
+            return info.users[email]
+        try:
+            found = lookup_user(info.database_url, email)
+        except psycopg.Error:
+            found = None
+        if found:
+            return found
+    for user in DEV_USERS:
+        if user.email.lower() == email.lower():
+            return user.default_id
+    known = ", ".join(u.email for u in DEV_USERS)
+    raise CliError(f"Unknown user {email}; the dev users are {known}")
+
+
+def token_for(state: StateDir, email: str, info: StackInfo | None,
+              ttl: int = DEFAULT_TTL_SECONDS) -> str:
+    from aef.settings import get_settings
+
+    supabase_url = info.supabase_url if info else get_settings().supabase_url
+    key = load_or_create(state.keys)
+    return mint_user_token(key, user_id=user_id_for(email, info), email=email,
+                           supabase_url=supabase_url, ttl_seconds=ttl)
+
+
+# --------------------------------------------------------------------------------------------
+# Commands
+# --------------------------------------------------------------------------------------------
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    options = DevOptions(host=args.host, port=args.port, database_url=args.database_url,
+                         database_name=args.database, reset_db=args.reset_db,
+                         embedded_postgres=args.embedded_postgres, state_dir=args.state_dir)
+    if options.database_url is None:
+        from aef.settings import Settings
+
+        settings = Settings()
+        if "database_url" in settings.model_fields_set:  # DATABASE_URL was given
+            options.database_url = settings.database_url
+    DevStack(options).serve()
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    state = StateDir(args.state_dir)
+    info = running_stack(state)
+    print(token_for(state, args.user, info, args.ttl))
+    return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from local.watch import ApiClient, Follower, ReadOnly, RealtimeConfig, make_view
+
+    state = StateDir(args.state_dir)
+    info = require_stack(state)
+    token = token_for(state, args.user, info)
+    view = make_view(f"AEF execution {args.execution_id}", plain=args.plain)
+
+    async def follow() -> str:
+        api = ApiClient(info.api_url, token)
+        try:
+            realtime = None if args.poll else RealtimeConfig(info.supabase_url, info.anon_key,
+                                                              token)
+            follower = Follower(api, args.execution_id, realtime=realtime, view=view,
+                                decider=ReadOnly())
+            final = await follower.run()
+            return final.status
+        finally:
+            await api.close()
+            view.close()
+
+    status = asyncio.run(follow())
+    print(f"Execution {args.execution_id}: {status}")
+    return 0 if status == "completed" else 1
+
+
+def preflight() -> list[str]:
+    """What the demo needs on this machine; returns the problems found."""
+    import importlib.util
+
+    problems = []
+    if chromium_path() is None:
+        problems.append("Chromium is not installed (scripts/bootstrap.sh installs it)")
+    if importlib.util.find_spec("runner.__main__") is None:
+        problems.append("the runner package (python -m runner) is missing")
+    if not (ROOT / "template.yaml").exists():
+        problems.append("template.yaml is missing")
+    from local.demo import WORKFLOW_PATH
+
+    if not WORKFLOW_PATH.exists():
+        problems.append(f"the demo workflow {WORKFLOW_PATH} is missing")
+    return problems
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    state = StateDir(args.state_dir)
+    if not args.yes and not sys.stdin.isatty():
+        raise CliError("Checkpoints are asked in the terminal, and stdin is not one; "
+                       "run in a terminal or pass --yes to approve everything")
+    problems = preflight()
+    if problems:
+        raise CliError("The demo cannot run: " + "; ".join(problems))
+    stack = start_stack(state, port=args.port, database=args.database, say=print)
+    try:
+        return asyncio.run(run_demo(state, stack.info, args))
+    finally:
+        if stack.process is not None:
+            print("Stopping the local stack")
+        stack.stop()
+
+
+async def run_demo(state: StateDir, info: StackInfo, args: argparse.Namespace) -> int:
+    from local.demo import DEMO_EMAIL, DEMO_PASSWORD, WORKFLOW_PATH
+    from local.watch import (
+        ApiClient,
+        ApiError,
+        AskPerson,
+        AutoApprove,
+        Decider,
+        Follower,
+        RealtimeConfig,
+        make_view,
+    )
+
+    token = token_for(state, args.user, info)
+    async with httpx.AsyncClient(base_url=info.supabase_url, timeout=10) as site:
+        (await site.post("/demo/reset")).raise_for_status()
+    workflow_path = args.workflow or WORKFLOW_PATH
+    workflow = json.loads(workflow_path.read_text())
+    api = ApiClient(info.api_url, token)
+    try:
+        transformed = await api.transform(workflow)
+        document_id = str(transformed["aefDocumentId"])
+        execution_id = str(transformed["executionId"])
+        title = (workflow.get("meta") or {}).get("title", workflow_path.name)
+        print(f"Transformed '{title}': document {document_id}, "
+              f"{transformed.get('estimatedStepCount')} steps, "
+              f"about {transformed.get('estimatedDuration')} s")
+        for warning in transformed.get("warnings") or []:
+            print(f"  warning: {warning}")
+        # The API takes no separate variables: placeholders resolve from variables, then
+        # secrets, so the demo site's address travels with the credentials.
+        secrets = {"demo_email": DEMO_EMAIL, "demo_password": DEMO_PASSWORD,
+                   "base_url": info.supabase_url}
+        started = await api.execute(document_id, execution_id=execution_id, secrets=secrets,
+                                    idempotency_key=f"aef-demo-{uuid.uuid4()}")
+        print(f"Execution {execution_id} {started['status']}; live on channel "
+              f"{started['channel']}")
+        view = make_view(f"AEF demo: {title}", plain=args.plain)
+        decider: Decider = AutoApprove() if args.yes else AskPerson(view)
+        follower = Follower(api, execution_id,
+                            realtime=RealtimeConfig(info.supabase_url, info.anon_key, token),
+                            view=view, decider=decider)
+        try:
+            final = await follower.run(give_up_after=args.timeout)
+        except (TimeoutError, asyncio.CancelledError):
+            view.note(f"Stopping execution {execution_id}")
+            with contextlib.suppress(ApiError, httpx.HTTPError):
+                await asyncio.shield(api.stop(execution_id))
+            raise
+        finally:
+            view.close()
+        await print_summary(state, info, api, token, final)
+        return 0 if final.status == "completed" else 1
+    finally:
+        await api.close()
+
+
+async def print_summary(state: StateDir, info: StackInfo, api: ApiClient, token: str,
+                        final: LiveState) -> None:
+    execution_id = final.execution_id
+    logs = await api.all_logs(execution_id)
+    counts = execution_counts(info, token, execution_id)
+    shots = download_screenshots(info, execution_id, state.screenshots / execution_id)
+    async with httpx.AsyncClient(base_url=info.supabase_url, timeout=10) as site:
+        crm = (await site.get("/demo/state")).json()
+    print()
+    print(f"Execution   {execution_id}: {final.status} in {final.elapsed:.0f} s")
+    print("Steps       " + (", ".join(f"{n} {s}" for s, n in sorted(counts["steps"].items()))
+                           or "none"))
+    print("Checkpoints " + (", ".join(f"{n} {s}" for s, n in
+                                      sorted(counts["checkpoints"].items())) or "none"))
+    if final.actions:
+        print(f"Recovery    {', '.join(final.actions)}")
+    errors = sum(1 for entry in logs if entry.get("level") == "error")
+    print(f"Logs        {len(logs)} entries ({errors} errors): "
+          f"GET {info.api_url}/api/aef/logs/{execution_id}")
+    summary = crm.get("summary", {})
+    print(f"Demo CRM    {summary.get('added', 0)} added, {summary.get('updated', 0)} updated, "
+          f"{summary.get('processed', 0)} emails processed: {info.supabase_url}/crm/")
+    if shots:
+        print(f"Screenshots {len(shots)} in {state.screenshots / execution_id}")
+    else:
+        print("Screenshots none were uploaded")
+
+
+def execution_counts(info: StackInfo, token: str, execution_id: str) -> dict[str, dict[str, int]]:
+    """Step and checkpoint counts by status, read as the user (RLS), as supabase-js reads."""
+    import jwt
+
+    from aef.db import Database
+
+    claims = jwt.decode(token, options={"verify_signature": False})
+    database = Database(info.database_url, min_size=0, max_size=1)
+    try:
+        with database.as_authenticated(claims) as conn:
+            steps = conn.execute(
+                "select status, count(*) as n from public.aef_execution_steps "
+                "where execution_id = %s group by status", (execution_id,)).fetchall()
+            checkpoints = conn.execute(
+                "select status, count(*) as n from public.aef_checkpoints "
+                "where execution_id = %s group by status", (execution_id,)).fetchall()
+    finally:
+        database.close()
+    return {"steps": {r["status"]: int(r["n"]) for r in steps},
+            "checkpoints": {r["status"]: int(r["n"]) for r in checkpoints}}
+
+
+def download_screenshots(info: StackInfo, execution_id: str, dest: Path) -> list[Path]:
+    """Copy the execution's screenshots out of the stack's S3 (it lives in memory)."""
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=info.s3_endpoint_url, region_name="us-east-1",
+                          aws_access_key_id=LOCAL_AWS_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                          aws_secret_access_key=LOCAL_AWS_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+    prefix = f"{info.screenshot_prefix}{execution_id}/"
+    saved: list[Path] = []
+    paginator = client.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=info.screenshot_bucket, Prefix=prefix):
+        for item in page.get("Contents") or []:
+            dest.mkdir(parents=True, exist_ok=True)
+            target = dest / Path(item["Key"]).name
+            client.download_file(info.screenshot_bucket, item["Key"], str(target))
+            saved.append(target)
+    return saved
+
+
+# --------------------------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="aef", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    root.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR,
+                      help="where the stack keeps keys, logs, data (default: .aef/)")
+    sub = root.add_subparsers(dest="command", required=True)
+
+    dev = sub.add_parser("dev", help="run the local stack in the foreground")
+    dev.add_argument("--host", default=DEFAULT_HOST)
+    dev.add_argument("--port", type=int, default=DEFAULT_PORT)
+    dev.add_argument("--database-url", default=None,
+                     help="PostgreSQL server to use (default: DATABASE_URL, else "
+                          "127.0.0.1:5432, else an embedded server)")
+    dev.add_argument("--database", default=DEFAULT_DATABASE,
+                     help="database created on that server (default: aef_dev)")
+    dev.add_argument("--reset-db", action="store_true",
+                     help="drop and recreate the database first")
+    dev.add_argument("--embedded-postgres", action="store_true",
+                     help="use the embedded PostgreSQL (in the state folder) even when "
+                          "another server answers")
+    dev.set_defaults(run=cmd_dev)
+
+    token = sub.add_parser("token", help="print an access token for a dev user")
+    token.add_argument("--user", default=DEMO_USER)
+    token.add_argument("--ttl", type=int, default=DEFAULT_TTL_SECONDS, help="seconds")
+    token.set_defaults(run=cmd_token)
+
+    demo = sub.add_parser("demo", help="run the demo workflow end to end, watched live")
+    demo.add_argument("--yes", action="store_true",
+                      help="approve every checkpoint; on errors retry once, then skip")
+    demo.add_argument("--user", default=DEMO_USER)
+    demo.add_argument("--port", type=int, default=DEFAULT_PORT,
+                      help="port for the stack if one must be started")
+    demo.add_argument("--database", default=DEFAULT_DATABASE)
+    demo.add_argument("--timeout", type=float, default=DEMO_TIMEOUT_SECONDS,
+                      help="give up after this many seconds")
+    demo.add_argument("--workflow", type=Path, default=None,
+                      help="another workflow or SOP file to run against the demo site")
+    demo.add_argument("--plain", action="store_true", default=None,
+                      help="plain lines instead of the live panel")
+    demo.set_defaults(run=cmd_demo)
+
+    watch = sub.add_parser("watch", help="follow an execution live (read-only)")
+    watch.add_argument("execution_id")
+    watch.add_argument("--user", default=DEMO_USER)
+    watch.add_argument("--poll", action="store_true", help="use /live polling only")
+    watch.add_argument("--plain", action="store_true", default=None)
+    watch.set_defaults(run=cmd_watch)
+    return root
+
+
+@contextlib.contextmanager
+def _friendly_errors() -> Iterator[None]:
+    from local.watch import ApiError
+
+    try:
+        yield
+    except (CliError, StackError) as exc:
+        print(f"aef: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except ApiError as exc:
+        print(f"aef: the API refused: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except TimeoutError as exc:
+        print(f"aef: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    with _friendly_errors():
+        code: int = args.run(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

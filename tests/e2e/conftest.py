@@ -1,0 +1,122 @@
+"""End-to-end fixtures: the real `aef dev` stack as a subprocess, driven like a user drives it.
+
+The stack gets its own state folder (keys, logs, screenshots) and its own database on the test
+server (DATABASE_URL, default 127.0.0.1:5432), both removed at the end, so a developer's own
+`.aef/` and `aef_dev` are never touched. It listens on a free port.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+from psycopg import sql
+
+from local.dev import StackInfo, StateDir
+
+ROOT = Path(__file__).resolve().parents[2]
+ADMIN_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+START_TIMEOUT_SECONDS = 120
+
+
+def clean_env() -> dict[str, str]:
+    """The environment a person's shell would have: no AEF_* left over from other tests."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AEF_")}
+    env["DATABASE_URL"] = ADMIN_URL
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def aef(state: StateDir, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run the `aef` CLI as a person would (python -m local.cli == the `aef` script)."""
+    return subprocess.run(
+        [sys.executable, "-m", "local.cli", "--state-dir", str(state.root), *args],
+        capture_output=True, text=True, timeout=timeout, env=clean_env(), cwd=ROOT,
+        check=False)
+
+
+@dataclass
+class RunningStack:
+    info: StackInfo
+    state: StateDir
+    process: subprocess.Popen[bytes]
+    log_file: Path
+
+    @property
+    def url(self) -> str:
+        return self.info.supabase_url
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _state_dir() -> StateDir:
+    # world-traversable: an embedded PostgreSQL would run as the `postgres` user
+    root = Path(tempfile.mkdtemp(prefix="aef-e2e-"))
+    root.chmod(0o755)
+    return StateDir(root)
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[RunningStack]:
+    state = _state_dir()
+    state.ensure()
+    database = f"aef_e2e_{uuid.uuid4().hex[:10]}"
+    log_file = state.logs / "dev.log"
+    with log_file.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "local.cli", "--state-dir", str(state.root), "dev",
+             "--port", "0", "--database-url", ADMIN_URL, "--database", database],
+            stdout=log, stderr=subprocess.STDOUT, env=clean_env(), cwd=ROOT)
+    running: RunningStack | None = None
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while running is None:
+            if process.poll() is not None:
+                pytest.fail(f"aef dev exited with {process.returncode}:\n"
+                            + log_file.read_text(errors="replace")[-4000:])
+            if time.monotonic() > deadline:
+                pytest.fail("aef dev was not ready in time:\n"
+                            + log_file.read_text(errors="replace")[-4000:])
+            info = StackInfo.load(state.stack_file)
+            if info is not None and info.pid == process.pid:
+                try:
+                    if httpx.get(f"{info.supabase_url}/health", timeout=2).status_code == 200:
+                        running = RunningStack(info, state, process, log_file)
+                        break
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.2)
+        yield running
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+            conn.execute(sql.SQL("drop database if exists {} with (force)").format(
+                sql.Identifier(database)))
+        shutil.rmtree(state.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def demo_token(stack: RunningStack) -> str:
+    """An access token from `aef token`, exactly what a person would paste."""
+    result = aef(stack.state, "token", "--user", "demo@aef.local")
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()

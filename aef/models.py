@@ -571,6 +571,8 @@ class ExecuteRequest(_Request):
     step_ids: list[StepId] | None = Field(default=None, max_length=500)
     execution_id: UUID | None = None
     secrets: dict[SecretName, SecretValue] | None = Field(default=None, max_length=50)
+    # Non-secret inputs for {{placeholders}} (e.g. a base URL); visible in logs and events.
+    variables: dict[SecretName, SecretValue] | None = Field(default=None, max_length=50)
 
 
 class ExecuteResponse(_Wire):

@@ -200,7 +200,8 @@ def start_execution(caller: Caller, request: Any, idempotency_key: str | None) -
                                                   str(request.aef_document_id))
         _check_active_cap(conn, caller.user_id, s)
         store.queue_execution(conn, execution_id, step_ids=request.step_ids,
-                              runner_token_hash=token_hash, resume_from=None)
+                              runner_token_hash=token_hash, resume_from=None,
+                              variables=request.variables)
         if request.secrets:
             store.put_secrets(conn, execution_id, dict(request.secrets))
         entry = store.insert_log(conn, execution_id, "info", "system", "Execution queued")
@@ -378,17 +379,25 @@ def stop_execution(caller: Caller, execution_id: str) -> dict[str, Any]:
             raise Conflict(f"The execution already ended ({status})", code="execution_finished",
                            currentStatus=status)
         task_arn = execution["task_arn"]
-        if status == states.IDLE:
+        runner_live = bool(execution["runner_live"])
+        unclaimed = status == states.IDLE or (
+            status == states.QUEUED and execution["runner_id"] is None)
+        if unclaimed:
+            # no runner holds it yet: nothing to clean up; a late runner finds it cancelled
             store.set_status(conn, execution_id, states.CANCELLED)
             store.set_stop_cleanup(conn, execution_id, "completed")
             entry = store.insert_log(conn, execution_id, "info", "user", "Execution stopped")
             store.emit_event(conn, execution_id, "execution_complete", {"logs": [entry]})
-            return {"status": "stopped", "cleanup": "completed"}
-        if status != states.CANCELLING:
+        elif status != states.CANCELLING:
             store.set_status(conn, execution_id, states.CANCELLING)
             entry = store.insert_log(conn, execution_id, "info", "user", "Stop requested")
             store.emit_event(conn, execution_id, "execution_update", {"logs": [entry]})
-    deadline = time.monotonic() + s.stop_ack_timeout_seconds
+    if unclaimed:
+        if task_arn:
+            get_launcher().stop(task_arn, "AEF stop before the runner started")
+        return {"status": "stopped", "cleanup": "completed"}
+    # a runner whose lease lapsed will not answer: force at once
+    deadline = time.monotonic() + (s.stop_ack_timeout_seconds if runner_live else 0.0)
     while time.monotonic() < deadline:
         time.sleep(0.1)
         with _db().as_user(caller.claims) as conn:

@@ -142,14 +142,17 @@ def count_active_executions(conn: Connection, user_id: str) -> int:
 
 
 def queue_execution(conn: Connection, execution_id: str, *, step_ids: Sequence[str] | None,
-                    runner_token_hash: bytes, resume_from: str | None) -> None:
+                    runner_token_hash: bytes, resume_from: str | None,
+                    variables: dict[str, str] | None = None) -> None:
     conn.execute(
         """
         update aef_executions set status = 'queued', step_ids = %s, runner_token_hash = %s,
-          resume_from = %s, error = null, task_arn = null, stop_cleanup = null
+          resume_from = %s, error = null, task_arn = null, stop_cleanup = null,
+          variables = variables || %s
         where id = %s
         """,
-        (list(step_ids) if step_ids else None, runner_token_hash, resume_from, execution_id),
+        (list(step_ids) if step_ids else None, runner_token_hash, resume_from,
+         Jsonb(variables or {}), execution_id),
     )
 
 

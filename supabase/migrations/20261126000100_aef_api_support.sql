@@ -18,3 +18,6 @@ grant insert (execution_id, step_id, level, category, message, details) on publi
 
 -- One-statement token bucket: the update records whether this request paid for a token.
 alter table public.aef_rate_limits add column if not exists last_allowed boolean not null default true;
+
+-- Non-secret inputs a user passes to POST /execute land in the execution's variables.
+grant update (variables) on public.aef_executions to aef_api;

@@ -154,3 +154,15 @@ def _task_arn(db: Any, execution_id: str) -> str:
     with admin_connection(db) as conn:
         return conn.execute("select task_arn from aef_executions where id = %s",
                             (execution_id,)).fetchone()["task_arn"]
+
+
+def test_stop_before_any_runner_claimed_is_immediate(api: Any, db: Any, new_user: Any) -> None:
+    user = new_user()
+    created = transform(api, user)
+    execution_id = created["executionId"]
+    assert start(api, user, created, executionId=execution_id).body["status"] == "queued"
+    reply = api.call("DELETE", f"/api/aef/stop/{execution_id}", user.token)
+    assert reply.status == 200 and reply.body == {"status": "stopped", "cleanup": "completed"}
+    snap = api.call("GET", f"/api/aef/live/{execution_id}", user.token).body
+    assert snap["message"]["execution"]["status"] == "cancelled"
+    assert snap["message"]["type"] == "execution_complete"

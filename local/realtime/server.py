@@ -12,6 +12,7 @@ lifespan (a mounted sub-app's lifespan does not run).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -114,7 +115,7 @@ class RealtimeServer:
             await websocket.close(_REFUSE)
             return
         try:
-            claims = self.verifier.verify(token)
+            claims = await asyncio.to_thread(self.verifier.verify, token)
         except TokenRejected as exc:
             log.info("realtime connection refused", extra={"why": exc.reason})
             await websocket.close(_REFUSE)

@@ -293,8 +293,9 @@ class Session:
                 "the local Realtime server serves Broadcast and Presence, not Postgres Changes"))
         token = params.get("access_token") or params.get("user_token")
         try:
-            claims = (self.verifier.verify(token) if isinstance(token, str) and token
-                      else self.verifier.verify(self.socket_claims.token))
+            # off the event loop: a JWKS refetch for an unknown kid blocks
+            chosen = token if isinstance(token, str) and token else self.socket_claims.token
+            claims = await asyncio.to_thread(self.verifier.verify, chosen)
         except TokenRejected as exc:
             raise ChannelRefused({"reason": exc.reason}) from None
         presence_key = presence.get("key")
@@ -369,7 +370,7 @@ class Session:
     async def _reconfirm(self, channel: Channel, token: str) -> None:
         """Verify `token` and re-run the probe; adopt it, or shut the channel down."""
         try:
-            claims = self.verifier.verify(token)
+            claims = await asyncio.to_thread(self.verifier.verify, token)
         except TokenRejected as exc:
             self._shutdown(channel, exc.message)
             return

@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     write_rate_limit_refill_per_second: float = 5.0
     read_rate_limit_capacity: int = 240  # logs and live polling
     read_rate_limit_refill_per_second: float = 20.0
-    stop_ack_timeout_seconds: float = 3.0
+    stop_ack_timeout_seconds: float = 5.0  # the runner finishes its current action first
     lease_seconds: int = 30
     heartbeat_seconds: float = 5.0
 

@@ -22,7 +22,7 @@ OPEN_STEP_STATES: Final = ("pending", "running", "waiting_checkpoint", "failed")
 MAX_MESSAGE: Final = 8000
 MAX_CATEGORY: Final = 64
 
-_UNSET: Any = object()
+UNSET: Any = object()  # "leave this column alone" (None means SQL null)
 
 _EXECUTION_COLUMNS = """
   id, user_id, document_id, status, step_ids, current_step_id, progress, variables, browser,
@@ -171,10 +171,10 @@ def update_execution(
     *,
     status: str | None = None,
     progress: int | None = None,
-    current_step_id: str | None = _UNSET,
+    current_step_id: str | None = UNSET,
     variables: Mapping[str, Any] | None = None,
     browser: Mapping[str, Any] | None = None,
-    error: Mapping[str, Any] | None = _UNSET,
+    error: Mapping[str, Any] | None = UNSET,
 ) -> dict[str, Any] | None:
     """Patch the execution row; `browser` is merged into the stored object.
 
@@ -189,7 +189,7 @@ def update_execution(
     if progress is not None:
         sets.append("progress = %(progress)s")
         params["progress"] = max(0, min(100, int(progress)))
-    if current_step_id is not _UNSET:
+    if current_step_id is not UNSET:
         sets.append("current_step_id = %(current)s")
         params["current"] = current_step_id
     if variables is not None:
@@ -198,7 +198,7 @@ def update_execution(
     if browser is not None:
         sets.append("browser = browser || %(browser)s")
         params["browser"] = Jsonb(dict(browser))
-    if error is not _UNSET:
+    if error is not UNSET:
         sets.append("error = %(error)s")
         params["error"] = Jsonb(dict(error)) if error is not None else None
     if not sets:
@@ -393,3 +393,30 @@ def poll(conn: Connection, execution_id: str) -> dict[str, Any] | None:
         """,
         (execution_id,),
     ).fetchone()
+
+
+def fail_open_steps(conn: Connection, execution_id: str, message: str) -> list[str]:
+    """A failed run: steps caught mid-way become `failed`, so a resume runs them again."""
+    rows = conn.execute(
+        """
+        update aef_execution_steps set status = 'failed', finished_at = now(),
+          error = coalesce(error, %s)
+        where execution_id = %s and status in ('running', 'waiting_checkpoint')
+        returning step_id
+        """,
+        (message, execution_id),
+    ).fetchall()
+    return [r["step_id"] for r in rows]
+
+
+def close_pending_checkpoints(conn: Connection, execution_id: str, reason: str) -> int:
+    """A cancelled execution asks nothing any more: its open checkpoints expire."""
+    cur = conn.execute(
+        """
+        update aef_checkpoints set status = 'expired',
+          response = jsonb_build_object('reason', %s::text)
+        where execution_id = %s and status = 'pending'
+        """,
+        (reason, execution_id),
+    )
+    return cur.rowcount

@@ -1,0 +1,167 @@
+"""How a person reaches a live runner: NOTIFY wake-ups, with a polling backstop.
+
+The API writes a command row (or answers a checkpoint, or sets `cancelling`) and the database
+NOTIFYs `aef_exec_<id without dashes>`. LISTEN does not pass through a transaction pooler, so
+a poller reads the status and the pending commands every second as well: a lost notification
+costs at most one second, never a missed stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from aef.db import Database
+from aef.store import runner as store
+
+log = logging.getLogger("aef.runner.control")
+
+
+def channel_name(execution_id: str) -> str:
+    """The NOTIFY channel the migration's triggers use (aef_private.notify_channel)."""
+    hex_id = execution_id.replace("-", "").lower()
+    if len(hex_id) != 32 or any(c not in "0123456789abcdef" for c in hex_id):
+        raise ValueError(f"not an execution id: {execution_id!r}")
+    return f"aef_exec_{hex_id}"
+
+
+@dataclass(frozen=True)
+class Command:
+    """A pending `aef_commands` row."""
+
+    id: int
+    command: str
+    step_id: str | None = None
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+class Control:
+    """Wake-ups and commands for one execution."""
+
+    def __init__(self, db: Database, database_url: str, execution_id: str, runner_token: str,
+                 *, poll_seconds: float = 1.0) -> None:
+        self.db = db
+        self.database_url = database_url
+        self.execution_id = execution_id
+        self._token = runner_token
+        self.poll_seconds = poll_seconds
+        self.channel = channel_name(execution_id)
+        self.stop_requested = False
+        self.commands_hint = True  # read once at start: commands may predate the runner
+        self.status: str | None = None
+        self.listening = False
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # lifecycle ---------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._listen(), name="aef-listen"),
+                       asyncio.create_task(self._poll(), name="aef-poll")]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+
+    # signals -----------------------------------------------------------------------------------
+    def observe_status(self, status: str) -> None:
+        """Any reader of the execution row reports the status here (heartbeat, writes)."""
+        self.status = status
+        if status == "cancelling" and not self.stop_requested:
+            self.stop_requested = True
+            self._wake.set()
+
+    def request_stop(self) -> None:
+        self.stop_requested = True
+        self._wake.set()
+
+    def _on_notify(self, payload: str) -> None:
+        try:
+            message = json.loads(payload)
+        except ValueError:
+            message = {}
+        kind = message.get("kind") if isinstance(message, dict) else None
+        if kind == "stop":
+            self.stop_requested = True
+        elif kind == "command":
+            self.commands_hint = True
+        self._wake.set()
+
+    async def wait(self, seconds: float) -> None:
+        """Sleep until something may have changed, or `seconds` (callers pass at most 1 s)."""
+        if self.stop_requested:
+            return
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, seconds))
+        except TimeoutError:
+            pass
+        self._wake.clear()
+
+    # background --------------------------------------------------------------------------------
+    async def _listen(self) -> None:
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(self.database_url, autocommit=True)
+                async with conn:
+                    await conn.execute(f"listen {self.channel}")  # channel: validated hex
+                    self.listening = True
+                    async for notify in conn.notifies():
+                        self._on_notify(notify.payload)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the poller covers us; try LISTEN again shortly
+                if self.listening:
+                    log.warning("LISTEN connection lost: %s", exc)
+                self.listening = False
+                await asyncio.sleep(2.0)
+
+    def _poll_sync(self) -> dict[str, Any] | None:
+        with self.db.as_runner(self.execution_id, self._token) as conn:
+            return store.poll(conn, self.execution_id)
+
+    async def poll_now(self) -> None:
+        row = await asyncio.to_thread(self._poll_sync)
+        if row is None:
+            return
+        self.observe_status(str(row["status"]))
+        if row["last_command"] is not None and not self.commands_hint:
+            self.commands_hint = True
+            self._wake.set()
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_seconds)
+            try:
+                await self.poll_now()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("poll failed: %s", exc)
+
+    # commands ----------------------------------------------------------------------------------
+    def _fetch_sync(self) -> list[dict[str, Any]]:
+        with self.db.as_runner(self.execution_id, self._token) as conn:
+            return store.pending_commands(conn, self.execution_id)
+
+    async def fetch(self) -> list[Command]:
+        """Pending commands, oldest first (clears the hint)."""
+        self.commands_hint = False
+        rows = await asyncio.to_thread(self._fetch_sync)
+        return [Command(id=int(r["id"]), command=str(r["command"]), step_id=r["step_id"],
+                        payload=dict(r["payload"] or {})) for r in rows]
+
+    def _finish_sync(self, command_id: int, status: str) -> None:
+        with self.db.as_runner(self.execution_id, self._token) as conn:
+            store.finish_command(conn, command_id, status)
+
+    async def finish(self, command: Command, status: str = "done") -> None:
+        await asyncio.to_thread(self._finish_sync, command.id, status)

@@ -1,0 +1,1263 @@
+"""The runner engine: one execution, one Chromium session, every step visible.
+
+`run_execution(settings, execution_id, runner_token)` claims the execution (lease), opens the
+browser and walks the plan. Each step is written `running`, performed action by action, and
+written `completed` with a screenshot URL; every such write goes with its `aef_events` row in
+one transaction (`Journal.commit`). A person steers the run through checkpoints (asked before
+a step) and commands (pause, stop, retry, skip, takeover...), which reach the runner by NOTIFY
+with a one-second polling backstop (runner/control.py).
+
+Where the design left a choice open:
+
+- Loop iterations are numbered from 1; a step outside any loop has iteration 0. A nested loop
+  numbers its body `outer * LOOP_STRIDE + inner`, so every (step_id, iteration) is unique and
+  stable across a resume.
+- A container (compound, loop, decision) is `completed` only after its body, so a resume
+  re-enters it; a decision's branch is stored in its row's `result` as soon as it is known and
+  reused on resume (a person is not asked twice).
+- Progress is the share of the plan finished: each top-level step weighs the same, a
+  container splits its weight between its children (a loop between its iterations).
+- Auto-retry waits (transient errors) are announced like hard errors, with `auto_retry_in`:
+  the execution is `waiting_recovery` during the delay and the person may retry at once,
+  skip, take over or stop.
+- Resolved grounding locators are stored per step row (`locator`) and reused from the latest
+  completed row of the same step in this execution (later loop iterations, a rerun after a
+  retry or resume). RLS keeps a runner to its own execution, so there is no cross-execution
+  cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import traceback
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+from pydantic import ValidationError
+
+from aef import rules
+from aef.db import Connection, Database, get_database
+from aef.errors import AefError
+from aef.models import Action, AefConfig, PlanStep
+from aef.settings import Settings
+from aef.storage import ScreenshotStore
+from aef.store import runner as store
+from runner import actions
+from runner.browser import BrowserSession, capture_jpeg, open_browser
+from runner.control import Command, Control
+from runner.grounding import build_resolver
+from runner.lease import Lease, LeaseLost, NotClaimable
+from runner.takeover import InputRefused, Takeover
+
+log = logging.getLogger("aef.runner")
+
+T = TypeVar("T")
+
+LOOP_STRIDE: Final = 10_000
+LOG_FLUSH_SECONDS: Final = 0.5
+TAKEOVER_SCREENSHOT_SECONDS: Final = 1.0
+MANUAL_STEP_TIMEOUT_SECONDS: Final = 3600
+
+RECOVERY_OPTIONS: Final = (
+    {"action": "retry", "label": "Retry the step"},
+    {"action": "skip", "label": "Skip the step and continue"},
+    {"action": "manual_takeover", "label": "Take over the browser"},
+    {"action": "stop", "label": "Stop the execution"},
+)
+RESUME_OPTIONS: Final = (
+    {"action": "resume", "label": "Resume from the last completed step"},
+)
+CHECKPOINT_DEFAULT_OUTCOME: Final = {"approve": "approved", "reject": "rejected",
+                                     "skip": "skipped"}
+
+
+# --- control flow signals -------------------------------------------------------------------
+class Stopped(Exception):
+    """A person asked to stop: unwind, close the browser, write `cancelled`."""
+
+
+class Rejected(Exception):
+    """A checkpoint was rejected (or expired with reject): the execution ends `cancelled`."""
+
+    def __init__(self, step_id: str, iteration: int, title: str, expired: bool) -> None:
+        super().__init__(title)
+        self.step_id, self.iteration, self.title, self.expired = step_id, iteration, title, expired
+
+
+class EndOfPlan(Exception):
+    """An `end` step was reached: the run is complete."""
+
+
+class PlanError(Exception):
+    """A structural problem a person can fix by retrying or skipping (e.g. a missing list)."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # completed | cancelled | failed | lost
+    message: str
+    error: Mapping[str, Any] | None = None
+
+
+# --- redaction --------------------------------------------------------------------------------
+class Secrets:
+    """The execution's secret values and a deep redactor for everything written out."""
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        self.values = dict(values)
+        self._redactor = actions.Redactor(self.values)
+
+    def text(self, value: str) -> str:
+        return self._redactor.redact(value)
+
+    def deep(self, value: Any) -> Any:
+        """Strings anywhere in a JSON-like value, keys included."""
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, Mapping):
+            return {self.text(str(k)): self.deep(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.deep(v) for v in value]
+        return value
+
+
+# --- the journal: every write, each state change with its event -------------------------------
+class Journal:
+    """Buffered logs and transactional state writes for one execution.
+
+    Logs are buffered and written in one multi-row INSERT with the next state change, or by the
+    flusher at least every LOG_FLUSH_SECONDS; whatever a transaction writes is announced by the
+    event written in that same transaction, so a committed log line is durable and visible.
+    """
+
+    def __init__(self, db: Database, execution_id: str, runner_token: str, secrets: Secrets,
+                 on_status: Callable[[str], None]) -> None:
+        self.db = db
+        self.execution_id = execution_id
+        self._token = runner_token
+        self.secrets = secrets
+        self._on_status = on_status
+        self._buffer: list[store.LogRecord] = []
+        self._lock = asyncio.Lock()
+        self._flusher: asyncio.Task[None] | None = None
+
+    def log(self, level: str, message: str, *, category: str = "execution",
+            step_id: str | None = None, details: Mapping[str, Any] | None = None) -> None:
+        record = store.LogRecord(
+            level=level, category=category, message=self.secrets.text(message),
+            step_id=step_id,
+            details=self.secrets.deep(dict(details)) if details is not None else None)
+        self._buffer.append(record)
+        getattr(log, "warning" if level == "warn" else level, log.info)(
+            "%s", record.message, extra={"execution_id": self.execution_id, "step_id": step_id})
+
+    def _run(self, records: list[store.LogRecord], change: Callable[[Connection], T] | None,
+             event: str | Callable[[Any], str] | None,
+             error: Mapping[str, Any] | None) -> T | None:
+        with self.db.as_runner(self.execution_id, self._token) as conn:
+            entries = store.insert_logs(conn, self.execution_id, records)
+            result = change(conn) if change is not None else None
+            event_type = event(result) if callable(event) else event
+            if event_type is not None and (change is not None or entries):
+                store.insert_event(conn, self.execution_id, event_type, logs=entries,
+                                   error=error)
+        if isinstance(result, Mapping) and "status" in result:
+            self._on_status(str(result["status"]))
+        return result
+
+    async def commit(self, change: Callable[[Connection], T] | None = None, *,
+                     event: str | Callable[[Any], str] | None = "execution_update",
+                     error: Mapping[str, Any] | None = None) -> T | None:
+        """Buffered logs + `change` + the event, in one transaction.
+
+        `event` may be a function of `change`'s result (the type depends on what was found).
+        """
+        async with self._lock:
+            records, self._buffer = self._buffer, []
+            write = asyncio.ensure_future(
+                asyncio.to_thread(self._run, records, change, event, error))
+            try:
+                return await asyncio.shield(write)
+            except asyncio.CancelledError:
+                # Cancelled (time limit, signal) while the thread writes: wait for it, so the
+                # lines are neither lost nor written twice, then let the cancellation go on.
+                try:
+                    await asyncio.wait_for(asyncio.shield(write), 30)
+                except BaseException:
+                    self._buffer[:0] = records
+                raise
+            except BaseException:
+                self._buffer[:0] = records  # not written: keep them for the next attempt
+                raise
+
+    async def flush(self) -> None:
+        if self._buffer:
+            await self.commit()
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(LOG_FLUSH_SECONDS)
+            try:
+                await self.flush()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the next flush retries the same lines
+                log.warning("log flush failed: %s", exc)
+
+    def start(self) -> None:
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush_loop(), name="aef-log-flush")
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            try:
+                await self._flusher
+            except asyncio.CancelledError:
+                pass
+            self._flusher = None
+
+
+# --- variables and placeholders ---------------------------------------------------------------
+def lookup(path: str, *scopes: Mapping[str, Any]) -> Any:
+    """A dotted path (`email.id`, `emails.0.subject`) in the first scope that has its head."""
+    head, *rest = path.split(".")
+    for scope in scopes:
+        if head in scope:
+            value = scope[head]
+            for part in rest:
+                if isinstance(value, Mapping) and part in value:
+                    value = value[part]
+                elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+                    value = value[int(part)]
+                else:
+                    raise KeyError(path)
+            return value
+    raise KeyError(path)
+
+
+def iteration_number(parent: int, index: int) -> int:
+    """Unique, stable iteration numbers for nested loops (index is 1-based)."""
+    return parent * LOOP_STRIDE + index
+
+
+# --- the engine -------------------------------------------------------------------------------
+@dataclass
+class _Run:
+    """What one step run carries down the tree."""
+
+    iteration: int = 0
+    scope: dict[str, Any] = field(default_factory=dict)
+
+
+class Engine:
+    """Runs one claimed execution. Create with `run_execution`, not directly."""
+
+    def __init__(self, settings: Settings, db: Database, execution_id: str, runner_token: str,
+                 *, screenshots: ScreenshotStore | None = None,
+                 runner_id: str | None = None) -> None:
+        self.settings = settings
+        self.db = db
+        self.execution_id = execution_id
+        self._token = runner_token
+        self.screenshots = screenshots if screenshots is not None else ScreenshotStore(settings)
+        self.control = Control(db, settings.database_url, execution_id, runner_token)
+        self.lease = Lease(db, execution_id, runner_token, lease_seconds=settings.lease_seconds,
+                           heartbeat_seconds=settings.heartbeat_seconds, runner_id=runner_id,
+                           on_status=self.control.observe_status)
+        self.secrets = Secrets({})
+        self.journal = Journal(db, execution_id, runner_token, self.secrets, self._saw_status)
+        self.status = "queued"
+        self.config = AefConfig()
+        self.plan: list[PlanStep] = []
+        self.variables: dict[str, Any] = {}
+        self.done: set[tuple[str, int]] = set()
+        self.results: dict[tuple[str, int], dict[str, Any]] = {}
+        self.step_ids: set[str] | None = None
+        self.resume_target: str | None = None
+        self.session: BrowserSession | None = None
+        self.browser_state: dict[str, Any] = {}
+        self._progress = 0.0
+        self._unit = 0.0
+        self._locators: dict[str, dict[str, Any]] = {}
+        self._terminated: str | None = None
+        self.preskip: set[str] = set()
+        self.resolver = build_resolver(settings)
+
+    def terminate(self, reason: str) -> None:
+        """The process is being shut down (SIGTERM): unwind like a stop, but end `failed`
+        (resumable) unless a person had asked to stop."""
+        self._terminated = reason
+        self.control.request_stop()
+
+    # status bookkeeping ------------------------------------------------------------------------
+    def _saw_status(self, status: str) -> None:
+        self.status = status
+        self.control.observe_status(status)
+
+    @property
+    def page(self) -> Any:
+        assert self.session is not None
+        return self.session.page
+
+    def _percent(self) -> int:
+        return max(0, min(100, math.floor(self._progress * 100 + 1e-6)))
+
+    # the top -----------------------------------------------------------------------------------
+    async def run(self) -> Outcome:
+        """Claim, run, always close the browser, write the final state."""
+        try:
+            row = await self.lease.claim()
+        except NotClaimable as exc:
+            log.error("not claimed: %s", exc.detail)
+            return Outcome("lost", exc.detail)
+        self._saw_status(str(row["status"]))
+        self.lease.start()
+        await self.control.start()
+        self.journal.start()
+        outcome: Outcome
+        try:
+            outcome = await self._run_with_limit(row)
+            try:
+                await self._finish(outcome)
+            except Exception as exc:  # the database is gone: the lease expires, the sweeper acts
+                log.error("the final state could not be written: %s",
+                          self.secrets.text(f"{type(exc).__name__}: {exc}"))
+        finally:
+            await self.journal.close()
+            await self.control.close()
+            await self.lease.close()
+        return outcome
+
+    async def _run_with_limit(self, row: Mapping[str, Any]) -> Outcome:
+        limit = self.settings.execution_time_limit_seconds
+        watcher = asyncio.create_task(self._watch_lease(), name="aef-lease-watch")
+        try:
+            async with asyncio.timeout(limit):
+                return await self._run_claimed(row)
+        except TimeoutError:
+            return Outcome("failed", f"The execution exceeded its time limit of {limit} s")
+        finally:
+            watcher.cancel()
+
+    async def _watch_lease(self) -> None:
+        """Wake the engine when the lease is lost, so it stops writing promptly."""
+        await self.lease.lost.wait()
+        self.control.request_stop()
+
+    async def _run_claimed(self, row: Mapping[str, Any]) -> Outcome:
+        try:
+            await self._load(row)
+        except (PlanError, ValidationError) as exc:
+            return Outcome("failed", f"The document cannot be run: {exc}")
+        try:
+            work_dir = Path(self.settings.work_dir) / self.execution_id
+            async with open_browser(self.settings, work_dir=work_dir,
+                                    on_block=self._on_block) as session:
+                self.session = session
+                try:
+                    return await self._run_plan(session)
+                finally:
+                    self.session = None
+        except Stopped:
+            if self.lease.lost.is_set():
+                return Outcome("lost", "Another runner holds this execution")
+            if self._terminated is not None and self.status != "cancelling":
+                return Outcome("failed", self._terminated)
+            return Outcome("cancelled", "Execution stopped on request")
+        except Rejected as exc:
+            how = "expired (default: reject)" if exc.expired else "was rejected"
+            return Outcome("cancelled", f"Checkpoint '{exc.title}' {how}; execution cancelled",
+                           {"stepId": exc.step_id, "iteration": exc.iteration})
+        except LeaseLost:
+            return Outcome("lost", "Another runner holds this execution")
+        except Exception as exc:
+            if isinstance(exc, TimeoutError):
+                raise
+            trace = "".join(traceback.format_exception(exc))
+            log.error("execution failed\n%s", self.secrets.text(trace))
+            return Outcome("failed", f"The runner failed: {type(exc).__name__}: {exc}")
+
+    async def _load(self, row: Mapping[str, Any]) -> None:
+        def read(conn: Connection) -> tuple[Any, ...]:
+            document = store.get_document(conn, str(row["document_id"]))
+            return (document, store.get_secrets(conn, self.execution_id),
+                    store.get_steps(conn, self.execution_id))
+
+        with_db = await asyncio.to_thread(self._read, read)
+        document, secret_values, steps = with_db
+        self.secrets = Secrets(secret_values)
+        self.journal.secrets = self.secrets
+        if secret_values:  # process logs too (stderr / CloudWatch), whoever writes them
+            secret_filter = actions.Redactor(secret_values).logging_filter()
+            for handler in logging.getLogger().handlers:
+                handler.addFilter(secret_filter)
+        if document is None:
+            raise PlanError("the document is not readable")
+        body = document["document"] if isinstance(document["document"], dict) else {}
+        section = body.get("aef") if isinstance(body.get("aef"), dict) else None
+        if section is None or not isinstance(section.get("plan"), list):
+            raise PlanError("it has no aef.plan")
+        self.config = AefConfig.model_validate(section.get("config") or {})
+        self.plan = [PlanStep.model_validate(step) for step in section["plan"]]
+        self.variables = dict(row.get("variables") or {})
+        self.step_ids = set(row["step_ids"]) if row.get("step_ids") else None
+        self.resume_target = row.get("resume_from") or None
+        for step_row in steps:
+            key = (str(step_row["step_id"]), int(step_row["iteration"]))
+            if step_row["status"] in ("completed", "skipped"):
+                self.done.add(key)
+            if isinstance(step_row["result"], dict):
+                self.results[key] = step_row["result"]
+        known = set(_all_ids(self.plan))
+        if self.resume_target is not None and self.resume_target not in known:
+            self.journal.log("warn", f"resume_from names no step of this plan "
+                             f"({self.resume_target}); running from the start")
+            self.resume_target = None
+        if self.step_ids is not None:
+            self.step_ids &= known
+            if not self.step_ids:
+                raise PlanError("none of the selected step ids is in the plan")
+            self._unit = 1.0 / len(self.step_ids)
+        self.screenshots.start_at(self.execution_id, int(row.get("last_seq") or 0) + 1)
+
+    def _read(self, fn: Callable[[Connection], T]) -> T:
+        with self.db.as_runner(self.execution_id, self._token) as conn:
+            return fn(conn)
+
+    def _on_block(self, url: str, reason: str) -> None:
+        self.journal.log("warn", f"Blocked a request to {url}: {reason}", category="safety")
+
+    async def _run_plan(self, session: BrowserSession) -> Outcome:
+        self.browser_state = {"isReady": True, "currentUrl": session.page.url,
+                              "lastAction": "Browser ready", "mode": "automatic"}
+        self.journal.log("debug", "Browser ready", category="browser",
+                         details={"pid": session.pid})
+        resumed = bool(self.done) or self.resume_target is not None
+        self.journal.log("info", "Resuming execution" if resumed else "Execution started",
+                         details={"runnerId": self.lease.runner_id, "steps": len(self.plan)})
+        await self._commit(status="running", browser=self.browser_state, current=None)
+        await self._launch_commands()
+        try:
+            weight = 1.0 / max(1, len(self.plan))
+            for step in self.plan:
+                await self._visit(step, _Run(), weight)
+        except EndOfPlan:
+            pass
+        return Outcome("completed", "Execution completed")
+
+    async def _launch_commands(self) -> None:
+        """Commands written before this runner existed (the API queues them with a launch).
+
+        `skip <step>` on a failed execution is delivered this way: the step is skipped when
+        reached. retry / resume / run_step were the reason for the launch itself. Anything
+        else stays pending for the normal handling between actions.
+        """
+        for command in await self.control.fetch():
+            if command.command == "skip" and command.step_id:
+                self.preskip.add(command.step_id)
+                await self.control.finish(command, "done")
+            elif command.command in ("retry", "resume", "run_step"):
+                await self.control.finish(command, "done")
+            else:
+                self.control.commands_hint = True
+
+    # writes ------------------------------------------------------------------------------------
+    async def _commit(self, *, event: str = "execution_update", status: str | None = None,
+                      step: tuple[PlanStep | str, int, str] | None = None,
+                      step_fields: Mapping[str, Any] | None = None,
+                      current: str | None = store.UNSET, browser: Mapping[str, Any] | None = None,
+                      error: Mapping[str, Any] | None = store.UNSET, save_variables: bool = False,
+                      extra: Callable[[Connection], Any] | None = None,
+                      event_error: Mapping[str, Any] | None = None) -> Any:
+        """One transaction: logs, an optional step row change, the execution row, the event."""
+        fields = dict(step_fields or {})
+        for key in ("error", "result", "locator"):
+            if fields.get(key) is not None:
+                fields[key] = self.secrets.deep(fields[key])
+        redacted_error = (self.secrets.deep(dict(error)) if error not in (store.UNSET, None)
+                          else error)
+        browser_patch = self.secrets.deep(dict(browser)) if browser is not None else None
+        variables = self.secrets.deep(self.variables) if save_variables else None
+        progress = self._percent()
+        extra_result: Any = None
+
+        def change(conn: Connection) -> Any:
+            nonlocal extra_result
+            extra_result = extra(conn) if extra is not None else None
+            if step is not None:
+                plan_step, iteration, step_status = step
+                step_id = plan_step if isinstance(plan_step, str) else plan_step.id
+                label = None if isinstance(plan_step, str) else plan_step.label
+                store.upsert_step(conn, self.execution_id, step_id, iteration, step_status,
+                                  label=label, **fields)
+            row = store.update_execution(
+                conn, self.execution_id, status=status, progress=progress,
+                current_step_id=current, browser=browser_patch, variables=variables,
+                error=redacted_error)
+            if row is None:
+                raise LeaseLost("the execution row is not visible any more")
+            return row  # the journal reads the status from it
+
+        try:
+            row = await self.journal.commit(change, event=event, error=event_error)
+            return extra_result if extra is not None else row
+        except AefError as exc:
+            if exc.code == "illegal_transition":
+                current_status = await asyncio.to_thread(
+                    self._read, lambda c: store.get_status(c, self.execution_id))
+                if current_status == "cancelling":
+                    self._saw_status(current_status)
+                    raise Stopped() from exc
+                if current_status in store.TERMINAL:  # e.g. the sweeper ended it meanwhile
+                    raise LeaseLost(f"the execution is already {current_status}") from exc
+            raise
+
+    # the tree ----------------------------------------------------------------------------------
+    def _selected_within(self, step: PlanStep) -> bool:
+        """Whether `step` or anything below it is among the execution's step_ids."""
+        assert self.step_ids is not None
+        if step.id in self.step_ids:
+            return True
+        below = list(step.children)
+        if step.decision is not None:
+            below += step.decision.yes + step.decision.no
+        return any(self._selected_within(child) for child in below)
+
+    def _contains(self, step: PlanStep, step_id: str) -> bool:
+        below = list(step.children)
+        if step.decision is not None:
+            below += step.decision.yes + step.decision.no
+        return any(child.id == step_id or self._contains(child, step_id) for child in below)
+
+    async def _visit(self, step: PlanStep, run: _Run, weight: float) -> None:
+        """Run `step` unless a resume, a step selection or resume_from says otherwise."""
+        start = self._progress
+        if self.step_ids is not None and step.id not in self.step_ids:
+            if not self._selected_within(step):
+                return
+            below = list(step.children)
+            if step.decision is not None:
+                below += step.decision.yes + step.decision.no
+            for child in below:  # only the selected steps below run; their own weight counts
+                await self._visit(child, run, 0.0)
+            return
+        if self.step_ids is not None:
+            weight = self._unit
+        if self.resume_target is not None:
+            if step.id == self.resume_target:
+                self.resume_target = None
+            elif not self._contains(step, self.resume_target):
+                self._progress = start + weight
+                return
+        if (step.id, run.iteration) in self.done:
+            if self.step_ids is not None:
+                self.journal.log("info", f"Already done, not run again: {step.label}",
+                                 step_id=step.id)
+            self._progress = start + weight
+            return
+        if step.id in self.preskip:
+            self.preskip.discard(step.id)
+            self.journal.log("info", f"Step skipped as requested: {step.label}",
+                             step_id=step.id, category="command")
+            self.done.add((step.id, run.iteration))
+            await self._commit(status="running", step=(step, run.iteration, "skipped"))
+            self._progress = start + weight
+            return
+        if await self._between(step, run) != "taken_over":  # else a person did this step
+            await self._run_step(step, run, weight)
+        self._progress = start + weight
+
+    async def _run_step(self, step: PlanStep, run: _Run, weight: float) -> None:
+        if step.checkpoint is not None and not self._checkpoint_is_the_step(step):
+            answer = await self._ask(step, run, step.checkpoint.type, step.checkpoint.title,
+                                     step.checkpoint.description,
+                                     step.checkpoint.timeout_seconds,
+                                     step.checkpoint.default_action)
+            if answer == "skipped":
+                self.journal.log("info", f"Step skipped at its checkpoint: {step.label}",
+                                 step_id=step.id)
+                self.done.add((step.id, run.iteration))
+                await self._commit(status="running", step=(step, run.iteration, "skipped"))
+                return
+        if step.kind == "compound":
+            await self._run_compound(step, run, weight)
+        elif step.kind == "loop":
+            await self._run_loop(step, run, weight)
+        elif step.kind == "decision":
+            await self._run_decision(step, run, weight)
+        elif step.kind == "end":
+            self.journal.log("info", f"Reached the end: {step.label}", step_id=step.id)
+            await self._commit(status="running", step=(step, run.iteration, "completed"),
+                               current=step.id)
+            raise EndOfPlan()
+        elif step.kind == "manual" or step.method == "manual":
+            await self._run_manual(step, run)
+        else:
+            await self._run_task(step, run)
+
+    @staticmethod
+    def _checkpoint_is_the_step(step: PlanStep) -> bool:
+        """A decision asked by checkpoint, or a manual step, uses its checkpoint as the step."""
+        assert step.checkpoint is not None
+        if step.kind == "decision" and step.decision is not None and not step.decision.rule:
+            return step.checkpoint.type == "decision"
+        if step.kind == "manual" or step.method == "manual":
+            return step.checkpoint.type == "manual"
+        return False
+
+    async def _start_container(self, step: PlanStep, run: _Run, what: str) -> None:
+        self.journal.log("info", f"{what} started: {step.label}", step_id=step.id)
+        await self._commit(status="running", step=(step, run.iteration, "running"),
+                           step_fields={"new_attempt": True}, current=step.id, error=None)
+
+    async def _finish_container(self, step: PlanStep, run: _Run,
+                                result: Mapping[str, Any] | None = None) -> None:
+        self.done.add((step.id, run.iteration))
+        await self._commit(step=(step, run.iteration, "completed"),
+                           step_fields={"result": result} if result else None,
+                           save_variables=True)
+
+    async def _run_compound(self, step: PlanStep, run: _Run, weight: float) -> None:
+        await self._start_container(step, run, "Step")
+        share = weight / max(1, len(step.children))
+        for child in step.children:
+            await self._visit(child, run, share)
+        self.journal.log("info", f"Step completed: {step.label}", step_id=step.id)
+        await self._finish_container(step, run)
+
+    def _loop_items(self, step: PlanStep, run: _Run) -> list[Any]:
+        assert step.loop is not None
+        limit = min(step.loop.max_iterations, self.settings.max_loop_iterations, LOOP_STRIDE - 1)
+        if step.loop.over is None:
+            return list(range(1, limit + 1))
+        try:
+            items = lookup(step.loop.over, run.scope, self.variables)
+        except KeyError:
+            raise PlanError(f"The loop's list '{step.loop.over}' is not set") from None
+        if not isinstance(items, list):
+            raise PlanError(f"The loop's '{step.loop.over}' is not a list")
+        if len(items) > limit:
+            self.journal.log("warn", f"The list has {len(items)} items; only the first "
+                             f"{limit} are processed (loop limit)", step_id=step.id)
+        return items[:limit]
+
+    async def _run_loop(self, step: PlanStep, run: _Run, weight: float) -> None:
+        if step.loop is None:
+            raise PlanError(f"Loop step {step.id} has no loop specification")
+        await self._start_container(step, run, "Loop")
+        items = await self._with_recovery(step, run, lambda: self._loop_items(step, run))
+        if items is None:  # skipped by the person
+            return
+        count = 0
+        share = weight / max(1, len(items))
+        for index, item in enumerate(items, start=1):
+            child = _Run(iteration_number(run.iteration, index),
+                         {**run.scope, step.loop.iterator: item})
+            self.journal.log("info", f"Iteration {index} of {len(items)}", step_id=step.id,
+                             category="loop")
+            part = share / max(1, len(step.children))
+            for body_step in step.children:
+                await self._visit(body_step, child, part)
+            count = index
+            if step.loop.exit_condition and self._exit(step, child):
+                break
+        self.journal.log("info", f"Loop completed after {count} iterations: {step.label}",
+                         step_id=step.id, category="loop")
+        await self._finish_container(step, run, {"iterations": count})
+
+    def _exit(self, step: PlanStep, run: _Run) -> bool:
+        assert step.loop is not None and step.loop.exit_condition
+        try:
+            return rules.evaluate(step.loop.exit_condition, {**self.variables, **run.scope})
+        except rules.RuleError as exc:
+            self.journal.log("warn", f"Exit condition not evaluated ({exc.detail}); continuing",
+                             step_id=step.id, category="loop")
+            return False
+
+    async def _run_decision(self, step: PlanStep, run: _Run, weight: float) -> None:
+        decision = step.decision
+        if decision is None:
+            raise PlanError(f"Decision step {step.id} has no decision specification")
+        key = (step.id, run.iteration)
+        branch = (self.results.get(key) or {}).get("branch")
+        if branch not in ("yes", "no"):
+            branch = None
+        if branch is None and decision.rule:
+            try:
+                branch = "yes" if rules.evaluate(decision.rule,
+                                                 {**self.variables, **run.scope}) else "no"
+                self.journal.log("info", f"Decision '{decision.question}': {branch} "
+                                 f"(rule {decision.rule})", step_id=step.id, category="decision")
+            except rules.RuleError as exc:
+                self.journal.log("warn", f"The rule could not be evaluated ({exc.detail}); "
+                                 "asking a person", step_id=step.id, category="decision")
+        if branch is None:
+            spec = step.checkpoint
+            answer = await self._ask(
+                step, run, "decision", spec.title if spec else decision.question,
+                spec.description if spec else decision.question,
+                spec.timeout_seconds if spec else self.config.checkpoint_timeout,
+                spec.default_action if spec else "reject", decision=True)
+            if answer == "skipped":
+                self.journal.log("info", f"Decision skipped: {step.label}", step_id=step.id)
+                await self._commit(status="running", step=(step, run.iteration, "skipped"))
+                return
+            branch = "yes" if answer == "approved" else "no"
+            self.journal.log("info", f"Decision '{decision.question}': {branch} (answered by "
+                             "a person)", step_id=step.id, category="decision")
+        self.results[key] = {"branch": branch}
+        await self._commit(status="running", step=(step, run.iteration, "running"),
+                           step_fields={"new_attempt": True, "result": {"branch": branch}},
+                           current=step.id, error=None)
+        steps = decision.yes if branch == "yes" else decision.no
+        share = weight / max(1, len(steps))
+        for branch_step in steps:
+            await self._visit(branch_step, run, share)
+        await self._finish_container(step, run, {"branch": branch})
+
+    # checkpoints -------------------------------------------------------------------------------
+    async def _ask(self, step: PlanStep, run: _Run, checkpoint_type: str, title: str,
+                   description: str | None, timeout_seconds: int, default_action: str, *,
+                   decision: bool = False, manual: bool = False) -> str:
+        """Ask before the step runs; returns approved | skipped (| rejected for a decision).
+
+        A rejection ends the execution (raises Rejected) except on a decision, where it is
+        the no-branch. An unanswered checkpoint takes its default action when it expires.
+        """
+        def insert(conn: Connection) -> dict[str, Any]:
+            return store.insert_checkpoint(
+                conn, self.execution_id, step.id, run.iteration, checkpoint_type,
+                self.secrets.text(title), self.secrets.text(description or "") or None,
+                default_action, max(1, int(timeout_seconds)))
+
+        self.journal.log("info", f"Waiting for a person: {title}", step_id=step.id,
+                         category="checkpoint")
+        checkpoint = await self._commit(
+            event="checkpoint_required", status="waiting_checkpoint",
+            step=(step, run.iteration, "waiting_checkpoint"), current=step.id,
+            browser={"lastAction": f"Waiting for approval: {title}"}, extra=insert)
+        checkpoint_id = str(checkpoint["id"])
+
+        async def answered() -> dict[str, Any] | None:
+            def check(conn: Connection) -> dict[str, Any] | None:
+                row = store.get_checkpoint(conn, checkpoint_id)
+                if row is not None and row["status"] == "pending" and row["is_expired"]:
+                    row = store.expire_checkpoint(conn, checkpoint_id) or row
+                return row if row is not None and row["status"] != "pending" else None
+            return await asyncio.to_thread(self._read, check)
+
+        accept = frozenset({"takeover"}) if manual else frozenset()
+        row: dict[str, Any] | None = None
+        while row is None:
+            got = await self._await(accept, check=answered)
+            if isinstance(got, Command):  # a manual step: the person works in the browser
+                row = await self._takeover_session(step, run, then="checkpoint",
+                                                   until=answered, first=got)
+            else:
+                row = got
+        status = str(row["status"])
+        expired = status == "expired"
+        if expired:
+            status = CHECKPOINT_DEFAULT_OUTCOME[str(row["default_action"])]
+            self.journal.log("warn", f"Checkpoint expired; default action: "
+                             f"{row['default_action']}", step_id=step.id, category="checkpoint")
+        else:
+            self.journal.log("info", f"Checkpoint {status}: {title}", step_id=step.id,
+                             category="checkpoint")
+        if status == "rejected" and not decision:
+            raise Rejected(step.id, run.iteration, title, expired)
+        return status
+
+    # waiting for a person ----------------------------------------------------------------------
+    async def _await(self, accept: frozenset[str], *,
+                     check: Callable[[], Awaitable[T | None]] | None = None,
+                     deadline: float | None = None,
+                     takeover: Takeover | None = None,
+                     step_id: str | None = None) -> Command | T | None:
+        """Wait for an accepted command, `check()` to return something, or the deadline.
+
+        A stop always wins; during a takeover, input commands are applied as they come;
+        anything else is refused (marked rejected, with a log line saying why).
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            if self.control.stop_requested:
+                raise Stopped()
+            if self.control.commands_hint:
+                commands = await self.control.fetch()
+                for index, command in enumerate(commands):
+                    if command.command == "stop":
+                        await self._stop_command(command)
+                    if takeover is not None and _is_input(command):
+                        await self._apply_input(takeover, command, step_id)
+                        continue
+                    if takeover is not None and command.command == "takeover":
+                        await self.control.finish(command, "done")  # already taken over
+                        continue
+                    if command.command in accept:
+                        await self.control.finish(command, "done")
+                        if index + 1 < len(commands):
+                            self.control.commands_hint = True
+                        return command
+                    await self._refuse(command)
+            if check is not None:
+                found = await check()
+                if found is not None:
+                    return found
+            if deadline is not None and loop.time() >= deadline:
+                return None
+            wait = 1.0 if deadline is None else min(1.0, max(0.0, deadline - loop.time()))
+            await self.control.wait(wait)
+
+    async def _stop_command(self, command: Command) -> None:
+        await self.control.finish(command, "done")
+        self.control.request_stop()
+        raise Stopped()
+
+    async def _refuse(self, command: Command) -> None:
+        await self.control.finish(command, "rejected")
+        self.journal.log("warn", f"Command '{command.command}' ignored: not applicable while "
+                         f"the execution is {self.status}", category="command",
+                         step_id=command.step_id)
+
+    async def _apply_input(self, takeover: Takeover, command: Command,
+                           step_id: str | None) -> None:
+        try:
+            described = await takeover.apply(command.payload)
+        except InputRefused as exc:
+            await self.control.finish(command, "rejected")
+            self.journal.log("warn", f"Input refused: {exc.detail}", category="takeover",
+                             step_id=step_id)
+            return
+        except Exception as exc:
+            await self.control.finish(command, "rejected")
+            self.journal.log("warn", f"Input failed: {type(exc).__name__}: {exc}",
+                             category="takeover", step_id=step_id)
+            return
+        await self.control.finish(command, "done")
+        self.browser_state["lastAction"] = f"Manual: {described}"
+        self.journal.log("info", f"Manual input: {described}", category="takeover",
+                         step_id=step_id)
+
+    async def _between(self, step: PlanStep, run: _Run) -> str | None:
+        """Between two actions (and two steps): honour stop, pause and takeover.
+
+        Returns "taken_over" when a person took over and released: the step is then done.
+        """
+        if self.control.stop_requested:
+            raise Stopped()
+        if not self.control.commands_hint:
+            return None
+        outcome: str | None = None
+        for command in await self.control.fetch():
+            if command.command == "stop":
+                await self._stop_command(command)
+            elif command.command == "pause":
+                await self.control.finish(command, "done")
+                outcome = await self._paused(step, run) or outcome
+            elif command.command == "takeover" and outcome is None:
+                await self.control.finish(command, "done")
+                await self._takeover_session(step, run, then="complete", first=command)
+                outcome = "taken_over"
+            else:
+                await self._refuse(command)
+        return outcome
+
+    async def _paused(self, step: PlanStep, run: _Run) -> str | None:
+        self.journal.log("info", "Paused by a person", category="command", step_id=step.id)
+        await self._commit(status="paused",
+                           browser={"lastAction": f"Paused before continuing {step.label}"})
+        command = await self._await(frozenset({"resume", "takeover"}))
+        assert isinstance(command, Command)
+        if command.command == "takeover":
+            await self._takeover_session(step, run, then="complete", first=command)
+            return "taken_over"
+        self.journal.log("info", "Resumed by a person", category="command", step_id=step.id)
+        await self._commit(status="running", browser={"lastAction": f"Resumed: {step.label}"})
+        return None
+
+    # manual takeover ---------------------------------------------------------------------------
+    async def _takeover_session(self, step: PlanStep, run: _Run, *, then: str,
+                                until: Callable[[], Awaitable[T | None]] | None = None,
+                                first: Command | None = None) -> T | None:
+        """A person drives the browser until `release` (or until `until()` returns something,
+        e.g. the manual step's checkpoint got answered meanwhile; that is returned).
+
+        `first` is the takeover command; the API may carry the first input in it
+        (`{"action": "takeover", "input": {...}}`), which is applied at once.
+
+        then="complete": the step is treated as done by the person (completed) and the run
+        continues; then="checkpoint": back to waiting on the step's checkpoint.
+        """
+        assert self.session is not None
+        self.journal.log("info", "Manual takeover: a person controls the browser",
+                         category="takeover", step_id=step.id)
+        back_to = self.status
+        self.browser_state.update(mode="takeover", lastAction="Manual takeover")
+        if then == "complete":
+            await self._commit(status="running", step=(step, run.iteration, "running"),
+                               current=step.id, error=None, browser=self.browser_state)
+        else:
+            await self._commit(browser=self.browser_state)
+
+        async def publish() -> None:
+            await self._screenshot(step, run, f"{step.id}-takeover")
+
+        async with Takeover(self.page, self.session.guard, publish,
+                            interval=TAKEOVER_SCREENSHOT_SECONDS) as takeover:
+            if first is not None and _is_input(first):
+                await self._apply_input(takeover, first, step.id)
+            got = await self._await(frozenset({"release"}), takeover=takeover,
+                                    step_id=step.id, check=until)
+        found = None if isinstance(got, Command) else got
+        self.browser_state.update(mode="automatic", currentUrl=self.page.url,
+                                  lastAction="Released by the person")
+        if then == "complete":
+            self.journal.log("info", f"Released; step treated as done by the person: "
+                             f"{step.label}", category="takeover", step_id=step.id)
+            self.done.add((step.id, run.iteration))
+            await self._screenshot(step, run, step.id, commit=False)
+            await self._commit(status="running", step=(step, run.iteration, "completed"),
+                               step_fields={"result": {"completedBy": "person"}},
+                               browser=self.browser_state, save_variables=True)
+        elif found is None:
+            self.journal.log("info", "Released; waiting for the checkpoint answer",
+                             category="takeover", step_id=step.id)
+            await self._commit(status=back_to if back_to != "cancelling" else None,
+                               browser=self.browser_state)
+        else:
+            self.journal.log("info", "Takeover ended by the checkpoint answer",
+                             category="takeover", step_id=step.id)
+            await self._commit(browser=self.browser_state)
+        return found
+
+    # screenshots -------------------------------------------------------------------------------
+    async def _screenshot(self, step: PlanStep, run: _Run, name: str, *,
+                          commit: bool = True) -> None:
+        """Capture, upload, update browser state; an upload failure is a warning only."""
+        if self.session is None:
+            return
+        page = self.page
+        self.browser_state["currentUrl"] = page.url
+        data = await capture_jpeg(page, secrets=self.secrets.values.values())
+        if data is not None:
+            try:
+                key, url = await self.screenshots.put_async(self.execution_id, name, data)
+                self.browser_state.update(screenshot=url, screenshotKey=key)
+            except Exception as exc:
+                self.journal.log("warn", f"Screenshot upload failed: {type(exc).__name__}",
+                                 category="browser", step_id=step.id)
+        if commit:
+            await self._commit(browser=self.browser_state)
+
+    # tasks -------------------------------------------------------------------------------------
+    async def _with_recovery(self, step: PlanStep, run: _Run,
+                             fn: Callable[[], T]) -> T | None:
+        """Structural work inside a container; a failure asks the person (retry/skip/stop)."""
+        while True:
+            try:
+                return fn()
+            except (PlanError, actions.StepError) as exc:
+                decision = await self._recover(step, run, exc)
+                if decision == "retry":
+                    await self._commit(status="running", step=(step, run.iteration, "running"),
+                                       step_fields={"new_attempt": True}, error=None)
+                    continue
+                return None
+
+    async def _run_manual(self, step: PlanStep, run: _Run) -> None:
+        spec = step.checkpoint
+        answer = await self._ask(
+            step, run, "manual", spec.title if spec else f"Manual step: {step.label}",
+            (spec.description if spec else None) or step.instruction or step.label,
+            spec.timeout_seconds if spec else MANUAL_STEP_TIMEOUT_SECONDS,
+            spec.default_action if spec else "reject", manual=True)
+        if (step.id, run.iteration) in self.done:  # completed through a takeover
+            return
+        final = "completed" if answer == "approved" else "skipped"
+        self.journal.log("info", f"Manual step {final}: {step.label}", step_id=step.id)
+        self.done.add((step.id, run.iteration))
+        await self._commit(status="running", step=(step, run.iteration, final),
+                           step_fields={"result": {"completedBy": "person"}}, current=step.id)
+
+    async def _run_task(self, step: PlanStep, run: _Run) -> None:
+        auto_retries = 0
+        attempt = 0
+        while True:
+            attempt += 1
+            self.journal.log("info", f"Step started: {step.label}"
+                             + (f" (attempt {attempt})" if attempt > 1 else ""), step_id=step.id)
+            self.browser_state["lastAction"] = f"Running: {step.label}"
+            await self._commit(status="running", step=(step, run.iteration, "running"),
+                               step_fields={"new_attempt": True}, current=step.id, error=None,
+                               browser=self.browser_state)
+            try:
+                outcome = await self._perform_step(step, run, attempt)
+            except (Stopped, Rejected, EndOfPlan, LeaseLost):
+                raise
+            except actions.TransientError as exc:
+                if self.config.auto_retry_enabled and auto_retries < self.settings.max_auto_retries:
+                    auto_retries += 1
+                    decision = await self._recover(step, run, exc, auto_retry=auto_retries)
+                else:
+                    decision = await self._recover(step, run, exc)
+            except Exception as exc:  # StepError, NeedsHuman, Blocked, anything unexpected
+                decision = await self._recover(step, run, exc)
+            else:
+                if outcome != "taken_over":
+                    await self._complete_task(step, run, outcome)
+                return
+            if decision != "retry":
+                return
+
+    async def _complete_task(self, step: PlanStep, run: _Run,
+                             outcome: StepOutcome | str) -> None:
+        result: dict[str, Any] = {}
+        locator = None
+        if isinstance(outcome, StepOutcome):
+            if outcome.variables:
+                result["variables"] = outcome.variables
+            if outcome.resolutions:
+                locator = {"actions": outcome.resolutions}
+                self._locators[step.id] = locator
+        self.done.add((step.id, run.iteration))
+        self.browser_state["lastAction"] = f"Completed: {step.label}"
+        await self._screenshot(step, run, step.id, commit=False)
+        self.journal.log("info", f"Step completed: {step.label}", step_id=step.id)
+        await self._commit(status="running", step=(step, run.iteration, "completed"),
+                           step_fields={"result": result or None, "locator": locator},
+                           browser=self.browser_state, save_variables=True)
+
+    async def _recover(self, step: PlanStep, run: _Run, exc: BaseException, *,
+                       auto_retry: int = 0) -> str:
+        """Hard error (or an announced auto-retry): ask the person; returns retry | skip | done."""
+        message = self._describe(exc)
+        delay = self.settings.auto_retry_delay_seconds if auto_retry else None
+        error: dict[str, Any] = {"message": message, "recovery_options": list(RECOVERY_OPTIONS),
+                                 "stepId": step.id, "iteration": run.iteration}
+        if delay is not None:
+            error["auto_retry_in"] = max(1, math.ceil(delay)) if delay > 0 else 0
+            self.journal.log("warn", f"{message} — retrying automatically in {delay:g} s "
+                             f"(attempt {auto_retry} of {self.settings.max_auto_retries})",
+                             step_id=step.id, category="error")
+        else:
+            self.journal.log("error", message, step_id=step.id, category="error")
+        self.browser_state["lastAction"] = f"Failed: {step.label}"
+        await self._screenshot(step, run, f"{step.id}-error", commit=False)
+        await self._commit(event="error", status="waiting_recovery",
+                           step=(step, run.iteration, "failed"),
+                           step_fields={"error": message}, current=step.id, error=error,
+                           browser=self.browser_state)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + delay if delay is not None else None
+        while True:
+            got = await self._await(frozenset({"retry", "skip", "takeover", "run_step"}),
+                                    deadline=deadline, step_id=step.id)
+            if got is None:
+                self.journal.log("info", "Retrying automatically", step_id=step.id,
+                                 category="error")
+                return "retry"
+            assert isinstance(got, Command)
+            if got.command == "run_step" and got.step_id not in (None, step.id):
+                self.journal.log("warn", f"Cannot run {got.step_id} while {step.id} waits for "
+                                 "recovery; retry, skip, take over or stop", step_id=step.id,
+                                 category="command")
+                continue
+            if got.command in ("retry", "run_step"):
+                self.journal.log("info", "Retry requested by a person", step_id=step.id,
+                                 category="command")
+                return "retry"
+            if got.command == "skip":
+                self.journal.log("info", f"Step skipped by a person: {step.label}",
+                                 step_id=step.id, category="command")
+                self.done.add((step.id, run.iteration))
+                await self._commit(status="running", step=(step, run.iteration, "skipped"),
+                                   error=None)
+                return "skip"
+            await self._takeover_session(step, run, then="complete", first=got)
+            return "done"
+
+    def _describe(self, exc: BaseException) -> str:
+        text = str(exc) or type(exc).__name__
+        if isinstance(exc, AefError):
+            text = exc.detail
+        return self.secrets.text(text)[:2000]
+
+    # actions -----------------------------------------------------------------------------------
+    async def _perform_step(self, step: PlanStep, run: _Run,
+                            attempt: int) -> StepOutcome | str:
+        """The step's actions in order, honouring stop/pause/takeover between two of them."""
+        todo = list(step.actions)
+        if not todo and step.instruction:
+            todo = [Action(type="act", instruction=step.instruction)]
+        if not todo:
+            raise actions.StepError(f"Step {step.label!r} has no actions and no instruction")
+        outcome = StepOutcome()
+        cached = await self._cached_locator(step)
+        for index, action in enumerate(todo):
+            if await self._between(step, run) == "taken_over":
+                return "taken_over"
+            self.browser_state["lastAction"] = describe_action(action)
+            hint = cached.get(str(index)) if cached else None
+            result = await self._perform(action, run, hint, attempt)
+            self.browser_state.update(lastAction=result.description, currentUrl=result.url)
+            self.journal.log("info", result.description, step_id=step.id, category="action",
+                             details={"type": result.type, "durationMs": result.duration_ms})
+            if result.resolution is not None:
+                outcome.resolutions[str(index)] = result.resolution
+            if result.variable:
+                self.variables[result.variable] = result.value
+                outcome.variables[result.variable] = result.value
+        if await self._between(step, run) == "taken_over":
+            return "taken_over"
+        return outcome
+
+    async def _cached_locator(self, step: PlanStep) -> dict[str, Any] | None:
+        """Resolutions of this step's `act` actions from an earlier completed run."""
+        if not any(a.type == "act" for a in step.actions) and (step.actions
+                                                               or not step.instruction):
+            return None
+        if step.id not in self._locators:
+            found = await asyncio.to_thread(
+                self._read, lambda c: store.cached_locator(c, self.execution_id, step.id))
+            if found is None:
+                return None
+            self._locators[step.id] = found
+        return dict(self._locators[step.id].get("actions") or {})
+
+    async def _perform(self, action: Action, run: _Run, cached: dict[str, Any] | None,
+                       attempt: int) -> actions.ActionResult:
+        """One action through runner.actions (which substitutes {{placeholders}}: variables
+        with the loop item first, then secrets) with an outer bound against a hung page."""
+        assert self.session is not None
+        ctx = actions.ActionContext(
+            settings=self.settings,
+            session=self.session,
+            variables={**self.variables, **run.scope},
+            secrets=self.secrets.values,
+            resolver=self.resolver,
+            cached=cached,
+            attempt=attempt,
+            default_timeout_ms=self.config.step_timeout * 1000,
+            log=lambda level, message: self.journal.log(level, message, category="grounding"),
+        )
+        bound = self.config.step_timeout + (action.timeout_ms or 0) / 1000 + 30
+        try:
+            async with asyncio.timeout(bound):
+                return await actions.perform(self.page, action, ctx)
+        except TimeoutError:
+            raise actions.TransientError(
+                f"{action.type} did not finish within {bound:.0f} s") from None
+
+    # the end -----------------------------------------------------------------------------------
+    async def _finish(self, outcome: Outcome) -> None:
+        """Write the final state after the browser is closed."""
+        if outcome.status == "lost":
+            log.error("stopping without a final write: %s", outcome.message)
+            return
+        self.browser_state.update(isReady=False, mode="closed")
+        try:
+            if outcome.status == "completed":
+                await self._write_completed(outcome)
+            elif outcome.status == "cancelled":
+                await self._write_cancelled(outcome)
+            else:
+                await self._write_failed(outcome)
+        except Stopped:  # a stop raced the final write (the row is `cancelling`)
+            await self._write_cancelled(Outcome("cancelled", "Execution stopped on request"))
+        except LeaseLost as exc:
+            log.error("no final write: %s", exc.detail)
+
+    async def _write_completed(self, outcome: Outcome) -> None:
+        self._progress = 1.0
+        self.journal.log("info", outcome.message)
+        await self._commit(event="execution_complete", status="completed", current=None,
+                           browser={**self.browser_state, "lastAction": "Completed"},
+                           error=None, save_variables=True)
+
+    async def _write_cancelled(self, outcome: Outcome) -> None:
+        """cancelling -> cancelled (via cancelling when the stop came as a command or a
+        rejection); if the API already forced `cancelled`, only the log line is added."""
+        self.journal.log("warn" if outcome.error else "info", outcome.message)
+        message = self.secrets.text(outcome.message)
+        browser = self.secrets.deep({**self.browser_state, "lastAction": "Cancelled"})
+        progress = self._percent()
+
+        def cancel(conn: Connection) -> str:
+            """Returns the event type: nothing new to announce if the API already ended it."""
+            row = store.get_execution(conn, self.execution_id)
+            if row is None:
+                raise LeaseLost("the execution row is not visible any more")
+            status = str(row["status"])
+            store.cancel_open_steps(conn, self.execution_id, message)
+            store.close_pending_checkpoints(conn, self.execution_id, "execution_cancelled")
+            if status == "cancelled":
+                return "execution_update"
+            if status not in ("cancelling", "waiting_checkpoint"):
+                store.update_execution(conn, self.execution_id, status="cancelling")
+            store.update_execution(conn, self.execution_id, status="cancelled",
+                                   progress=progress, browser=browser)
+            return "execution_complete"
+
+        await self.journal.commit(cancel, event=lambda kind: kind)
+        self._saw_status("cancelled")
+
+    async def _write_failed(self, outcome: Outcome) -> None:
+        self.journal.log("error", outcome.message)
+        error = {"message": outcome.message, "recovery_options": list(RESUME_OPTIONS)}
+        message = self.secrets.text(outcome.message)
+
+        def fail(conn: Connection) -> None:
+            store.fail_open_steps(conn, self.execution_id, message)
+
+        await self._commit(event="execution_complete", status="failed", error=error,
+                           browser={**self.browser_state, "lastAction": "Failed"}, extra=fail)
+
+
+@dataclass
+class StepOutcome:
+    """What a task step produced: extracted variables and resolved locators."""
+
+    variables: dict[str, Any] = field(default_factory=dict)
+    resolutions: dict[str, Any] = field(default_factory=dict)
+
+
+def _all_ids(steps: list[PlanStep]) -> Iterator[str]:
+    for step in steps:
+        yield step.id
+        yield from _all_ids(step.children)
+        if step.decision is not None:
+            yield from _all_ids(step.decision.yes)
+            yield from _all_ids(step.decision.no)
+
+
+def _is_input(command: Command) -> bool:
+    """`input`, or `takeover` carrying an input payload (how the API's ActionRequest sends it)."""
+    return command.command == "input" or (command.command == "takeover"
+                                          and bool(command.payload.get("kind")))
+
+
+def describe_action(action: Action) -> str:
+    """A short human description from the *template* (placeholders, never secret values)."""
+    target = action.selector or action.url or action.instruction or action.key or ""
+    text = f"{action.type} {target}".strip()
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+async def run_execution(settings: Settings, execution_id: str, runner_token: str, *,
+                        db: Database | None = None, screenshots: ScreenshotStore | None = None,
+                        runner_id: str | None = None) -> Outcome:
+    """The runner's main: one execution from claim to final state."""
+    engine = Engine(settings, db or get_database(), execution_id, runner_token,
+                    screenshots=screenshots, runner_id=runner_id)
+    return await engine.run()
+
+
+def exit_code(outcome: Outcome) -> int:
+    """0 completed or cancelled, 1 failed, 2 not claimed / lease lost."""
+    return {"completed": 0, "cancelled": 0, "failed": 1}.get(outcome.status, 2)

@@ -1,0 +1,110 @@
+"""The engine's parts on their own: placeholders paths, iteration numbers, the NOTIFY channel,
+the polling backstop, screenshot storage on S3 (moto server)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from aef.db import Database
+from aef.settings import Settings
+from aef.storage import ScreenshotStore, screenshot_key
+from runner.control import Control, channel_name
+from runner.engine import iteration_number, lookup
+from tests.runner.helpers import make_execution, request_stop, send_command, task
+
+
+def test_lookup_follows_dotted_paths_through_scopes() -> None:
+    scope = {"email": {"id": "e1", "tags": ["a", "b"]}}
+    variables = {"email": {"id": "shadowed"}, "count": 3}
+    assert lookup("email.id", scope, variables) == "e1"
+    assert lookup("email.tags.1", scope, variables) == "b"
+    assert lookup("count", scope, variables) == 3
+    with pytest.raises(KeyError):
+        lookup("email.missing", scope, variables)
+    with pytest.raises(KeyError):
+        lookup("nothing", scope, variables)
+
+
+def test_iteration_numbers_are_unique_for_nested_loops() -> None:
+    seen = {iteration_number(iteration_number(0, outer), inner)
+            for outer in range(1, 50) for inner in range(1, 50)}
+    assert len(seen) == 49 * 49
+    assert iteration_number(0, 3) == 3
+
+
+def test_channel_name_matches_the_database() -> None:
+    assert channel_name("8d0c2a64-3f0e-4c57-9d0a-2b8f8a1c9e11") == (
+        "aef_exec_8d0c2a643f0e4c579d0a2b8f8a1c9e11")
+    with pytest.raises(ValueError):
+        channel_name("x'; drop table aef_logs; --")
+
+
+def test_screenshot_key_is_safe_and_ordered() -> None:
+    key = screenshot_key("executions/", "abc", 7, "step/../1 é")
+    assert key == "executions/abc/000007-step_.._1.jpg"  # no "/" can reach the key
+    assert screenshot_key("p/", "e", 1, "...") == "p/e/000001-screen.jpg"
+
+
+def test_screenshots_are_uploaded_and_signed(settings: Settings) -> None:
+    store = ScreenshotStore(settings)
+    store.start_at("exec-1", 41)
+    key, url = store.put("exec-1", "open", b"\xff\xd8\xff\xe0fake-jpeg")
+    assert key == "executions/exec-1/000041-open.jpg"
+    assert "X-Amz-Expires=900" in url and "X-Amz-Signature=" in url
+    response = httpx.get(url)
+    assert response.status_code == 200 and response.content == b"\xff\xd8\xff\xe0fake-jpeg"
+    assert response.headers["content-type"] == "image/jpeg"
+    assert store.put("exec-1", "next", b"x")[0].endswith("000042-next.jpg")
+    assert httpx.get(store.sign("executions/exec-1/000042-next.jpg")).content == b"x"
+
+
+async def test_polling_backstop_sees_commands_and_stops_without_listen(db: Database) -> None:
+    execution = make_execution(db, [task("s", [{"type": "wait", "timeoutMs": 1}])])
+    with db.as_runner(execution.id, execution.token) as conn:
+        from aef.store import runner as store
+        store.claim(conn, execution.id, "r1", 30)
+    # an unreachable LISTEN server: only the 1 s poll can tell the runner anything
+    control = Control(db, "postgresql://nobody@127.0.0.1:1/none", execution.id,
+                      execution.token, poll_seconds=0.2)
+    await control.start()
+    try:
+        control.commands_hint = False
+        send_command(db, execution, "pause")
+        for _ in range(50):
+            if control.commands_hint:
+                break
+            await asyncio.sleep(0.05)
+        assert control.commands_hint and not control.listening
+        assert [c.command for c in await control.fetch()] == ["pause"]
+        request_stop(db, execution)
+        for _ in range(50):
+            if control.stop_requested:
+                break
+            await asyncio.sleep(0.05)
+        assert control.stop_requested and control.status == "cancelling"
+    finally:
+        await control.close()
+
+
+async def test_listen_wakes_the_runner_at_once(db: Database, settings: Settings) -> None:
+    execution = make_execution(db, [task("s", [{"type": "wait", "timeoutMs": 1}])])
+    control = Control(db, settings.database_url, execution.id, execution.token,
+                      poll_seconds=60)
+    await control.start()
+    try:
+        for _ in range(100):
+            if control.listening:
+                break
+            await asyncio.sleep(0.02)
+        assert control.listening
+        control.commands_hint = False
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await asyncio.to_thread(send_command, db, execution, "pause")
+        await control.wait(5)
+        assert control.commands_hint and loop.time() - started < 1
+    finally:
+        await control.close()

@@ -1,0 +1,131 @@
+"""The sweeper (lost runners, expired checkpoints) and how actions reach a runner."""
+
+from __future__ import annotations
+
+import select
+import time
+from typing import Any
+
+import psycopg
+
+from tests.api.helpers import ScriptedRunner, transform
+from tests.integration.factories import admin_connection
+
+
+def started(api: Any, db: Any, user: Any) -> tuple[str, ScriptedRunner]:
+    created = transform(api, user)
+    execution_id = created["executionId"]
+    reply = api.call("POST", "/api/aef/execute", user.token,
+                     {"aefDocumentId": created["aefDocumentId"], "executionId": execution_id})
+    assert reply.status == 202
+    runner = ScriptedRunner(db, execution_id)
+    runner.claim()
+    return execution_id, runner
+
+
+def expire_lease(db: Any, execution_id: str) -> None:
+    with admin_connection(db) as conn:
+        conn.execute("update aef_executions set lease_expires_at = now() - interval '1 second'"
+                      " where id = %s", (execution_id,))
+
+
+def test_sweeper_fails_lost_runner_with_resume(api: Any, db: Any, new_user: Any) -> None:
+    from aef import service
+
+    user = new_user()
+    execution_id, runner = started(api, db, user)
+    runner.run_step("navigate_to_gmail", 10)
+    with runner.tx() as conn:  # the runner dies in the middle of the next step
+        conn.execute("insert into aef_execution_steps (execution_id, step_id, status)"
+                     " values (%s, 'enter_email', 'running')", (execution_id,))
+    expire_lease(db, execution_id)
+    result = service.sweep(db=db)
+    assert result["runnersLost"] >= 1
+
+    snap = api.call("GET", f"/api/aef/live/{execution_id}", user.token).body["message"]
+    assert snap["type"] == "error" and snap["execution"]["status"] == "failed"
+    assert {o["action"] for o in snap["error"]["recovery_options"]} >= {"resume", "stop"}
+    assert "navigate_to_gmail" in snap["error"]["message"]
+    with admin_connection(db) as conn:
+        step = conn.execute("select status from aef_execution_steps where execution_id = %s"
+                            " and step_id = 'enter_email'", (execution_id,)).fetchone()
+    assert step["status"] == "failed"
+
+    # resume: a new runner is launched for the same execution
+    reply = api.call("POST", f"/api/aef/action/{execution_id}", user.token, {"action": "resume"})
+    assert reply.status == 200 and reply.body["delivered"] == "launched"
+    assert reply.body["status"] == "queued"
+    assert service.sweep(db=db)["runnersLost"] == 0, "a queued execution is not swept as lost"
+
+
+def test_sweeper_expires_checkpoints_and_wakes_runner(api: Any, db: Any, new_user: Any) -> None:
+    from aef import service
+
+    user = new_user()
+    execution_id, runner = started(api, db, user)
+    checkpoint_id = runner.ask_checkpoint("enter_email", timeout=1)
+    time.sleep(1.1)
+    listener = psycopg.connect(db.url, autocommit=True)
+    listener.execute(f"listen aef_exec_{execution_id.replace('-', '')}")
+    try:
+        assert service.sweep(db=db)["checkpointsExpired"] == 1
+        ready = select.select([listener.fileno()], [], [], 5)[0]
+        assert ready, "the waiting runner is woken"
+        notes = [n.payload for n in listener.notifies(timeout=0.5, stop_after=1)]
+        assert any(checkpoint_id in p for p in notes)
+    finally:
+        listener.close()
+    late = api.call("POST", f"/api/aef/checkpoint/{checkpoint_id}", user.token,
+                    {"response": "approve"})
+    assert late.status == 409 and late.body["code"] == "checkpoint_already_answered"
+    assert late.body["firstDecision"]["status"] == "expired"
+
+
+def test_expired_but_unswept_checkpoint_is_refused(api: Any, db: Any, new_user: Any) -> None:
+    user = new_user()
+    _, runner = started(api, db, user)
+    checkpoint_id = runner.ask_checkpoint("enter_email", timeout=1)
+    time.sleep(1.1)
+    reply = api.call("POST", f"/api/aef/checkpoint/{checkpoint_id}", user.token,
+                     {"response": "approve"})
+    assert reply.status == 409 and reply.body["code"] == "checkpoint_expired"
+
+
+def test_action_reaches_live_runner_as_command(api: Any, db: Any, new_user: Any) -> None:
+    user = new_user()
+    execution_id, _ = started(api, db, user)
+    listener = psycopg.connect(db.url, autocommit=True)
+    listener.execute(f"listen aef_exec_{execution_id.replace('-', '')}")
+    try:
+        reply = api.call("POST", f"/api/aef/action/{execution_id}", user.token,
+                         {"action": "pause"})
+        assert reply.status == 200 and reply.body["delivered"] == "runner"
+        notes = [n.payload for n in listener.notifies(timeout=5, stop_after=1)]
+    finally:
+        listener.close()
+    assert notes and '"kind":"command"' in notes[0].replace(" ", "")
+    with admin_connection(db) as conn:
+        cmd = conn.execute("select command, status from aef_commands where execution_id = %s",
+                           (execution_id,)).fetchone()
+    assert cmd == {"command": "pause", "status": "pending"}
+
+
+def test_execute_single_step_without_runner_launches_one(api: Any, db: Any, new_user: Any,
+                                                        moto_ecs: Any) -> None:
+    user = new_user()
+    created = transform(api, user)
+    execution_id = created["executionId"]
+    before = len(moto_ecs.list_tasks(cluster="aef")["taskArns"])
+    reply = api.call("POST", f"/api/aef/action/{execution_id}", user.token,
+                     {"action": "execute", "stepId": "enter_email"})
+    assert reply.status == 200, reply.body
+    assert reply.body == {"executionId": execution_id, "status": "queued", "action": "execute",
+                          "delivered": "launched"}
+    assert len(moto_ecs.list_tasks(cluster="aef")["taskArns"]) == before + 1
+    with admin_connection(db) as conn:
+        row = conn.execute("select status, step_ids from aef_executions where id = %s",
+                           (execution_id,)).fetchone()
+    assert row == {"status": "queued", "step_ids": ["enter_email"]}
+    # pausing needs a live runner; a queued one counts (it reads pending commands on start)
+    paused = api.call("POST", f"/api/aef/action/{execution_id}", user.token, {"action": "pause"})
+    assert paused.status == 409 and paused.body["code"] == "invalid_state"

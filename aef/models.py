@@ -241,11 +241,28 @@ class WorkflowTarget(_Source):
 
 
 class WorkflowAction(_Source):
+    """A workflow action in either shape: the documented flat AEF `Action` fields
+    (`url`, `selector`, `value`, `timeoutMs`, ...) or the older nested one (`target.url`,
+    `data`, `timeout`). Where both are given the flat field wins (aef.transform)."""
+
     type: str
     instruction: str | None = None
+    # flat Action fields (docs/architecture.md, "Plan")
+    url: str | None = None
+    selector: str | None = None
+    value: str | int | float | bool | None = None
+    key: str | None = None
+    timeout_ms: float | None = Field(default=None, ge=0, alias="timeoutMs")
+    url_contains: str | None = Field(default=None, alias="urlContains")
+    attribute: str | None = None
+    many: bool | None = None
+    pattern: str | None = None
+    state: str | None = None
+    # nested fixture shape
     target: WorkflowTarget | None = None
     data: dict[str, Any] | None = None
     timeout: float | None = Field(default=None, ge=0)  # milliseconds
+    # both shapes
     schema_: Any = Field(default=None, alias="schema")
     credential_field: str | None = Field(default=None, alias="credentialField")
     variable: str | None = None
@@ -284,6 +301,7 @@ class WorkflowNode(_Source):
     iterator_config: WorkflowIteratorConfig | None = Field(default=None, alias="iteratorConfig")
     iterator: str | None = None  # iterative_loop: the item name
     over: str | None = None  # iterative_loop: the list variable
+    max_iterations: int | None = Field(default=None, alias="maxIterations")  # iterative_loop
     human_escalate: bool | None = Field(default=None, alias="humanEscalate")
     question: str | None = None
     rule: str | None = None  # a decision rule (aef.rules grammar)
@@ -312,6 +330,9 @@ class WorkflowEnvironment(_Source):
 class WorkflowExecution(_Source):
     environment: WorkflowEnvironment | None = None
     workflow: WorkflowGraph
+    # Inputs given when the run starts (POST /execute `variables`, e.g. a base URL): their
+    # {{placeholders}} are not credentials. A list of names, or names mapped to a description.
+    variables: dict[str, Any] | list[str] | None = None
 
 
 class WorkflowConfig(_Source):

@@ -23,6 +23,12 @@ How the plan is built
   appended to the scope's sequence, so every node appears in the plan exactly once.
 - **Cycles** are refused unless they return to the start of a loop body or to the loop itself.
 
+Workflow actions are read in both shapes: the documented flat `Action` fields (`url`,
+`selector`, `value`, `key`, `timeoutMs`, `urlContains`, `attribute`, `many`, `state`,
+`pattern`, `variable`) and the nested fixture shape (`target.url|selector|urlContains`,
+`data`, `timeout`); a flat field wins. Extract results land in `variable` (default: the step
+id), which is also how the runner names them, so `{{variable}}` and rules can read them.
+
 Step semantics (for the runner)
 - `method=automated`: run `actions` in order. Structural steps (compound, loop, decision,
   end) without own actions are `automated` with no actions: there is nothing to do for the
@@ -37,13 +43,15 @@ Step semantics (for the runner)
 - `loop`: run `children` once per item of the list variable `over`, binding the item to
   `iterator`, at most `maxIterations` times (default 50). For an SOP, `over` is the plural of
   its `iterator` (`email` -> `emails`) unless the node names it in `over`;
-  a workflow loop names it in `over` (or a `list_iterator` in `iteratorConfig`); without one
+  a workflow loop names `over`/`iterator`/`maxIterations` on the node (or `listVariable`/
+  `itemVariable`/`maxIterations` in `iteratorConfig`, the node's own fields winning); without one
   `over` is null: repeat until `exitCondition` holds. `exitCondition` is the node's
   `exit_condition`, else a condition on the loop's exit edge, else the negated condition of
   the edge back into the loop, kept only if `aef.rules` parses it.
 - Start/trigger marker nodes become empty `compound` steps: there is nothing to run.
-- `credentials`: the `{{name}}` placeholders a step uses that are not SOP variables, loop
-  variables or extract results, plus `credentialsRequired` (as `<service>_<field>`) and
+- `credentials`: the `{{name}}` placeholders a step uses that are not SOP variables, a
+  workflow's declared run inputs (`execution.variables`), loop variables or extract results,
+  plus `credentialsRequired` (as `<service>_<field>`) and
   `credentialField`s. All of them are listed in `config.credentials` (required); passwords,
   API keys and tokens are also listed in `config.secrets`.
 
@@ -395,6 +403,8 @@ class _Transformer:
         graph = wf.execution.workflow
         raw_nodes = document["execution"]["workflow"].get("nodes", [])
         outbound_count = sum(len(n.outbound_edges or {}) for n in graph.nodes)
+        if wf.execution.variables:
+            self.runtime_vars.update(wf.execution.variables)
         _check_counts(len(graph.nodes), len(graph.flow) + outbound_count)
         for index, n in enumerate(graph.nodes):
             node = self._new_node(
@@ -433,7 +443,11 @@ class _Transformer:
                 node.loop = _Loop(
                     iterator=iterator,
                     over=over,
-                    max_iterations=_positive_int(cfg.max_iterations if cfg else None),
+                    max_iterations=_positive_int(
+                        n.max_iterations
+                        if n.max_iterations is not None
+                        else (cfg.max_iterations if cfg else None)
+                    ),
                     exit_condition=None,
                 )
                 self.runtime_vars.update(
@@ -538,14 +552,25 @@ class _Transformer:
     # -- actions ----------------------------------------------------------------------
 
     def _workflow_action(self, node_id: str, a: WorkflowAction, node: _Node) -> Action:
+        """One workflow action as a plan `Action`.
+
+        Both shapes are read: the documented flat `Action` fields (`url`, `selector`,
+        `value`, `key`, `timeoutMs`, `urlContains`, `attribute`, `many`, `state`, `pattern`,
+        `variable`) and the nested fixture shape (`target.*`, `data`, `timeout`); a flat
+        field wins over its nested counterpart. A flat action of a native type passes
+        through unchanged, so a workflow written in the plan's own vocabulary runs as written.
+        """
         kind = a.type.strip().lower()
         target = a.target
-        url = target.url if target else None
-        selector = target.selector if target else None
-        url_contains = target.url_contains if target else None
         data = a.data or {}
-        value = _data_value(data)
-        timeout_ms = None if a.timeout is None else min(int(a.timeout), MAX_TIMEOUT_MS)
+        url = a.url or (target.url if target else None)
+        selector = a.selector or (target.selector if target else None)
+        url_contains = a.url_contains or (target.url_contains if target else None)
+        value = _flat_value(a.value) if a.value is not None else _data_value(data)
+        nested_key = data.get("key") if isinstance(data.get("key"), str) else None
+        key = a.key or nested_key
+        raw_timeout = a.timeout_ms if a.timeout_ms is not None else a.timeout
+        timeout_ms = None if raw_timeout is None else min(int(raw_timeout), MAX_TIMEOUT_MS)
         instruction = a.instruction or node.intent or node.label
         common: dict[str, Any] = {
             "instruction": instruction,
@@ -561,26 +586,45 @@ class _Transformer:
         if kind == "wait_for_navigation":
             return Action(type="wait", url_contains=url_contains or url, **common)
         if kind == "wait":
-            state = None if (selector or url_contains) else "load"
+            state = a.state or (None if (selector or url_contains) else "load")
             return Action(
                 type="wait", selector=selector, url_contains=url_contains, state=state, **common
             )
         if kind in ("extract", "extract_list", "paginate_extract"):
+            many = a.many if a.many is not None else (True if kind != "extract" else None)
             return Action(
                 type="extract",
                 selector=selector,
                 variable=a.variable or node_id,
-                many=True if kind != "extract" else None,
+                attribute=a.attribute,
+                many=many,
+                pattern=a.pattern,
                 schema=a.schema_,
                 **common,
             )
-        if kind == "assert_element":
-            return Action(type="verify", selector=selector, url_contains=url_contains, **common)
-        if kind in ("click", "fill", "type", "select", "check", "uncheck", "scroll", "verify"):
+        if kind in ("verify", "assert_element"):
+            return Action(
+                type="verify",
+                selector=selector,
+                url_contains=url_contains,
+                value=value,
+                pattern=a.pattern,
+                state=a.state,
+                **common,
+            )
+        if kind in ("click", "fill", "type", "select", "check", "uncheck", "scroll"):
             return Action(type=kind, selector=selector, value=value, **common)  # type: ignore[arg-type]
         if kind in ("press", "upload", "download"):
-            key = data.get("key") if isinstance(data.get("key"), str) else None
-            return Action(type=kind, selector=selector, key=key, value=value, url=url, **common)  # type: ignore[arg-type]
+            variable = a.variable if kind == "download" else None
+            return Action(
+                type=kind,  # type: ignore[arg-type]
+                selector=selector,
+                key=key,
+                value=value,
+                url=url,
+                variable=variable,
+                **common,
+            )
         if kind not in ("act", "visual_scan", "conditional_auth"):
             self.warnings.append(
                 f"step {node_id}: action type {a.type!r} is not known to AEF; "
@@ -1508,6 +1552,13 @@ def _action_seconds(action: Action) -> float:
     if action.type == "wait" and action.timeout_ms is not None and not action.url_contains:
         return min(action.timeout_ms / 1000, 5.0)
     return _ACTION_SECONDS[action.type]
+
+
+def _flat_value(value: str | int | float | bool) -> str:
+    """A flat action's `value` as the text the runner types or compares (JSON spelling)."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value)
 
 
 def _data_value(data: dict[str, Any]) -> str | None:

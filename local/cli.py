@@ -296,11 +296,12 @@ async def run_demo(state: StateDir, info: StackInfo, args: argparse.Namespace) -
               f"about {transformed.get('estimatedDuration')} s")
         for warning in transformed.get("warnings") or []:
             print(f"  warning: {warning}")
-        # The API takes no separate variables: placeholders resolve from variables, then
-        # secrets, so the demo site's address travels with the credentials.
-        secrets = {"demo_email": DEMO_EMAIL, "demo_password": DEMO_PASSWORD,
-                   "base_url": info.supabase_url}
+        # Credentials are secrets (masked in every log and event); the demo site's address
+        # is a plain variable, so URLs in the logs stay readable.
+        secrets = {"demo_email": DEMO_EMAIL, "demo_password": DEMO_PASSWORD}
+        variables = {"base_url": info.supabase_url}
         started = await api.execute(document_id, execution_id=execution_id, secrets=secrets,
+                                    variables=variables,
                                     idempotency_key=f"aef-demo-{uuid.uuid4()}")
         print(f"Execution {execution_id} {started['status']}; live on channel "
               f"{started['channel']}")

@@ -75,12 +75,17 @@ class ApiClient:
 
     async def execute(self, document_id: str, *, execution_id: str | None = None,
                       secrets: dict[str, str] | None = None,
+                      variables: dict[str, str] | None = None,
                       idempotency_key: str | None = None) -> dict[str, Any]:
+        """Start an execution; `secrets` are masked everywhere, `variables` (e.g. a base
+        URL) are plain inputs for {{placeholders}} and show in logs as they are."""
         body: dict[str, Any] = {"aefDocumentId": document_id}
         if execution_id:
             body["executionId"] = execution_id
         if secrets:
             body["secrets"] = secrets
+        if variables:
+            body["variables"] = variables
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         response = await self._call("POST", "/api/aef/execute", json=body, headers=headers)
         return dict(response.json())

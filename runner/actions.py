@@ -938,6 +938,10 @@ async def _act(page: Page, act: Action, ctx: ActionContext,
     # Variables now, secrets only when acting: the resolution never holds a secret.
     instruction, _ = substitute(act.instruction, ctx.variables, None)
     resolution: Resolution | None = None
+    # A cached resolution was made for one filled-in instruction (e.g. one loop item's value);
+    # replay it only for that same instruction, else ground again.
+    if cached and cached.get("instruction") not in (None, instruction):
+        cached = None
     if cached:
         replay = Resolution.from_dict({**cached, "source": "cache"})
         if replay.locator is None or await locator_from_cached(page, replay.locator).count() == 1:

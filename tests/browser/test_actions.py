@@ -286,6 +286,22 @@ async def test_act_grounds_substitutes_secrets_and_caches_without_them(
     assert len(info.value.extra["escalation"]["candidates"]) == 2
 
 
+async def test_cached_resolution_is_not_replayed_for_another_loop_item(
+    session: BrowserSession, page_server: PageServer, ctx: ActionContext
+) -> None:
+    """A resolution grounded for one item's value must not type that value for the next."""
+    page = session.page
+    await _open(page, page_server, "/actions/act-loop", FORM)
+    action = {"type": "act", "instruction": "Type {{focus}} into the Email field"}
+    ctx.variables["focus"] = "Climate tech"
+    first = await perform(page, action, ctx)
+    assert await page.input_value("#email") == "Climate tech"
+    ctx.variables["focus"] = "Developer tools"
+    second = await perform(page, action, ctx, cached=dict(first.resolution or {}))
+    assert await page.input_value("#email") == "Developer tools"
+    assert second.resolution is not None and second.resolution["source"] != "cache"
+
+
 async def test_secrets_never_appear_in_descriptions_errors_or_logs(
     session: BrowserSession, page_server: PageServer, ctx: ActionContext,
     caplog: pytest.LogCaptureFixture

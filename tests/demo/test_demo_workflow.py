@@ -188,11 +188,6 @@ def test_every_placeholder_is_defined_before_use(workflow: dict[str, Any]) -> No
     assert {"demo_email", "demo_password", "base_url", "email_id", "crm_record_id"} <= used
 
 
-@pytest.mark.xfail(
-    reason="aef.transform does not yet read flat Action fields, a loop's over/iterator, or "
-    "rules beyond == / != in the JSON workflow format (docs/architecture.md)",
-    strict=False,
-)
 def test_transform_keeps_the_workflow_intact(workflow: dict[str, Any]) -> None:
     """The contract with aef.transform: concrete actions, loop and rules pass through as is."""
     from aef.models import PlanStep

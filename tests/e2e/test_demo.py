@@ -16,7 +16,7 @@ import httpx
 import psycopg
 import pytest
 
-from local.demo.seed import seed_emails, seed_records
+from local.demo.seed import DEMO_EMAIL, DEMO_PASSWORD, seed_emails, seed_records
 from tests.e2e.conftest import RunningStack, aef
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -123,3 +123,23 @@ def test_screenshots_were_downloaded(stack: RunningStack, demo_run: dict[str, An
     shots = sorted(folder.glob("*.jpg"))
     assert shots, f"no screenshots in {folder}"
     assert all(s.read_bytes()[:3] == b"\xff\xd8\xff" for s in shots)  # JPEG files
+
+
+@pytest.mark.timeout(DEMO_TIMEOUT_SECONDS + 60)
+def test_site_address_is_a_variable_and_only_credentials_are_masked(
+        stack: RunningStack, demo_run: dict[str, Any]) -> None:
+    """`aef demo` passes base_url as an execution variable: URLs in the logs stay readable,
+    the credentials stay secret."""
+    execution_id = demo_run["execution_id"]
+    with psycopg.connect(stack.info.database_url) as conn:
+        variables = conn.execute("select variables from aef_executions where id = %s",
+                                 (execution_id,)).fetchone()
+        messages = [row[0] for row in conn.execute(
+            "select message from aef_logs where execution_id = %s order by id",
+            (execution_id,))]
+    assert variables is not None and variables[0]["base_url"] == stack.url
+    assert f"Opened {stack.url}/mail/login" in messages
+    masked = [m for m in messages if "\u2022" * 6 in m]
+    assert masked and all(m.startswith("Filled textbox") for m in masked), masked
+    text = "\n".join(messages)
+    assert DEMO_EMAIL not in text and DEMO_PASSWORD not in text

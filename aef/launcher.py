@@ -75,7 +75,8 @@ class EcsLauncher:
                 tags=[{"key": "aef:execution", "value": execution_id}],
             )
         except Exception as exc:  # botocore errors: throttling, bad config, no capacity
-            raise LaunchFailed(f"ECS refused to start the runner: {type(exc).__name__}: {exc}") from exc
+            raise LaunchFailed(
+                f"ECS refused to start the runner: {type(exc).__name__}: {exc}") from exc
         failures = response.get("failures") or []
         tasks = response.get("tasks") or []
         if failures or not tasks:

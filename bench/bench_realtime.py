@@ -38,10 +38,10 @@ import uvicorn
 from psycopg import conninfo, sql
 from psycopg.types.json import Jsonb
 from pydantic import SecretStr
+from supabase import AsyncClientOptions, acreate_client
 
 from aef.settings import Settings
 from local.realtime.server import RealtimeServer
-from supabase import AsyncClientOptions, acreate_client
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "bench-realtime-secret-at-least-32-bytes"

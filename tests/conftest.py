@@ -27,7 +27,7 @@ def database_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def db(database_url: str) -> Iterator["object"]:
+def db(database_url: str) -> Iterator[object]:
     from aef.db import Database, set_database
 
     database = Database(database_url, min_size=1, max_size=8)

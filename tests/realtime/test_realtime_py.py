@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 from realtime import RealtimeChannelOptions, RealtimeSubscribeStates
-
 from supabase import AsyncClient, AsyncClientOptions, acreate_client
+
 from tests.realtime.conftest import RunningServer, make_token, seconds_to_expiry
 from tests.realtime.phx import eventually
 

@@ -111,8 +111,10 @@ class Database:
                 if check_user:
                     row = conn.execute(_SET_IDENTITY_CHECK_USER, dict(identity)).fetchone()
                     if not row or not row["active"]:
-                        raise Unauthorized("The token's user does not exist",
-                                           code="unknown_user")
+                        raise Unauthorized(
+                            "The token's user does not exist", code="unknown_user",
+                            headers={"WWW-Authenticate": 'Bearer error="invalid_token", '
+                                     'error_description="The token\'s user does not exist"'})
                 else:
                     conn.execute(_SET_IDENTITY, dict(identity))
                 yield conn

@@ -46,9 +46,15 @@ class EcsLauncher:
     def client(self) -> Any:
         if self._client is None:
             import boto3  # lazy: keeps cold starts of the read-only functions fast
+            from botocore.config import Config
 
-            self._client = boto3.client("ecs", region_name=self.settings.aws_region,
-                                        endpoint_url=self.settings.aws_endpoint_url)
+            # RunTask is rate limited (a burst, then a steady rate): back off and retry
+            # throttled launches instead of failing a user's start at the first refusal.
+            self._client = boto3.client(
+                "ecs", region_name=self.settings.aws_region,
+                endpoint_url=self.settings.aws_endpoint_url,
+                config=Config(retries={"mode": "adaptive", "max_attempts": 6},
+                              connect_timeout=5, read_timeout=15))
         return self._client
 
     def launch(self, execution_id: str, runner_token: str) -> Launch:

@@ -277,6 +277,9 @@ def act(caller: Caller, execution_id: str, request: Any) -> dict[str, Any]:
         raise ValidationFailed("action 'input' needs an `input`", code="validation_failed")
     token: str | None = None
     with _db().as_user(caller.claims) as conn:
+        if action in ("execute", "retry", "skip", "resume"):
+            # may re-queue: serialize with the user's other starts so the cap holds
+            store.lock_user(conn, caller.user_id)
         execution = store.get_execution(conn, execution_id, for_update=True)
         if execution is None:
             raise NotFound(f"Execution {execution_id} was not found", code="execution_not_found")

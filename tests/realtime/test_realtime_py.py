@@ -113,11 +113,11 @@ async def test_set_auth_refreshes_the_token_of_a_joined_channel(
 async def test_expiry_without_refresh_closes_the_channel(realtime_server: RunningServer,
                                                         client: AsyncClient) -> None:
     user = str(uuid.uuid4())
-    await client.realtime.set_auth(make_token(user, ttl=1))
+    await client.realtime.set_auth(make_token(user, ttl=2))  # iat is floored: 1 s could expire before the join
     statuses = Statuses()
     channel = client.channel(f"room:{user}", private())
     await channel.subscribe(statuses)
-    error = await statuses.wait_for(RealtimeSubscribeStates.CHANNEL_ERROR, within=4)
+    error = await statuses.wait_for(RealtimeSubscribeStates.CHANNEL_ERROR, within=6)
     assert error is not None and "Token has expired" in str(error)
     await statuses.wait_for(RealtimeSubscribeStates.CLOSED)
 

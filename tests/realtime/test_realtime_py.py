@@ -113,7 +113,8 @@ async def test_set_auth_refreshes_the_token_of_a_joined_channel(
 async def test_expiry_without_refresh_closes_the_channel(realtime_server: RunningServer,
                                                         client: AsyncClient) -> None:
     user = str(uuid.uuid4())
-    await client.realtime.set_auth(make_token(user, ttl=2))  # iat is floored: 1 s could expire before the join
+    # iat is floored to a second: a 1 s token could expire before the join
+    await client.realtime.set_auth(make_token(user, ttl=2))
     statuses = Statuses()
     channel = client.channel(f"room:{user}", private())
     await channel.subscribe(statuses)

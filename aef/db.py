@@ -44,8 +44,9 @@ def translate_error(exc: psycopg.Error) -> AefError | None:
     diag = exc.diag
     if state == "AEF01":
         detail = _json_detail(diag.message_detail)
+        extra: dict[str, Any] = {"transition": detail} if detail else {}
         return Conflict(diag.message_primary or "illegal transition", code="illegal_transition",
-                        **({"transition": detail} if detail else {}))
+                        **extra)
     if state == "AEF02":
         detail = _json_detail(diag.message_detail) or {}
         return Conflict("The checkpoint was already answered", code="checkpoint_already_answered",
@@ -78,10 +79,11 @@ class Database:
                  connect_timeout: float = 5.0) -> None:
         self.url = url
         self.connect_timeout = connect_timeout
-        self._pool = ConnectionPool(
+        self._pool: ConnectionPool[Connection] = ConnectionPool(
             url,
             min_size=min_size,
             max_size=max_size,
+            connection_class=psycopg.Connection[dict[str, Any]],
             kwargs=connect_kwargs(),
             open=False,
             check=ConnectionPool.check_connection,

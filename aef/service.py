@@ -527,10 +527,10 @@ def sweep(*, db: Database | None = None, batch: int = 100,
             _mark_runner_lost(conn, str(row["id"]), row["status"])
             lost += 1
         for row in store.stale_queued(conn, queued_timeout_seconds, batch):
-            error = {"message": "No runner picked up the execution",
-                     "recovery_options": recovery_options("retry", "stop")}
+            message = "No runner picked up the execution"
+            error = {"message": message, "recovery_options": recovery_options("retry", "stop")}
             store.set_status(conn, str(row["id"]), states.FAILED, error=error)
-            entry = store.insert_log(conn, str(row["id"]), "error", "system", error["message"])
+            entry = store.insert_log(conn, str(row["id"]), "error", "system", message)
             store.emit_event(conn, str(row["id"]), "error", {"logs": [entry], "error": error})
             stale += 1
         for row in store.expired_checkpoints(conn, batch):
@@ -557,11 +557,9 @@ def _mark_runner_lost(conn: Connection, execution_id: str, status: str) -> None:
         store.emit_event(conn, execution_id, "execution_complete", {"logs": [entry]})
         return
     last = store.last_completed_step(conn, execution_id)
-    error = {
-        "message": "The runner stopped responding"
-                   + (f"; resume continues after step {last}" if last else ""),
-        "recovery_options": recovery_options("resume", "retry", "stop"),
-    }
+    message = ("The runner stopped responding"
+               + (f"; resume continues after step {last}" if last else ""))
+    error = {"message": message, "recovery_options": recovery_options("resume", "retry", "stop")}
     store.set_status(conn, execution_id, states.FAILED, error=error)
-    entry = store.insert_log(conn, execution_id, "error", "system", error["message"])
+    entry = store.insert_log(conn, execution_id, "error", "system", message)
     store.emit_event(conn, execution_id, "error", {"logs": [entry], "error": error})

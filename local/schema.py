@@ -20,7 +20,7 @@ def migration_files() -> list[Path]:
 
 def apply_sql_file(url: str, path: Path) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(path.read_text())  # type: ignore[arg-type] # trusted file from this repo
+        conn.execute(path.read_text())  # trusted file from this repo
 
 
 def apply_schema(url: str, *, shim: bool = True) -> list[str]:
@@ -36,17 +36,17 @@ def apply_schema(url: str, *, shim: bool = True) -> list[str]:
 def create_database(admin_url: str, name: str) -> str:
     """Create an empty database next to `admin_url`'s and return its URL."""
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'drop database if exists "{name}" with (force)')  # type: ignore[arg-type]
-        conn.execute(f'create database "{name}"')  # type: ignore[arg-type]
+        conn.execute(f'drop database if exists "{name}" with (force)')
+        conn.execute(f'create database "{name}"')
     return with_dbname(admin_url, name)
 
 
 def drop_database(admin_url: str, name: str) -> None:
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'drop database if exists "{name}" with (force)')  # type: ignore[arg-type]
+        conn.execute(f'drop database if exists "{name}" with (force)')
 
 
 def with_dbname(url: str, name: str) -> str:
     info = psycopg.conninfo.conninfo_to_dict(url)
     info["dbname"] = name
-    return psycopg.conninfo.make_conninfo(**info)  # type: ignore[arg-type]
+    return psycopg.conninfo.make_conninfo("", **info)

@@ -8,6 +8,8 @@ export PATH="$PWD/.venv/bin:$PATH"
 
 echo "==> ruff"
 ruff check .
+echo "==> mypy"
+mypy aef runner functions local
 echo "==> OpenAPI spec is current (docs/openapi.json)"
 python -m aef.openapi --check
 echo "==> SAM template: cfn-lint, sam validate --lint, sam build"

@@ -45,12 +45,13 @@ class Control:
     """Wake-ups and commands for one execution."""
 
     def __init__(self, db: Database, database_url: str, execution_id: str, runner_token: str,
-                 *, poll_seconds: float = 1.0) -> None:
+                 *, poll_seconds: float = 1.0, listen: bool = True) -> None:
         self.db = db
         self.database_url = database_url
         self.execution_id = execution_id
         self._token = runner_token
         self.poll_seconds = poll_seconds
+        self.listen = listen  # False: polling only (bench/bench_checkpoint.py's baseline)
         self.channel = channel_name(execution_id)
         self.stop_requested = False
         self.commands_hint = True  # read once at start: commands may predate the runner
@@ -61,8 +62,8 @@ class Control:
 
     # lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._listen(), name="aef-listen"),
-                       asyncio.create_task(self._poll(), name="aef-poll")]
+        listen = [asyncio.create_task(self._listen(), name="aef-listen")] if self.listen else []
+        self._tasks = [*listen, asyncio.create_task(self._poll(), name="aef-poll")]
 
     async def close(self) -> None:
         for task in self._tasks:

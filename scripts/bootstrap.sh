@@ -20,7 +20,9 @@ apt_install() {
   fi
 }
 
-apt_install chromium fonts-liberation
+# chromium drives the runs; postgresql's binaries also back `aef dev --embedded-postgres` and
+# the fault tests' private server
+apt_install chromium fonts-liberation postgresql
 
 pick_python() {
   for candidate in python3.11 python3.12 python3.13 python3; do

@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import re
 import threading
+import time
 from typing import Any
 
 from aef.settings import Settings
@@ -23,6 +24,14 @@ def screenshot_key(prefix: str, execution_id: str, seq: int, name: str) -> str:
     """The object key; `name` is reduced to a safe file-name fragment."""
     safe = _NAME_UNSAFE.sub("_", name).strip("._")[:80] or "screen"
     return f"{prefix}{execution_id}/{seq:06d}-{safe}.jpg"
+
+
+UPLOAD_TIMEOUT_SECONDS = 8.0
+FAILURE_PAUSE_SECONDS = 30.0
+
+
+class UploadPaused(Exception):
+    """A recent upload failed; this one was not attempted."""
 
 
 class ScreenshotStore:
@@ -37,6 +46,7 @@ class ScreenshotStore:
         self._client = client
         self._lock = threading.Lock()
         self._counters: dict[str, itertools.count[int]] = {}
+        self._paused_until = 0.0  # after a failure, skip uploads for a while
 
     @property
     def client(self) -> Any:
@@ -55,9 +65,9 @@ class ScreenshotStore:
                         config=Config(
                             s3={"addressing_style": "path"},
                             signature_version="s3v4",
-                            retries={"max_attempts": 3, "mode": "standard"},
-                            connect_timeout=5,
-                            read_timeout=15,
+                            retries={"max_attempts": 2, "mode": "standard"},
+                            connect_timeout=2,
+                            read_timeout=5,
                         ),
                     )
         return self._client
@@ -92,5 +102,18 @@ class ScreenshotStore:
         return url
 
     async def put_async(self, execution_id: str, name: str, data: bytes) -> tuple[str, str]:
-        """`put` in a worker thread so the browser's event loop keeps running."""
-        return await asyncio.to_thread(self.put, execution_id, name, data)
+        """`put` in a worker thread, bounded in time, so a hung S3 cannot hold a step up.
+
+        After a failure, uploads are skipped for `FAILURE_PAUSE_SECONDS` (each skipped one
+        raises at once), so an outage costs one timeout, not one per step.
+        """
+        now = time.monotonic()
+        if now < self._paused_until:
+            raise UploadPaused(f"uploads paused for {self._paused_until - now:.0f} s after a "
+                               "failure")
+        try:
+            return await asyncio.wait_for(
+                asyncio.to_thread(self.put, execution_id, name, data), UPLOAD_TIMEOUT_SECONDS)
+        except Exception:
+            self._paused_until = time.monotonic() + FAILURE_PAUSE_SECONDS
+            raise

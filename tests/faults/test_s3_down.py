@@ -70,9 +70,11 @@ async def test_screenshot_uploads_fail_but_the_steps_and_the_run_complete(
     warned = [line for line in log_lines(db, execution_id)
               if line["message"].startswith("Screenshot upload failed")]
     assert [line["step_id"] for line in warned] == ["s1", "s2"]
-    assert all(line["level"] == "warn" and line["category"] == "browser"
-               and line["message"] == "Screenshot upload failed: EndpointConnectionError"
-               for line in warned)
+    assert all(line["level"] == "warn" and line["category"] == "browser" for line in warned)
+    # the first failure costs one attempt; after it uploads pause instead of failing per step
+    assert [line["message"] for line in warned] == [
+        "Screenshot upload failed: EndpointConnectionError",
+        "Screenshot upload failed: UploadPaused"]
     # the last screenshot that made it stays the execution's screenshot
     assert row["browser"]["screenshotKey"] == first_key
     live = await blocking(api.call, "GET", f"/api/aef/live/{execution_id}", person.token)

@@ -7,6 +7,7 @@ ASGI middleware -> FastAPI -> response dict.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -110,11 +111,23 @@ def apigw_event(
     return event
 
 
+def ensure_event_loop() -> None:
+    """Mangum runs on the calling thread's event loop, which a Lambda sandbox always has;
+    in a test process an async test may have closed or unset it, or this is a worker thread."""
+    try:
+        loop = asyncio.get_event_loop_policy().get_event_loop()
+        if loop.is_closed():
+            raise RuntimeError("closed")
+    except RuntimeError:
+        asyncio.set_event_loop(asyncio.new_event_loop())
+
+
 def invoke(handler: Handler, event: dict[str, Any]) -> tuple[int, dict[str, str], Any]:
     """Call a Lambda handler; returns (status, lower-cased headers, parsed JSON body or text).
 
     An empty body gives None; a body that is not JSON is returned as a string.
     """
+    ensure_event_loop()
     result = handler(event, LambdaContext())
     headers = {k.lower(): v for k, v in (result.get("headers") or {}).items()}
     text = result.get("body") or ""

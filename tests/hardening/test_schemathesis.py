@@ -46,7 +46,7 @@ from urllib3 import HTTPResponse
 from urllib3._collections import HTTPHeaderDict
 
 from tests.api.helpers import fixture_sop, transform
-from tests.apigw import LambdaContext, apigw_event
+from tests.apigw import LambdaContext, apigw_event, ensure_event_loop
 from tests.hardening.conftest import settings_override
 
 SPEC_PATH = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
@@ -104,6 +104,7 @@ class MangumAdapter(HTTPAdapter):
         event["rawQueryString"] = url.query
         if query:
             event["queryStringParameters"] = query
+        ensure_event_loop()
         result = handler(event, LambdaContext())
         return self.build_response(request, _raw_response(result))
 

@@ -24,15 +24,21 @@ Where the design left a choice open:
   completed row of the same step in this execution (later loop iterations, a rerun after a
   retry or resume). RLS keeps a runner to its own execution, so there is no cross-execution
   cache.
+- A state write that fails because the database is unavailable or busy (a restart, a
+  failover) is retried with backoff for half the lease, the heartbeat going on meanwhile; if
+  the connection dropped during COMMIT, `pg_xact_status` says whether it landed before any
+  retry. Only a longer outage fails the run (resumable). A log line that describes a state
+  change is written in that change's transaction, never flushed without it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import traceback
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -41,7 +47,7 @@ from pydantic import ValidationError
 
 from aef import rules
 from aef.db import Connection, Database, get_database
-from aef.errors import AefError
+from aef.errors import AefError, ServiceUnavailable
 from aef.models import Action, AefConfig, PlanStep
 from aef.settings import Settings
 from aef.storage import ScreenshotStore
@@ -61,6 +67,11 @@ LOOP_STRIDE: Final = 10_000
 LOG_FLUSH_SECONDS: Final = 0.5
 TAKEOVER_SCREENSHOT_SECONDS: Final = 1.0
 MANUAL_STEP_TIMEOUT_SECONDS: Final = 3600
+# A database briefly unavailable (restart, failover) or busy: a write is retried with backoff
+# for half the lease (Engine), so the heartbeat can still renew it before it runs out.
+RETRYABLE_CODES: Final = frozenset({"database_unavailable", "database_busy"})
+RETRY_FIRST_DELAY: Final = 0.2
+RETRY_MAX_DELAY: Final = 2.0
 
 RECOVERY_OPTIONS: Final = (
     {"action": "retry", "label": "Retry the step"},
@@ -126,38 +137,76 @@ class Secrets:
 
 
 # --- the journal: every write, each state change with its event -------------------------------
+@dataclass
+class _Attempt:
+    """How far one write transaction got: enough to tell whether a lost COMMIT landed."""
+
+    xid: str | None = None
+    committing: bool = False  # every statement ran: a failure now is the COMMIT itself
+    result: Any = None
+
+
+class WriteOutcomeUnknown(ServiceUnavailable):
+    """The connection dropped during COMMIT and the database could not say, within the retry
+    budget, whether the transaction landed: nothing may be written again or re-buffered."""
+
+
 class Journal:
     """Buffered logs and transactional state writes for one execution.
 
     Logs are buffered and written in one multi-row INSERT with the next state change, or by the
     flusher at least every LOG_FLUSH_SECONDS; whatever a transaction writes is announced by the
     event written in that same transaction, so a committed log line is durable and visible.
+
+    A line that *describes* a state change ("Step completed: X") is not buffered: it is handed
+    to `commit(says=...)` and written in that change's transaction, so it can never be flushed
+    while the change itself is abandoned (it is then rewritten as "Not recorded: ... (why)").
+
+    A write that fails because the database is unavailable or busy is retried with backoff for
+    `retry_seconds` (the engine passes half the lease: the heartbeat keeps running meanwhile).
+    If the connection dropped during COMMIT, the transaction id tells whether it landed
+    (`pg_xact_status`) before anything is written again, so no event, line or step
+    transition is written twice and event seq stays gapless.
     """
 
     def __init__(self, db: Database, execution_id: str, runner_token: str, secrets: Secrets,
-                 on_status: Callable[[str], None]) -> None:
+                 on_status: Callable[[str], None], *, retry_seconds: float = 0.0) -> None:
         self.db = db
         self.execution_id = execution_id
         self._token = runner_token
         self.secrets = secrets
         self._on_status = on_status
+        self.retry_seconds = retry_seconds
         self._buffer: list[store.LogRecord] = []
         self._lock = asyncio.Lock()
         self._flusher: asyncio.Task[None] | None = None
 
-    def log(self, level: str, message: str, *, category: str = "execution",
-            step_id: str | None = None, details: Mapping[str, Any] | None = None) -> None:
-        record = store.LogRecord(
+    def entry(self, level: str, message: str, *, category: str = "execution",
+              step_id: str | None = None,
+              details: Mapping[str, Any] | None = None) -> store.LogRecord:
+        """A redacted line, not buffered: for `commit(says=...)` when it describes the change."""
+        return store.LogRecord(
             level=level, category=category, message=self.secrets.text(message),
             step_id=step_id,
             details=self.secrets.deep(dict(details)) if details is not None else None)
-        self._buffer.append(record)
-        getattr(log, "warning" if level == "warn" else level, log.info)(
-            "%s", record.message, extra={"execution_id": self.execution_id, "step_id": step_id})
 
-    def _run(self, records: list[store.LogRecord], change: Callable[[Connection], T] | None,
-             event: str | Callable[[Any], str] | None,
-             error: Mapping[str, Any] | None) -> T | None:
+    def log(self, level: str, message: str, *, category: str = "execution",
+            step_id: str | None = None, details: Mapping[str, Any] | None = None) -> None:
+        """A progress line: buffered, written with the next transaction."""
+        record = self.entry(level, message, category=category, step_id=step_id,
+                            details=details)
+        self._buffer.append(record)
+        self._emit(record)
+
+    def _emit(self, record: store.LogRecord) -> None:
+        getattr(log, "warning" if record.level == "warn" else record.level, log.info)(
+            "%s", record.message,
+            extra={"execution_id": self.execution_id, "step_id": record.step_id})
+
+    def _transaction(self, records: list[store.LogRecord],
+                     change: Callable[[Connection], Any] | None,
+                     event: str | Callable[[Any], str] | None,
+                     error: Mapping[str, Any] | None, attempt: _Attempt) -> None:
         with self.db.as_runner(self.execution_id, self._token) as conn:
             entries = store.insert_logs(conn, self.execution_id, records)
             result = change(conn) if change is not None else None
@@ -165,34 +214,136 @@ class Journal:
             if event_type is not None and (change is not None or entries):
                 store.insert_event(conn, self.execution_id, event_type, logs=entries,
                                    error=error)
-        if isinstance(result, Mapping) and "status" in result:
-            self._on_status(str(result["status"]))
-        return result
+            attempt.xid = store.transaction_id(conn)
+            attempt.result = result
+            attempt.committing = True
+
+    def _xact_status(self, xid: str) -> str | None:
+        with self.db.as_runner(self.execution_id, self._token) as conn:
+            return store.transaction_status(conn, xid)
+
+    async def _landed(self, xid: str | None, deadline: float) -> bool:
+        """Whether the transaction whose COMMIT lost its connection committed.
+
+        Waits while the server still runs it (it is finishing the COMMIT, or has not noticed
+        the lost client yet) and while the database is unreachable, up to `deadline`.
+        """
+        loop = asyncio.get_running_loop()
+        delay = RETRY_FIRST_DELAY
+        while xid is not None:
+            try:
+                status = await asyncio.to_thread(self._xact_status, xid)
+            except AefError as exc:
+                if exc.code not in RETRYABLE_CODES:
+                    raise
+                status = "in progress"
+            if status == "committed":
+                return True
+            if status == "aborted":
+                return False
+            if status is None or loop.time() >= deadline:
+                break
+            await asyncio.sleep(min(delay, deadline - loop.time()))
+            delay = min(delay * 2, RETRY_MAX_DELAY)
+        raise WriteOutcomeUnknown(
+            "The database is unavailable; whether the last write landed is unknown",
+            code="database_unavailable")
+
+    async def _write(self, records: list[store.LogRecord],
+                     change: Callable[[Connection], T] | None,
+                     event: str | Callable[[Any], str] | None,
+                     error: Mapping[str, Any] | None, deadline: float) -> T | None:
+        """One transaction, retried while the database is briefly unavailable or busy."""
+        loop = asyncio.get_running_loop()
+        delay = RETRY_FIRST_DELAY
+        tries = 0
+        while True:
+            tries += 1
+            attempt = _Attempt()
+            try:
+                await asyncio.to_thread(self._transaction, records, change, event, error,
+                                        attempt)
+                break
+            except AefError as exc:
+                if exc.code not in RETRYABLE_CODES:
+                    raise
+                if attempt.committing and await self._landed(attempt.xid, deadline):
+                    log.warning("state write: the connection dropped during COMMIT, which "
+                                "had landed; not written again")
+                    break
+                left = deadline - loop.time()
+                if left <= 0:
+                    log.error("state write abandoned after %d attempts (%s)", tries, exc.code)
+                    raise
+                wait = min(delay, left)  # the last attempt comes as the budget runs out
+                log.warning("state write failed (%s); retrying in %.1f s (attempt %d)",
+                            exc.code, wait, tries)
+                await asyncio.sleep(wait)
+                delay = min(delay * 2, RETRY_MAX_DELAY)
+        if isinstance(attempt.result, Mapping) and "status" in attempt.result:
+            self._on_status(str(attempt.result["status"]))
+        return attempt.result
 
     async def commit(self, change: Callable[[Connection], T] | None = None, *,
                      event: str | Callable[[Any], str] | None = "execution_update",
-                     error: Mapping[str, Any] | None = None) -> T | None:
-        """Buffered logs + `change` + the event, in one transaction.
+                     error: Mapping[str, Any] | None = None,
+                     says: Sequence[store.LogRecord] = ()) -> T | None:
+        """Buffered logs + `says` + `change` + the event, in one transaction.
 
         `event` may be a function of `change`'s result (the type depends on what was found).
+        `says` are the lines describing this change (from `entry`): written only with it.
+        The retry budget counts from the call, so waiting for the lock uses it up too.
         """
+        deadline = asyncio.get_running_loop().time() + self.retry_seconds
         async with self._lock:
-            records, self._buffer = self._buffer, []
+            buffered, self._buffer = self._buffer, []
             write = asyncio.ensure_future(
-                asyncio.to_thread(self._run, records, change, event, error))
+                self._write([*buffered, *says], change, event, error, deadline))
             try:
-                return await asyncio.shield(write)
+                result = await asyncio.shield(write)
             except asyncio.CancelledError:
-                # Cancelled (time limit, signal) while the thread writes: wait for it, so the
+                # Cancelled (time limit, signal) while the write goes on: wait for it, so the
                 # lines are neither lost nor written twice, then let the cancellation go on.
                 try:
-                    await asyncio.wait_for(asyncio.shield(write), 30)
-                except BaseException:
-                    self._buffer[:0] = records
+                    result = await asyncio.wait_for(asyncio.shield(write), 30)
+                except BaseException as exc:
+                    if not write.done():
+                        write.cancel()  # no new attempt; one in flight may still land
+                    self._abandon(buffered, says, exc, known=write.done())
+                    raise
+                self._said(says)
                 raise
-            except BaseException:
-                self._buffer[:0] = records  # not written: keep them for the next attempt
+            except BaseException as exc:
+                self._abandon(buffered, says, exc, known=True)
                 raise
+            self._said(says)
+            return result
+
+    def _said(self, says: Sequence[store.LogRecord]) -> None:
+        for record in says:
+            self._emit(record)
+
+    def _abandon(self, buffered: list[store.LogRecord], says: Sequence[store.LogRecord],
+                 exc: BaseException, *, known: bool) -> None:
+        """The write did not happen: progress lines wait for the next write, and the lines
+        describing the change are rewritten as what is true now (never written as they were).
+
+        When it is unknown whether it landed, nothing is re-buffered (no line twice).
+        """
+        if not known or isinstance(exc, WriteOutcomeUnknown):
+            log.error("a write's outcome is unknown; %d log line(s) may be missing",
+                      len(buffered) + len(says))
+            return
+        self._buffer[:0] = buffered
+        reason = (exc.detail if isinstance(exc, AefError)
+                  else "interrupted" if isinstance(exc, asyncio.CancelledError)
+                  else type(exc).__name__)
+        for record in says:
+            truthful = dataclasses.replace(
+                record, level="error" if record.level == "error" else "warn",
+                message=f"Not recorded: {record.message} ({self.secrets.text(reason)})")
+            self._buffer.append(truthful)
+            self._emit(truthful)
 
     async def flush(self) -> None:
         if self._buffer:
@@ -270,7 +421,8 @@ class Engine:
                            heartbeat_seconds=settings.heartbeat_seconds, runner_id=runner_id,
                            on_status=self.control.observe_status)
         self.secrets = Secrets({})
-        self.journal = Journal(db, execution_id, runner_token, self.secrets, self._saw_status)
+        self.journal = Journal(db, execution_id, runner_token, self.secrets, self._saw_status,
+                               retry_seconds=settings.lease_seconds / 2)
         self.status = "queued"
         self.config = AefConfig()
         self.plan: list[PlanStep] = []
@@ -388,7 +540,7 @@ class Engine:
             return (document, store.get_secrets(conn, self.execution_id),
                     store.get_steps(conn, self.execution_id))
 
-        with_db = await asyncio.to_thread(self._read, read)
+        with_db = await self._query(read)
         document, secret_values, steps = with_db
         self.secrets = Secrets(secret_values)
         self.journal.secrets = self.secrets
@@ -429,6 +581,23 @@ class Engine:
         with self.db.as_runner(self.execution_id, self._token) as conn:
             return fn(conn)
 
+    async def _query(self, fn: Callable[[Connection], T]) -> T:
+        """A read (or an idempotent update) in its own transaction, retried like a state write
+        while the database is briefly unavailable or busy: a restart must not fail the run."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.journal.retry_seconds
+        delay = RETRY_FIRST_DELAY
+        while True:
+            try:
+                return await asyncio.to_thread(self._read, fn)
+            except AefError as exc:
+                left = deadline - loop.time()
+                if exc.code not in RETRYABLE_CODES or left <= 0:
+                    raise
+                log.warning("read failed (%s); retrying in %.1f s", exc.code, min(delay, left))
+                await asyncio.sleep(min(delay, left))
+                delay = min(delay * 2, RETRY_MAX_DELAY)
+
     def _on_block(self, url: str, reason: str) -> None:
         self.journal.log("warn", f"Blocked a request to {url}: {reason}", category="safety")
 
@@ -438,9 +607,11 @@ class Engine:
         self.journal.log("debug", "Browser ready", category="browser",
                          details={"pid": session.pid})
         resumed = bool(self.done) or self.resume_target is not None
-        self.journal.log("info", "Resuming execution" if resumed else "Execution started",
-                         details={"runnerId": self.lease.runner_id, "steps": len(self.plan)})
-        await self._commit(status="running", browser=self.browser_state, current=None)
+        await self._commit(status="running", browser=self.browser_state, current=None,
+                           says=self.journal.entry(
+                               "info", "Resuming execution" if resumed else "Execution started",
+                               details={"runnerId": self.lease.runner_id,
+                                        "steps": len(self.plan)}))
         await self._launch_commands()
         try:
             weight = 1.0 / max(1, len(self.plan))
@@ -473,8 +644,13 @@ class Engine:
                       current: str | None = store.UNSET, browser: Mapping[str, Any] | None = None,
                       error: Mapping[str, Any] | None = store.UNSET, save_variables: bool = False,
                       extra: Callable[[Connection], Any] | None = None,
-                      event_error: Mapping[str, Any] | None = None) -> Any:
-        """One transaction: logs, an optional step row change, the execution row, the event."""
+                      event_error: Mapping[str, Any] | None = None,
+                      says: store.LogRecord | None = None) -> Any:
+        """One transaction: logs, an optional step row change, the execution row, the event.
+
+        `says` (from `journal.entry`) is the line describing this change: it is written only
+        with the change, never on its own (see Journal).
+        """
         fields = dict(step_fields or {})
         for key in ("error", "result", "locator"):
             if fields.get(key) is not None:
@@ -504,12 +680,13 @@ class Engine:
             return row  # the journal reads the status from it
 
         try:
-            row = await self.journal.commit(change, event=event, error=event_error)
+            row = await self.journal.commit(change, event=event, error=event_error,
+                                            says=(says,) if says is not None else ())
             return extra_result if extra is not None else row
         except AefError as exc:
             if exc.code == "illegal_transition":
-                current_status = await asyncio.to_thread(
-                    self._read, lambda c: store.get_status(c, self.execution_id))
+                current_status = await self._query(
+                    lambda c: store.get_status(c, self.execution_id))
                 if current_status == "cancelling":
                     self._saw_status(current_status)
                     raise Stopped() from exc
@@ -562,10 +739,11 @@ class Engine:
             return
         if step.id in self.preskip:
             self.preskip.discard(step.id)
-            self.journal.log("info", f"Step skipped as requested: {step.label}",
-                             step_id=step.id, category="command")
             self.done.add((step.id, run.iteration))
-            await self._commit(status="running", step=(step, run.iteration, "skipped"))
+            await self._commit(status="running", step=(step, run.iteration, "skipped"),
+                               says=self.journal.entry(
+                                   "info", f"Step skipped as requested: {step.label}",
+                                   step_id=step.id, category="command"))
             self._progress = start + weight
             return
         if await self._between(step, run) != "taken_over":  # else a person did this step
@@ -579,10 +757,11 @@ class Engine:
                                      step.checkpoint.timeout_seconds,
                                      step.checkpoint.default_action)
             if answer == "skipped":
-                self.journal.log("info", f"Step skipped at its checkpoint: {step.label}",
-                                 step_id=step.id)
                 self.done.add((step.id, run.iteration))
-                await self._commit(status="running", step=(step, run.iteration, "skipped"))
+                await self._commit(status="running", step=(step, run.iteration, "skipped"),
+                                   says=self.journal.entry(
+                                       "info", f"Step skipped at its checkpoint: {step.label}",
+                                       step_id=step.id))
                 return
         if step.kind == "compound":
             await self._run_compound(step, run, weight)
@@ -591,9 +770,10 @@ class Engine:
         elif step.kind == "decision":
             await self._run_decision(step, run, weight)
         elif step.kind == "end":
-            self.journal.log("info", f"Reached the end: {step.label}", step_id=step.id)
             await self._commit(status="running", step=(step, run.iteration, "completed"),
-                               current=step.id)
+                               current=step.id,
+                               says=self.journal.entry("info", f"Reached the end: {step.label}",
+                                                       step_id=step.id))
             raise EndOfPlan()
         elif step.kind == "manual" or step.method == "manual":
             await self._run_manual(step, run)
@@ -611,24 +791,26 @@ class Engine:
         return False
 
     async def _start_container(self, step: PlanStep, run: _Run, what: str) -> None:
-        self.journal.log("info", f"{what} started: {step.label}", step_id=step.id)
         await self._commit(status="running", step=(step, run.iteration, "running"),
-                           step_fields={"new_attempt": True}, current=step.id, error=None)
+                           step_fields={"new_attempt": True}, current=step.id, error=None,
+                           says=self.journal.entry("info", f"{what} started: {step.label}",
+                                                   step_id=step.id))
 
     async def _finish_container(self, step: PlanStep, run: _Run,
-                                result: Mapping[str, Any] | None = None) -> None:
+                                result: Mapping[str, Any] | None = None, *,
+                                says: store.LogRecord | None = None) -> None:
         self.done.add((step.id, run.iteration))
         await self._commit(step=(step, run.iteration, "completed"),
                            step_fields={"result": result} if result else None,
-                           save_variables=True)
+                           save_variables=True, says=says)
 
     async def _run_compound(self, step: PlanStep, run: _Run, weight: float) -> None:
         await self._start_container(step, run, "Step")
         share = weight / max(1, len(step.children))
         for child in step.children:
             await self._visit(child, run, share)
-        self.journal.log("info", f"Step completed: {step.label}", step_id=step.id)
-        await self._finish_container(step, run)
+        await self._finish_container(step, run, says=self.journal.entry(
+            "info", f"Step completed: {step.label}", step_id=step.id))
 
     def _loop_items(self, step: PlanStep, run: _Run) -> list[Any]:
         assert step.loop is not None
@@ -666,9 +848,9 @@ class Engine:
             count = index
             if step.loop.exit_condition and self._exit(step, child):
                 break
-        self.journal.log("info", f"Loop completed after {count} iterations: {step.label}",
-                         step_id=step.id, category="loop")
-        await self._finish_container(step, run, {"iterations": count})
+        await self._finish_container(step, run, {"iterations": count}, says=self.journal.entry(
+            "info", f"Loop completed after {count} iterations: {step.label}",
+            step_id=step.id, category="loop"))
 
     def _exit(self, step: PlanStep, run: _Run) -> bool:
         assert step.loop is not None and step.loop.exit_condition
@@ -704,8 +886,10 @@ class Engine:
                 spec.timeout_seconds if spec else self.config.checkpoint_timeout,
                 spec.default_action if spec else "reject", decision=True)
             if answer == "skipped":
-                self.journal.log("info", f"Decision skipped: {step.label}", step_id=step.id)
-                await self._commit(status="running", step=(step, run.iteration, "skipped"))
+                await self._commit(status="running", step=(step, run.iteration, "skipped"),
+                                   says=self.journal.entry(
+                                       "info", f"Decision skipped: {step.label}",
+                                       step_id=step.id))
                 return
             branch = "yes" if answer == "approved" else "no"
             self.journal.log("info", f"Decision '{decision.question}': {branch} (answered by "
@@ -735,12 +919,12 @@ class Engine:
                 self.secrets.text(title), self.secrets.text(description or "") or None,
                 default_action, max(1, int(timeout_seconds)))
 
-        self.journal.log("info", f"Waiting for a person: {title}", step_id=step.id,
-                         category="checkpoint")
         checkpoint = await self._commit(
             event="checkpoint_required", status="waiting_checkpoint",
             step=(step, run.iteration, "waiting_checkpoint"), current=step.id,
-            browser={"lastAction": f"Waiting for approval: {title}"}, extra=insert)
+            browser={"lastAction": f"Waiting for approval: {title}"}, extra=insert,
+            says=self.journal.entry("info", f"Waiting for a person: {title}", step_id=step.id,
+                                    category="checkpoint"))
         checkpoint_id = str(checkpoint["id"])
 
         async def answered() -> dict[str, Any] | None:
@@ -749,7 +933,7 @@ class Engine:
                 if row is not None and row["status"] == "pending" and row["is_expired"]:
                     row = store.expire_checkpoint(conn, checkpoint_id) or row
                 return row if row is not None and row["status"] != "pending" else None
-            return await asyncio.to_thread(self._read, check)
+            return await self._query(check)
 
         accept = frozenset({"takeover"}) if manual else frozenset()
         row: dict[str, Any] | None = None
@@ -869,16 +1053,18 @@ class Engine:
         return outcome
 
     async def _paused(self, step: PlanStep, run: _Run) -> str | None:
-        self.journal.log("info", "Paused by a person", category="command", step_id=step.id)
         await self._commit(status="paused",
-                           browser={"lastAction": f"Paused before continuing {step.label}"})
+                           browser={"lastAction": f"Paused before continuing {step.label}"},
+                           says=self.journal.entry("info", "Paused by a person",
+                                                   category="command", step_id=step.id))
         command = await self._await(frozenset({"resume", "takeover"}))
         assert isinstance(command, Command)
         if command.command == "takeover":
             await self._takeover_session(step, run, then="complete", first=command)
             return "taken_over"
-        self.journal.log("info", "Resumed by a person", category="command", step_id=step.id)
-        await self._commit(status="running", browser={"lastAction": f"Resumed: {step.label}"})
+        await self._commit(status="running", browser={"lastAction": f"Resumed: {step.label}"},
+                           says=self.journal.entry("info", "Resumed by a person",
+                                                   category="command", step_id=step.id))
         return None
 
     # manual takeover ---------------------------------------------------------------------------
@@ -895,15 +1081,16 @@ class Engine:
         continues; then="checkpoint": back to waiting on the step's checkpoint.
         """
         assert self.session is not None
-        self.journal.log("info", "Manual takeover: a person controls the browser",
-                         category="takeover", step_id=step.id)
+        taken = self.journal.entry("info", "Manual takeover: a person controls the browser",
+                                   category="takeover", step_id=step.id)
         back_to = self.status
         self.browser_state.update(mode="takeover", lastAction="Manual takeover")
         if then == "complete":
             await self._commit(status="running", step=(step, run.iteration, "running"),
-                               current=step.id, error=None, browser=self.browser_state)
+                               current=step.id, error=None, browser=self.browser_state,
+                               says=taken)
         else:
-            await self._commit(browser=self.browser_state)
+            await self._commit(browser=self.browser_state, says=taken)
 
         async def publish() -> None:
             await self._screenshot(step, run, f"{step.id}-takeover")
@@ -918,22 +1105,25 @@ class Engine:
         self.browser_state.update(mode="automatic", currentUrl=self.page.url,
                                   lastAction="Released by the person")
         if then == "complete":
-            self.journal.log("info", f"Released; step treated as done by the person: "
-                             f"{step.label}", category="takeover", step_id=step.id)
             self.done.add((step.id, run.iteration))
             await self._screenshot(step, run, step.id, commit=False)
             await self._commit(status="running", step=(step, run.iteration, "completed"),
                                step_fields={"result": {"completedBy": "person"}},
-                               browser=self.browser_state, save_variables=True)
+                               browser=self.browser_state, save_variables=True,
+                               says=self.journal.entry(
+                                   "info", "Released; step treated as done by the person: "
+                                   f"{step.label}", category="takeover", step_id=step.id))
         elif found is None:
-            self.journal.log("info", "Released; waiting for the checkpoint answer",
-                             category="takeover", step_id=step.id)
             await self._commit(status=back_to if back_to != "cancelling" else None,
-                               browser=self.browser_state)
+                               browser=self.browser_state,
+                               says=self.journal.entry(
+                                   "info", "Released; waiting for the checkpoint answer",
+                                   category="takeover", step_id=step.id))
         else:
-            self.journal.log("info", "Takeover ended by the checkpoint answer",
-                             category="takeover", step_id=step.id)
-            await self._commit(browser=self.browser_state)
+            await self._commit(browser=self.browser_state,
+                               says=self.journal.entry(
+                                   "info", "Takeover ended by the checkpoint answer",
+                                   category="takeover", step_id=step.id))
         return found
 
     # screenshots -------------------------------------------------------------------------------
@@ -980,22 +1170,25 @@ class Engine:
         if (step.id, run.iteration) in self.done:  # completed through a takeover
             return
         final = "completed" if answer == "approved" else "skipped"
-        self.journal.log("info", f"Manual step {final}: {step.label}", step_id=step.id)
         self.done.add((step.id, run.iteration))
         await self._commit(status="running", step=(step, run.iteration, final),
-                           step_fields={"result": {"completedBy": "person"}}, current=step.id)
+                           step_fields={"result": {"completedBy": "person"}}, current=step.id,
+                           says=self.journal.entry("info", f"Manual step {final}: {step.label}",
+                                                   step_id=step.id))
 
     async def _run_task(self, step: PlanStep, run: _Run) -> None:
         auto_retries = 0
         attempt = 0
         while True:
             attempt += 1
-            self.journal.log("info", f"Step started: {step.label}"
-                             + (f" (attempt {attempt})" if attempt > 1 else ""), step_id=step.id)
             self.browser_state["lastAction"] = f"Running: {step.label}"
             await self._commit(status="running", step=(step, run.iteration, "running"),
                                step_fields={"new_attempt": True}, current=step.id, error=None,
-                               browser=self.browser_state)
+                               browser=self.browser_state,
+                               says=self.journal.entry(
+                                   "info", f"Step started: {step.label}"
+                                   + (f" (attempt {attempt})" if attempt > 1 else ""),
+                                   step_id=step.id))
             try:
                 outcome = await self._perform_step(step, run, attempt)
             except (Stopped, Rejected, EndOfPlan, LeaseLost):
@@ -1028,10 +1221,12 @@ class Engine:
         self.done.add((step.id, run.iteration))
         self.browser_state["lastAction"] = f"Completed: {step.label}"
         await self._screenshot(step, run, step.id, commit=False)
-        self.journal.log("info", f"Step completed: {step.label}", step_id=step.id)
+        # the line goes with the write: if the write is abandoned, the log must not say so
         await self._commit(status="running", step=(step, run.iteration, "completed"),
                            step_fields={"result": result or None, "locator": locator},
-                           browser=self.browser_state, save_variables=True)
+                           browser=self.browser_state, save_variables=True,
+                           says=self.journal.entry("info", f"Step completed: {step.label}",
+                                                   step_id=step.id))
 
     async def _recover(self, step: PlanStep, run: _Run, exc: BaseException, *,
                        auto_retry: int = 0) -> str:
@@ -1073,11 +1268,11 @@ class Engine:
                                  category="command")
                 return "retry"
             if got.command == "skip":
-                self.journal.log("info", f"Step skipped by a person: {step.label}",
-                                 step_id=step.id, category="command")
                 self.done.add((step.id, run.iteration))
                 await self._commit(status="running", step=(step, run.iteration, "skipped"),
-                                   error=None)
+                                   error=None, says=self.journal.entry(
+                                       "info", f"Step skipped by a person: {step.label}",
+                                       step_id=step.id, category="command"))
                 return "skip"
             await self._takeover_session(step, run, then="complete", first=got)
             return "done"
@@ -1123,8 +1318,8 @@ class Engine:
                                                                or not step.instruction):
             return None
         if step.id not in self._locators:
-            found = await asyncio.to_thread(
-                self._read, lambda c: store.cached_locator(c, self.execution_id, step.id))
+            found = await self._query(
+                lambda c: store.cached_locator(c, self.execution_id, step.id))
             if found is None:
                 return None
             self._locators[step.id] = found
@@ -1175,15 +1370,15 @@ class Engine:
 
     async def _write_completed(self, outcome: Outcome) -> None:
         self._progress = 1.0
-        self.journal.log("info", outcome.message)
         await self._commit(event="execution_complete", status="completed", current=None,
                            browser={**self.browser_state, "lastAction": "Completed"},
-                           error=None, save_variables=True)
+                           error=None, save_variables=True,
+                           says=self.journal.entry("info", outcome.message))
 
     async def _write_cancelled(self, outcome: Outcome) -> None:
         """cancelling -> cancelled (via cancelling when the stop came as a command or a
         rejection); if the API already forced `cancelled`, only the log line is added."""
-        self.journal.log("warn" if outcome.error else "info", outcome.message)
+        said = self.journal.entry("warn" if outcome.error else "info", outcome.message)
         message = self.secrets.text(outcome.message)
         browser = self.secrets.deep({**self.browser_state, "lastAction": "Cancelled"})
         progress = self._percent()
@@ -1204,11 +1399,10 @@ class Engine:
                                    progress=progress, browser=browser)
             return "execution_complete"
 
-        await self.journal.commit(cancel, event=lambda kind: kind)
+        await self.journal.commit(cancel, event=lambda kind: kind, says=(said,))
         self._saw_status("cancelled")
 
     async def _write_failed(self, outcome: Outcome) -> None:
-        self.journal.log("error", outcome.message)
         error = {"message": outcome.message, "recovery_options": list(RESUME_OPTIONS)}
         message = self.secrets.text(outcome.message)
 
@@ -1216,7 +1410,8 @@ class Engine:
             store.fail_open_steps(conn, self.execution_id, message)
 
         await self._commit(event="execution_complete", status="failed", error=error,
-                           browser={**self.browser_state, "lastAction": "Failed"}, extra=fail)
+                           browser={**self.browser_state, "lastAction": "Failed"}, extra=fail,
+                           says=self.journal.entry("error", outcome.message))
 
 
 @dataclass

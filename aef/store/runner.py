@@ -313,6 +313,20 @@ def insert_event(conn: Connection, execution_id: str, event_type: str, *,
     return int(row["seq"])
 
 
+def transaction_id(conn: Connection) -> str:
+    """This transaction's id: if the connection drops during COMMIT, `transaction_status`
+    tells afterwards whether it landed (so a retry never writes the same change twice)."""
+    row = conn.execute("select pg_current_xact_id()::text as xid").fetchone()
+    assert row is not None
+    return str(row["xid"])
+
+
+def transaction_status(conn: Connection, xid: str) -> str | None:
+    """committed | aborted | in progress; None when the server no longer knows the id."""
+    row = conn.execute("select pg_xact_status(%s::xid8) as status", (xid,)).fetchone()
+    return str(row["status"]) if row and row["status"] is not None else None
+
+
 # Checkpoints -----------------------------------------------------------------------------------
 def insert_checkpoint(
     conn: Connection,

@@ -19,6 +19,7 @@ import psycopg
 
 from aef.db import Database
 from aef.store import runner as store
+from runner.retry import retry_unavailable
 
 log = logging.getLogger("aef.runner.control")
 
@@ -45,8 +46,10 @@ class Control:
     """Wake-ups and commands for one execution."""
 
     def __init__(self, db: Database, database_url: str, execution_id: str, runner_token: str,
-                 *, poll_seconds: float = 1.0, listen: bool = True) -> None:
+                 *, poll_seconds: float = 1.0, listen: bool = True,
+                 retry_seconds: float = 0.0) -> None:
         self.db = db
+        self.retry_seconds = retry_seconds  # ride out a brief database outage
         self.database_url = database_url
         self.execution_id = execution_id
         self._token = runner_token
@@ -156,7 +159,7 @@ class Control:
     async def fetch(self) -> list[Command]:
         """Pending commands, oldest first (clears the hint)."""
         self.commands_hint = False
-        rows = await asyncio.to_thread(self._fetch_sync)
+        rows = await retry_unavailable(self._fetch_sync, self.retry_seconds)
         return [Command(id=int(r["id"]), command=str(r["command"]), step_id=r["step_id"],
                         payload=dict(r["payload"] or {})) for r in rows]
 
@@ -165,4 +168,5 @@ class Control:
             store.finish_command(conn, command_id, status)
 
     async def finish(self, command: Command, status: str = "done") -> None:
-        await asyncio.to_thread(self._finish_sync, command.id, status)
+        await retry_unavailable(lambda: self._finish_sync(command.id, status),
+                                self.retry_seconds)

@@ -57,6 +57,12 @@ from runner.browser import BrowserSession, capture_jpeg, open_browser
 from runner.control import Command, Control
 from runner.grounding import build_resolver
 from runner.lease import Lease, LeaseLost, NotClaimable
+from runner.retry import (
+    RETRY_FIRST_DELAY,
+    RETRY_MAX_DELAY,
+    RETRYABLE_CODES,
+    retry_unavailable,
+)
 from runner.takeover import InputRefused, Takeover
 
 log = logging.getLogger("aef.runner")
@@ -69,9 +75,6 @@ TAKEOVER_SCREENSHOT_SECONDS: Final = 1.0
 MANUAL_STEP_TIMEOUT_SECONDS: Final = 3600
 # A database briefly unavailable (restart, failover) or busy: a write is retried with backoff
 # for half the lease (Engine), so the heartbeat can still renew it before it runs out.
-RETRYABLE_CODES: Final = frozenset({"database_unavailable", "database_busy"})
-RETRY_FIRST_DELAY: Final = 0.2
-RETRY_MAX_DELAY: Final = 2.0
 
 RECOVERY_OPTIONS: Final = (
     {"action": "retry", "label": "Retry the step"},
@@ -416,7 +419,8 @@ class Engine:
         self.execution_id = execution_id
         self._token = runner_token
         self.screenshots = screenshots if screenshots is not None else ScreenshotStore(settings)
-        self.control = Control(db, settings.database_url, execution_id, runner_token)
+        self.control = Control(db, settings.database_url, execution_id, runner_token,
+                               retry_seconds=settings.lease_seconds / 2)
         self.lease = Lease(db, execution_id, runner_token, lease_seconds=settings.lease_seconds,
                            heartbeat_seconds=settings.heartbeat_seconds, runner_id=runner_id,
                            on_status=self.control.observe_status)
@@ -584,19 +588,7 @@ class Engine:
     async def _query(self, fn: Callable[[Connection], T]) -> T:
         """A read (or an idempotent update) in its own transaction, retried like a state write
         while the database is briefly unavailable or busy: a restart must not fail the run."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.journal.retry_seconds
-        delay = RETRY_FIRST_DELAY
-        while True:
-            try:
-                return await asyncio.to_thread(self._read, fn)
-            except AefError as exc:
-                left = deadline - loop.time()
-                if exc.code not in RETRYABLE_CODES or left <= 0:
-                    raise
-                log.warning("read failed (%s); retrying in %.1f s", exc.code, min(delay, left))
-                await asyncio.sleep(min(delay, left))
-                delay = min(delay * 2, RETRY_MAX_DELAY)
+        return await retry_unavailable(lambda: self._read(fn), self.journal.retry_seconds)
 
     def _on_block(self, url: str, reason: str) -> None:
         self.journal.log("warn", f"Blocked a request to {url}: {reason}", category="safety")

@@ -527,25 +527,22 @@ class _Transformer:
 
     def _checked_rule(self, node_id: str, rule: str | None) -> str | None:
         """A decision rule the runner can evaluate (aef.rules), else None: a person decides."""
-        if rule is None or not rule.strip():
-            return None
-        if _is_rule(rule):
-            return rule.strip()
-        self.warnings.append(
-            f"step {node_id}: rule {rule[:80]!r} is not an expression AEF can evaluate; "
-            "a checkpoint will ask instead"
-        )
-        return None
+        return self._evaluable(node_id, "rule", rule, "a checkpoint will ask instead")
 
     def _checked_exit(self, node_id: str, condition: str | None) -> str | None:
         """The runner evaluates exit conditions as rules; prose is dropped with a warning."""
-        if condition is None or not condition.strip():
+        return self._evaluable(node_id, "exit condition", condition,
+                               "the loop runs over all its items")
+
+    def _evaluable(self, node_id: str, what: str, text: str | None,
+                   otherwise: str) -> str | None:
+        if text is None or not text.strip():
             return None
-        if _is_rule(condition):
-            return condition.strip()
+        if _is_rule(text):
+            return text.strip()
         self.warnings.append(
-            f"step {node_id}: exit condition {condition[:80]!r} is not an expression AEF can "
-            "evaluate; the loop runs over all its items"
+            f"step {node_id}: {what} {text[:80]!r} is not an expression AEF can evaluate; "
+            f"{otherwise}"
         )
         return None
 

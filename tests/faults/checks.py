@@ -6,7 +6,6 @@ Read over the login (superuser) connection, i.e. beside RLS, so nothing can hide
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -95,17 +94,6 @@ def assert_steps_journaled(db: Database, execution_id: str) -> None:
         "the last event reports the stored state"
 
 
-async def eventually(probe: Callable[[], T | None], *, within: float = 30.0,
-                     interval: float = 0.05, what: str = "condition") -> T:
-    """Poll `probe` (blocking; run in a thread) until it returns something truthy."""
-    deadline = time.monotonic() + within
-    while True:
-        value = await asyncio.to_thread(probe)
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(interval)
 
 
 async def blocking(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

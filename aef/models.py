@@ -106,9 +106,9 @@ class _Wire(BaseModel):
 class _Request(BaseModel):
     """A request body: camelCase, unknown fields are a 422."""
 
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", defer_build=True
-    )
+    # built at import: FastAPI inspects request bodies when the app is assembled anyway, and a
+    # deferred build there trips a pydantic warning about the body field's alias
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
 
 # --------------------------------------------------------------------------------------

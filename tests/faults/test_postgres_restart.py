@@ -39,7 +39,6 @@ from tests.faults.checks import (
     assert_outbox_intact,
     assert_steps_journaled,
     blocking,
-    eventually,
     execution_row,
     log_ids,
     log_lines,
@@ -47,7 +46,7 @@ from tests.faults.checks import (
 )
 from tests.faults.conftest import Person, SpawnLauncher, new_person, use_database
 from tests.integration.factories import admin_connection, create_document
-from tests.runner.helpers import aef_document, task
+from tests.runner.helpers import aef_document, eventually, task
 from tests.runner.pages import Site
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

@@ -16,7 +16,6 @@ from tests.faults.checks import (
     assert_outbox_intact,
     assert_steps_journaled,
     blocking,
-    eventually,
     execution_row,
     log_ids,
     log_lines,
@@ -24,7 +23,7 @@ from tests.faults.checks import (
 )
 from tests.faults.conftest import BUCKET, Person, moto_s3, shut_down
 from tests.integration.factories import create_document
-from tests.runner.helpers import aef_document, task
+from tests.runner.helpers import aef_document, eventually, task
 from tests.runner.pages import Site
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

@@ -17,7 +17,6 @@ from tests.faults.checks import (
     assert_steps_journaled,
     blocking,
     events,
-    eventually,
     execution_row,
     log_ids,
     log_lines,
@@ -25,7 +24,7 @@ from tests.faults.checks import (
 )
 from tests.faults.conftest import Person
 from tests.integration.factories import create_document
-from tests.runner.helpers import aef_document, task
+from tests.runner.helpers import aef_document, eventually, task
 from tests.runner.pages import Site
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

@@ -438,6 +438,7 @@ class Engine:
         self.session: BrowserSession | None = None
         self.browser_state: dict[str, Any] = {}
         self._progress = 0.0
+        self._step_end = 0.0  # the progress the step being run reaches when it completes
         self._unit = 0.0
         self._locators: dict[str, dict[str, Any]] = {}
         self._terminated: str | None = None
@@ -739,6 +740,7 @@ class Engine:
             self._progress = start + weight
             return
         if await self._between(step, run) != "taken_over":  # else a person did this step
+            self._step_end = start + weight
             await self._run_step(step, run, weight)
         self._progress = start + weight
 
@@ -1213,6 +1215,7 @@ class Engine:
         self.done.add((step.id, run.iteration))
         self.browser_state["lastAction"] = f"Completed: {step.label}"
         await self._screenshot(step, run, step.id, commit=False)
+        self._progress = max(self._progress, self._step_end)  # the completion shows its share
         # the line goes with the write: if the write is abandoned, the log must not say so
         await self._commit(status="running", step=(step, run.iteration, "completed"),
                            step_fields={"result": result or None, "locator": locator},

@@ -100,6 +100,8 @@ async def test_form_workflow_runs_to_completion_with_an_approved_checkpoint(
     assert announced == [line["id"] for line in logs(db, execution)]
     progress = [e["message"]["execution"]["progress"] for e in stream]
     assert progress == sorted(progress)
+    # each step's completion shows its share: the last one reaches 100 before the end event
+    assert stream[-2]["message"]["execution"]["progress"] == 100
 
     # a screenshot after each step, uploaded to S3 and fetchable through its signed URL
     browser = row["browser"]

@@ -23,6 +23,8 @@ apt_install() {
 # chromium drives the runs; postgresql's binaries also back `aef dev --embedded-postgres` and
 # the fault tests' private server
 apt_install chromium fonts-liberation postgresql
+# Node runs the supabase-js client tests and the Supabase CLI (npx); this kind ships Node 20
+command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || apt_install nodejs npm
 
 pick_python() {
   for candidate in python3.11 python3.12 python3.13 python3; do

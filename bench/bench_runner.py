@@ -29,10 +29,12 @@ import sys
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from tests.httpserver import PageHTTPServer
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -66,8 +68,8 @@ class _Pages(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-def _serve() -> tuple[ThreadingHTTPServer, str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Pages)
+def _serve() -> tuple[PageHTTPServer, str]:
+    server = PageHTTPServer(("127.0.0.1", 0), _Pages)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}"

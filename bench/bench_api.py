@@ -55,9 +55,7 @@ def main() -> None:
 
     import jwt
     from moto import mock_aws
-    from psycopg.types.json import Jsonb
 
-    from aef import service
     from aef.db import Database, set_database
     from aef.launcher import EcsLauncher, set_launcher
     from aef.settings import get_settings
@@ -92,14 +90,14 @@ def main() -> None:
                 containerDefinitions=[{"name": s.ecs_container_name, "image": "x",
                                        "memory": 2048}])
             set_launcher(EcsLauncher(s, client=ecs))
-            run(args.n, db, jwt, Jsonb, service, store, apigw_event, invoke, ScriptedRunner,
+            run(args.n, db, jwt, store, apigw_event, invoke, ScriptedRunner,
                 fixture_sop)
         db.close()
     finally:
         drop_database(admin, name)
 
 
-def run(n: int, db: Any, jwt: Any, Jsonb: Any, service: Any, store: Any, apigw_event: Any,
+def run(n: int, db: Any, jwt: Any, store: Any, apigw_event: Any,
         invoke: Any, ScriptedRunner: Any, fixture_sop: Any) -> None:
     from functions.checkpoint.app import handler as checkpoint_handler
     from functions.execute.app import handler as execute_handler
@@ -287,7 +285,6 @@ def run(n: int, db: Any, jwt: Any, Jsonb: Any, service: Any, store: Any, apigw_e
         with db.as_service() as conn:
             conn.execute("reset role")
             conn.execute("analyze aef_logs")
-    _ = Jsonb
 
 
 def report(label: str, handler_ms: list[float], raw_ms: list[float]) -> None:

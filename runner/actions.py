@@ -30,6 +30,7 @@ chains the original Playwright exception (its call log may quote values).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -481,14 +482,51 @@ async def _check(url: str, ctx: ActionContext) -> Verdict:
     return check_url(url, ctx.policy)
 
 
-async def _settle(page: Page) -> None:
-    """After a failed navigation Chromium still commits its error page; let it land so the
-    next navigation is not interrupted by it."""
+ERROR_PAGE = "chrome-error://"
+ERROR_PAGE_WAIT_MS = 3000
+
+
+async def _settle(page: Page, exc: PlaywrightError) -> None:
+    """After a failed navigation Chromium commits its error page some 50-200 ms later (longer on
+    a busy machine); wait for it to land so it cannot interrupt the next navigation. An aborted
+    navigation (a download, a 204) leaves no error page, so there is nothing to wait for."""
+    message = _first_line(exc)
+    if "net::ERR_" not in message or "net::ERR_ABORTED" in message:
+        return
+    with contextlib.suppress(PlaywrightError):
+        await page.wait_for_url(lambda url: url.startswith(ERROR_PAGE),
+                                timeout=ERROR_PAGE_WAIT_MS)
+
+
+def _interrupted_by_error_page(exc: PlaywrightError) -> bool:
+    """True when a navigation lost to the late error page of an earlier failed one."""
+    return f'another navigation to "{ERROR_PAGE}' in _first_line(exc)
+
+
+async def goto(page: Page, url: str, *, timeout_ms: float, wait_until: str = "load") -> Any:
+    """``page.goto`` that leaves the page ready for the next navigation.
+
+    Chromium leaves one race open: a failed navigation's error page commits after the failure
+    is reported. Here a failure waits for its error page. A navigation that lost to an earlier
+    failure's late error page is still on its way in Chromium: it is let land, then started
+    again so the caller gets its response.
+    """
     try:
-        await page.wait_for_load_state("load", timeout=2000)
-        await page.wait_for_timeout(50)
-    except PlaywrightError:
-        pass
+        try:
+            return await page.goto(url, timeout=timeout_ms, wait_until=wait_until)  # type: ignore[arg-type]
+        except PlaywrightError as exc:
+            if isinstance(exc, PlaywrightTimeoutError) or not _interrupted_by_error_page(exc):
+                raise
+            log.info("navigation to %s lost to a late error page; starting it again", url)
+            with contextlib.suppress(PlaywrightError):
+                await page.wait_for_url(lambda now: not now.startswith(ERROR_PAGE),
+                                        timeout=min(timeout_ms, ERROR_PAGE_WAIT_MS))
+            return await page.goto(url, timeout=timeout_ms, wait_until=wait_until)  # type: ignore[arg-type]
+    except PlaywrightTimeoutError:
+        raise
+    except PlaywrightError as exc:
+        await _settle(page, exc)
+        raise
 
 
 async def _navigate(page: Page, act: Action, ctx: ActionContext, _: Any) -> ActionResult:
@@ -504,11 +542,10 @@ async def _navigate(page: Page, act: Action, ctx: ActionContext, _: Any) -> Acti
     wait_until = act.state if act.state in _LOAD_STATES else "load"
     blocks_before = len(ctx.guard.blocks) if ctx.guard else 0
     try:
-        response = await page.goto(url, timeout=_timeout(act, ctx), wait_until=wait_until)  # type: ignore[arg-type]
+        response = await goto(page, url, timeout_ms=_timeout(act, ctx), wait_until=wait_until)
     except PlaywrightTimeoutError as exc:
         raise _classify_timeout(exc, ctx, navigation=True) from None
     except PlaywrightError as exc:
-        await _settle(page)
         new_blocks = ctx.guard.blocks[blocks_before:] if ctx.guard else []
         if new_blocks:
             raise Blocked(f"navigation to {url} blocked: {new_blocks[-1].reason}",

@@ -17,6 +17,7 @@ from typing import Any
 from playwright.async_api import Page
 
 from aef.errors import ValidationFailed
+from runner.actions import goto
 from runner.safety import NetworkGuard
 
 log = logging.getLogger("aef.runner.takeover")
@@ -100,7 +101,7 @@ class Takeover:
             verdict = await self.guard.check(url)
             if not verdict.allowed:
                 raise InputRefused(f"Navigation blocked: {verdict.reason}")
-            await self.page.goto(url, timeout=NAVIGATION_TIMEOUT_MS)
+            await goto(self.page, url, timeout_ms=NAVIGATION_TIMEOUT_MS)
             described = f"navigated to {url}"
         else:
             raise InputRefused(f"unknown input kind: {kind!r}")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import Page
 
 from aef.models import Action as WireAction
@@ -24,6 +25,7 @@ from runner.actions import (
     StepError,
     TransientError,
     VerificationFailed,
+    goto,
     normalize_action,
     perform,
 )
@@ -92,6 +94,36 @@ async def test_navigate_and_http_status_classification(
     # Nothing listens on port 9 of loopback: a network error, worth a retry.
     with pytest.raises(TransientError):
         await perform(page, {"type": "navigate", "url": "http://127.0.0.1:9/"}, ctx)
+
+
+async def test_a_failed_navigation_leaves_the_page_ready_for_the_next(
+    session: BrowserSession, page_server: PageServer, ctx: ActionContext
+) -> None:
+    """Chromium commits a failed navigation's error page after the failure is reported; the
+    action waits for it, so a navigation right after it is not interrupted."""
+    page = session.page
+    ok = page_server.page("/actions/ready", "<p>ready</p>")
+    for _ in range(5):
+        with pytest.raises(TransientError, match="ERR_"):
+            await perform(page, {"type": "navigate", "url": "http://127.0.0.1:9/"}, ctx)
+        assert page.url.startswith("chrome-error://")
+        await page.goto(ok)
+        assert page.url == ok
+
+
+async def test_goto_survives_an_earlier_failures_late_error_page(
+    session: BrowserSession, page_server: PageServer
+) -> None:
+    """A bare page.goto failure (a page script, an older call) leaves its error page pending;
+    runner.actions.goto still lands on its own URL and returns its response."""
+    page = session.page
+    ok = page_server.page("/actions/after-error", "<p>after</p>")
+    for _ in range(5):
+        with pytest.raises(PlaywrightError):
+            await page.goto("http://127.0.0.1:9/")
+        response = await goto(page, ok, timeout_ms=10_000)
+        assert response is not None and response.status == 200
+        assert page.url == ok
 
 
 async def test_element_actions(

@@ -238,7 +238,8 @@ async def test_file_navigation_by_page_goto_is_blocked(
     with pytest.raises(PlaywrightError):
         await guarded.page.goto("file:///etc/passwd")
     assert "file:///etc/passwd" in blocks.urls()
-    await guarded.page.wait_for_load_state()  # Chromium's error page commits after the abort
+    # Chromium's error page commits after the abort is reported.
+    await guarded.page.wait_for_url(lambda url: url.startswith("chrome-error://"))
     assert "root:" not in await guarded.page.inner_text("body")
 
 

@@ -483,19 +483,14 @@ async def _check(url: str, ctx: ActionContext) -> Verdict:
 
 
 ERROR_PAGE = "chrome-error://"
-ERROR_PAGE_WAIT_MS = 3000
+ERROR_PAGE_WAIT_S = 3.0
 
 
-async def _settle(page: Page, exc: PlaywrightError) -> None:
-    """After a failed navigation Chromium commits its error page some 50-200 ms later (longer on
-    a busy machine); wait for it to land so it cannot interrupt the next navigation. An aborted
-    navigation (a download, a 204) leaves no error page, so there is nothing to wait for."""
+def _leaves_error_page(exc: PlaywrightError) -> bool:
+    """A network failure commits an error page; an aborted navigation (a download, a 204)
+    does not."""
     message = _first_line(exc)
-    if "net::ERR_" not in message or "net::ERR_ABORTED" in message:
-        return
-    with contextlib.suppress(PlaywrightError):
-        await page.wait_for_url(lambda url: url.startswith(ERROR_PAGE),
-                                timeout=ERROR_PAGE_WAIT_MS)
+    return "net::ERR_" in message and "net::ERR_ABORTED" not in message
 
 
 def _interrupted_by_error_page(exc: PlaywrightError) -> bool:
@@ -506,11 +501,20 @@ def _interrupted_by_error_page(exc: PlaywrightError) -> bool:
 async def goto(page: Page, url: str, *, timeout_ms: float, wait_until: str = "load") -> Any:
     """``page.goto`` that leaves the page ready for the next navigation.
 
-    Chromium leaves one race open: a failed navigation's error page commits after the failure
-    is reported. Here a failure waits for its error page. A navigation that lost to an earlier
-    failure's late error page is still on its way in Chromium: it is let land, then started
-    again so the caller gets its response.
+    Chromium leaves one race open: a failed navigation's error page commits 50-200 ms after
+    the failure is reported (longer on a busy machine). Here a failure waits until its own
+    error page has committed and loaded (the page may already have shown an older one, so the
+    URL alone proves nothing). A navigation that lost to an earlier failure's late error page
+    is still on its way in Chromium: it is let land, then started again so the caller gets its
+    response.
     """
+    error_page = asyncio.Event()
+
+    def on_navigated(frame: Any) -> None:
+        if frame == page.main_frame and frame.url.startswith(ERROR_PAGE):
+            error_page.set()
+
+    page.on("framenavigated", on_navigated)
     try:
         try:
             return await page.goto(url, timeout=timeout_ms, wait_until=wait_until)  # type: ignore[arg-type]
@@ -520,13 +524,19 @@ async def goto(page: Page, url: str, *, timeout_ms: float, wait_until: str = "lo
             log.info("navigation to %s lost to a late error page; starting it again", url)
             with contextlib.suppress(PlaywrightError):
                 await page.wait_for_url(lambda now: not now.startswith(ERROR_PAGE),
-                                        timeout=min(timeout_ms, ERROR_PAGE_WAIT_MS))
+                                        timeout=min(timeout_ms, ERROR_PAGE_WAIT_S * 1000))
+            error_page.clear()
             return await page.goto(url, timeout=timeout_ms, wait_until=wait_until)  # type: ignore[arg-type]
     except PlaywrightTimeoutError:
         raise
     except PlaywrightError as exc:
-        await _settle(page, exc)
+        if _leaves_error_page(exc):
+            with contextlib.suppress(TimeoutError, PlaywrightError):
+                await asyncio.wait_for(error_page.wait(), ERROR_PAGE_WAIT_S)
+                await page.wait_for_load_state("load", timeout=ERROR_PAGE_WAIT_S * 1000)
         raise
+    finally:
+        page.remove_listener("framenavigated", on_navigated)
 
 
 async def _navigate(page: Page, act: Action, ctx: ActionContext, _: Any) -> ActionResult:

@@ -14,7 +14,7 @@ from aef.settings import Settings
 
 
 async def test_hung_s3_is_bounded_then_paused(monkeypatch: Any) -> None:
-    monkeypatch.setattr(storage, "UPLOAD_TIMEOUT_SECONDS", 1.0)
+    monkeypatch.setattr(storage, "UPLOAD_TIMEOUT_SECONDS", 2.0)
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
     silent.listen(16)  # accepts (the kernel completes handshakes) and never answers
@@ -26,10 +26,10 @@ async def test_hung_s3_is_bounded_then_paused(monkeypatch: Any) -> None:
         started = time.monotonic()
         with pytest.raises(asyncio.TimeoutError):
             await store.put_async("exec-1", "step", b"\xff\xd8jpeg")
-        assert time.monotonic() - started < 3
+        assert time.monotonic() - started < 6  # bounded by the timeout, not by S3
         started = time.monotonic()
         with pytest.raises(storage.UploadPaused):
             await store.put_async("exec-1", "step-2", b"\xff\xd8jpeg")
-        assert time.monotonic() - started < 0.1
+        assert time.monotonic() - started < 1.0  # paused: no second wait for the timeout
     finally:
         silent.close()

@@ -221,7 +221,7 @@ async def test_an_outage_longer_than_the_budget_abandons_the_write_truthfully(
                 journal.entry("info", "Step completed: s1", step_id="s1")])
         took = time.monotonic() - started
         assert caught.value.code == "database_unavailable"
-        assert 1.0 <= took < 4.0, took  # retried for the budget, then gave up
+        assert 1.0 <= took < 8.0, took  # retried for the budget (1 s), then gave up
         assert logs(db, execution) == [] and step_rows(db, execution) == {}
         assert statuses == []
 

@@ -42,7 +42,7 @@ from typing import Any
 from urllib.parse import quote, quote_plus
 
 from playwright.async_api import Error as PlaywrightError
-from playwright.async_api import Locator, Page
+from playwright.async_api import Frame, Locator, Page
 from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
 from aef.errors import AefError
@@ -504,39 +504,43 @@ async def goto(page: Page, url: str, *, timeout_ms: float, wait_until: str = "lo
     Chromium leaves one race open: a failed navigation's error page commits 50-200 ms after
     the failure is reported (longer on a busy machine). Here a failure waits until its own
     error page has committed and loaded (the page may already have shown an older one, so the
-    URL alone proves nothing). A navigation that lost to an earlier failure's late error page
-    is still on its way in Chromium: it is let land, then started again so the caller gets its
-    response.
+    URL alone proves nothing).
     """
     error_page = asyncio.Event()
 
-    def on_navigated(frame: Any) -> None:
+    def on_navigated(frame: Frame) -> None:
         if frame == page.main_frame and frame.url.startswith(ERROR_PAGE):
             error_page.set()
 
     page.on("framenavigated", on_navigated)
     try:
-        try:
-            return await page.goto(url, timeout=timeout_ms, wait_until=wait_until)  # type: ignore[arg-type]
-        except PlaywrightError as exc:
-            if isinstance(exc, PlaywrightTimeoutError) or not _interrupted_by_error_page(exc):
-                raise
-            log.info("navigation to %s lost to a late error page; starting it again", url)
-            with contextlib.suppress(PlaywrightError):
-                await page.wait_for_url(lambda now: not now.startswith(ERROR_PAGE),
-                                        timeout=min(timeout_ms, ERROR_PAGE_WAIT_S * 1000))
-            error_page.clear()
-            return await page.goto(url, timeout=timeout_ms, wait_until=wait_until)  # type: ignore[arg-type]
-    except PlaywrightTimeoutError:
-        raise
+        return await _goto_past_a_late_error_page(page, url, timeout_ms, wait_until, error_page)
     except PlaywrightError as exc:
-        if _leaves_error_page(exc):
+        if not isinstance(exc, PlaywrightTimeoutError) and _leaves_error_page(exc):
             with contextlib.suppress(TimeoutError, PlaywrightError):
                 await asyncio.wait_for(error_page.wait(), ERROR_PAGE_WAIT_S)
                 await page.wait_for_load_state("load", timeout=ERROR_PAGE_WAIT_S * 1000)
         raise
     finally:
         page.remove_listener("framenavigated", on_navigated)
+
+
+async def _goto_past_a_late_error_page(
+    page: Page, url: str, timeout_ms: float, wait_until: str, error_page: asyncio.Event
+) -> Any:
+    """A navigation that lost to an earlier failure's late error page is still on its way in
+    Chromium: let it land, then start it again so the caller gets its response."""
+    try:
+        return await page.goto(url, timeout=timeout_ms, wait_until=wait_until)  # type: ignore[arg-type]
+    except PlaywrightError as exc:
+        if isinstance(exc, PlaywrightTimeoutError) or not _interrupted_by_error_page(exc):
+            raise
+    log.info("navigation to %s lost to a late error page; starting it again", url)
+    with contextlib.suppress(PlaywrightError):
+        await page.wait_for_url(lambda now: not now.startswith(ERROR_PAGE),
+                                timeout=min(timeout_ms, ERROR_PAGE_WAIT_S * 1000))
+    error_page.clear()  # that error page was the earlier failure's, not ours
+    return await page.goto(url, timeout=timeout_ms, wait_until=wait_until)  # type: ignore[arg-type]
 
 
 async def _navigate(page: Page, act: Action, ctx: ActionContext, _: Any) -> ActionResult:

@@ -63,8 +63,9 @@ def _client(settings: Settings, arn: str) -> Any:
 
     return boto3.client("secretsmanager", region_name=region_of(arn) or settings.aws_region,
                         endpoint_url=settings.aws_endpoint_url,
-                        config=Config(retries={"mode": "standard", "max_attempts": 3},
-                                      connect_timeout=3, read_timeout=5))
+                        # bounded well inside Lambda's 10 s init phase
+                        config=Config(retries={"mode": "standard", "max_attempts": 2},
+                                      connect_timeout=2, read_timeout=3))
 
 
 def _read(client: Any, arn: str) -> str:

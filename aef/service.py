@@ -20,7 +20,7 @@ from aef import states
 from aef.db import Connection, Database, get_database
 from aef.deadline import seconds_left
 from aef.errors import Conflict, NotFound, RateLimited, ValidationFailed
-from aef.launcher import Launcher, LaunchFailed, get_launcher
+from aef.launcher import ATTEMPT_SECONDS, Launcher, LaunchFailed, get_launcher
 from aef.settings import Settings, get_settings
 from aef.store import api as store
 
@@ -417,6 +417,7 @@ def stop_execution(caller: Caller, execution_id: str) -> dict[str, Any]:
 
 STOP_POLL_FIRST_SECONDS = 0.1
 STOP_POLL_MAX_SECONDS = 1.0
+FORCE_RESERVE_SECONDS = 2.0  # after the wait: StopTask (ATTEMPT_SECONDS) + the forced write
 
 
 def _wait_for_runner_stop(caller: Caller, execution_id: str, s: Settings) -> bool:
@@ -426,11 +427,9 @@ def _wait_for_runner_stop(caller: Caller, execution_id: str, s: Settings) -> boo
     5 s, no row lock held, and the wait ends early enough for the forced path to fit in
     the Lambda's remaining time.
     """
-    from aef.launcher import ATTEMPT_SECONDS
-
+    after_wait = ATTEMPT_SECONDS + FORCE_RESERVE_SECONDS
     budget = min(s.stop_ack_timeout_seconds,
-                 seconds_left(s.stop_ack_timeout_seconds + ATTEMPT_SECONDS + 2.0)
-                 - ATTEMPT_SECONDS - 2.0)
+                 seconds_left(s.stop_ack_timeout_seconds + after_wait) - after_wait)
     deadline = time.monotonic() + budget
     pause = STOP_POLL_FIRST_SECONDS
     while True:
@@ -597,8 +596,6 @@ def sweep(*, db: Database | None = None, launcher: Launcher | None = None, batch
 
 def _stop_tasks(launcher: Launcher, orphans: list[tuple[str, str]]) -> int:
     """StopTask each orphan while the invocation has time for another call."""
-    from aef.launcher import ATTEMPT_SECONDS
-
     stopped = 0
     for index, (execution_id, task_arn) in enumerate(orphans):
         if seconds_left(float("inf")) < ATTEMPT_SECONDS + 1.0:

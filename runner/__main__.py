@@ -35,12 +35,13 @@ class RunnerSettings(Settings):
 def named_connections(settings: RunnerSettings) -> RunnerSettings:
     """Both database URLs carry an application_name naming this runner, so an operator (and
     the tests) can count its connections in pg_stat_activity."""
-    short = settings.execution_id[:36]
+    execution = settings.execution_id[:36]  # application_name keeps 63 characters
     listen = settings.db_listen_url or settings.database_url
     return settings.model_copy(update={
         "database_url": make_conninfo(settings.database_url,
-                                      application_name=f"aef-runner:{short}"),
-        "db_listen_url": make_conninfo(listen, application_name=f"aef-runner-listen:{short}"),
+                                      application_name=f"aef-runner:{execution}"),
+        "db_listen_url": make_conninfo(listen,
+                                       application_name=f"aef-runner-listen:{execution}"),
     })
 
 

@@ -3,7 +3,10 @@ exactly those secrets once and holds the values; plain settings still work witho
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,7 +32,9 @@ def secretsmanager(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
 
 def arn(client: Any, name: str, value: str) -> str:
-    return str(client.create_secret(Name=name, SecretString=value)["ARN"])
+    """A new secret (unique name: another test's moto session may still be active)."""
+    unique = f"{name}-{uuid.uuid4().hex[:8]}"
+    return str(client.create_secret(Name=unique, SecretString=value)["ARN"])
 
 
 def counting(client: Any) -> list[str]:
@@ -56,27 +61,44 @@ def test_configured_arns_become_values_read_once_each(secretsmanager: Any) -> No
     assert JWT not in repr(resolved)  # SecretStr
 
 
-def test_settings_from_the_environment_resolve_through_get_settings(
-        secretsmanager: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from aef.settings import get_settings
+def test_a_process_configured_by_arn_reads_its_secret_once_at_start(tmp_path: Any) -> None:
+    """A fresh process (as a Lambda sandbox or a task starts) with only the ARN in its
+    environment: get_settings() holds the value, read with one GetSecretValue."""
+    import socket
 
-    db_arn = arn(secretsmanager, "aef/functions-db", DB_URL)
-    monkeypatch.setenv("AEF_DATABASE_URL_SECRET_ARN", db_arn)
-    monkeypatch.delenv("DATABASE_URL", raising=False)
-    get_settings.cache_clear()
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
     try:
-        assert get_settings().database_url == DB_URL
-        assert get_settings() is get_settings()  # cached: read once per process
+        endpoint = f"http://127.0.0.1:{port}"
+        client = boto3.client("secretsmanager", region_name="eu-west-1", endpoint_url=endpoint,
+                              aws_access_key_id="testing", aws_secret_access_key="testing")
+        db_arn = arn(client, "aef/functions-db", DB_URL)
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("AEF_") and k != "DATABASE_URL"}
+        env.update({"AEF_DATABASE_URL_SECRET_ARN": db_arn, "AEF_AWS_ENDPOINT_URL": endpoint,
+                    "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"})
+        code = ("import sys; from aef.settings import get_settings; "
+                "first = get_settings(); assert get_settings() is first; "
+                "print(first.database_url)")
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                              text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == DB_URL
     finally:
-        monkeypatch.delenv("AEF_DATABASE_URL_SECRET_ARN")
-        get_settings.cache_clear()
+        server.stop()
 
 
 def test_a_missing_or_empty_secret_refuses_to_start(secretsmanager: Any) -> None:
     missing = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:aef/nope-AbCdEf"
     with pytest.raises(SecretUnavailable, match="ResourceNotFoundException"):
         resolve_secrets(Settings(database_url_secret_arn=missing), client=secretsmanager)
-    binary = str(secretsmanager.create_secret(Name="aef/binary", SecretBinary=b"\x00")["ARN"])
+    binary = str(secretsmanager.create_secret(Name=f"aef/binary-{uuid.uuid4().hex[:8]}",
+                                              SecretBinary=b"\x00")["ARN"])
     with pytest.raises(SecretUnavailable, match="no SecretString"):
         resolve_secrets(Settings(database_url_secret_arn=binary), client=secretsmanager)
 
@@ -92,8 +114,6 @@ def test_the_client_is_made_for_the_secrets_region(secretsmanager: Any) -> None:
 
 def test_plain_settings_need_no_aws_at_all() -> None:
     """Locally and in tests: no ARN, no boto3 import, the values as given."""
-    import subprocess
-
     code = ("import sys; from aef.secrets import resolve_secrets; from aef.settings import "
             "Settings; s = resolve_secrets(Settings(database_url='postgresql://x@h/d')); "
             "assert s.database_url == 'postgresql://x@h/d'; "

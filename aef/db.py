@@ -76,7 +76,7 @@ class Database:
     """One pool per process (a Lambda warm start reuses it)."""
 
     def __init__(self, url: str, *, min_size: int = 0, max_size: int = 4,
-                 connect_timeout: float = 5.0) -> None:
+                 connect_timeout: float = 5.0, max_idle: float = 600.0) -> None:
         self.url = url
         self.connect_timeout = connect_timeout
         self._pool: ConnectionPool[Connection] = ConnectionPool(
@@ -88,6 +88,7 @@ class Database:
             open=False,
             check=ConnectionPool.check_connection,
             reconnect_timeout=30,
+            max_idle=max_idle,
         )
         self._opened = False
         self._lock = threading.Lock()
@@ -174,7 +175,8 @@ def get_database() -> Database:
                 from aef.settings import get_settings
 
                 s = get_settings()
-                _default = Database(s.database_url, min_size=s.db_pool_min, max_size=s.db_pool_max)
+                _default = Database(s.database_url, min_size=s.db_pool_min,
+                                    max_size=s.db_pool_max, max_idle=s.db_max_idle_seconds)
     return _default
 
 

@@ -10,12 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import re
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from contextvars import ContextVar
-from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Annotated, Any
 
@@ -31,7 +28,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aef import __version__
 from aef.auth import Claims, verify_token
+from aef.deadline import deadline, lambda_deadline
 from aef.errors import AefError, Unauthorized
+from aef.logs import bind_execution_id as bind_execution_id  # re-exported for endpoints
+from aef.logs import bind_log_context, configure_logging, current_request_id, log_context
 from aef.settings import Settings, get_settings
 
 log = logging.getLogger("aef.http")
@@ -39,110 +39,12 @@ log = logging.getLogger("aef.http")
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 REQUEST_ID_HEADER = "X-Request-Id"
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:=+/-]{1,128}$")
-
-# --------------------------------------------------------------------------------------------
-# Request context and structured logs
-# --------------------------------------------------------------------------------------------
-
-# One mutable dict per request: a sync endpoint runs in a thread with a *copy* of the context,
-# and mutating the shared dict (instead of setting a var) keeps what it binds visible to the
-# access log written by the middleware.
-_log_context: ContextVar[dict[str, str] | None] = ContextVar("aef_log_context", default=None)
-
-
-def current_request_id() -> str | None:
-    ctx = _log_context.get()
-    return ctx.get("requestId") if ctx else None
-
-
-def bind_log_context(**fields: object) -> None:
-    """Attach fields (e.g. executionId=...) to every log line of the current request/task."""
-    ctx = _log_context.get()
-    if ctx is None:
-        ctx = {}
-        _log_context.set(ctx)
-    for key, value in fields.items():
-        if value is None:
-            ctx.pop(key, None)
-        else:
-            ctx[key] = str(value)
-
-
-def bind_execution_id(execution_id: object) -> None:
-    bind_log_context(executionId=execution_id)
-
-
-_RESERVED_RECORD_KEYS = frozenset(
-    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime"}
-)
-_SENSITIVE = ("authorization", "password", "secret", "token", "cookie", "credential")
-_NEVER_LOGGED = frozenset({"body", "headers", "json", "payload"})
-
-
-def _redact(key: str, value: Any) -> Any:
-    lowered = key.lower()
-    if lowered in _NEVER_LOGGED or any(word in lowered for word in _SENSITIVE):
-        return "[redacted]"
-    return value
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line, with the request/execution ids of the current context."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        data: dict[str, Any] = {
-            "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat(
-                timespec="milliseconds"
-            ),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        ctx = _log_context.get()
-        if ctx:
-            data.update(ctx)
-        for key, value in record.__dict__.items():
-            if key not in _RESERVED_RECORD_KEYS and not key.startswith("_"):
-                data[key] = _redact(key, value)
-        if record.exc_info:
-            data["exception"] = self.formatException(record.exc_info)
-        return json.dumps(data, default=str)
-
-
-class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever sys.stderr is *now* (Lambda, uvicorn and pytest capture all swap it)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-
-    @property
-    def stream(self) -> Any:
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, _value: Any) -> None:
-        pass
-
-
-def configure_logging(level: int = logging.INFO) -> None:
-    """Make the root logger emit JSON lines; idempotent.
-
-    In Lambda the runtime's own root handler (which adds the AWS request id) is kept and only
-    re-formatted, so lines are not written twice; elsewhere one stderr handler is added.
-    """
-    root = logging.getLogger()
-    formatter = JsonFormatter()
-    lambda_handlers = [h for h in root.handlers if type(h).__name__.startswith("LambdaLogger")]
-    for handler in lambda_handlers:
-        handler.setFormatter(formatter)
-    if not lambda_handlers and not any(isinstance(h, _StderrHandler) for h in root.handlers):
-        handler = _StderrHandler()
-        handler.setFormatter(formatter)
-        root.addHandler(handler)
-    if root.level == logging.NOTSET or root.level > level:
-        root.setLevel(level)
-    logging.getLogger("mangum").setLevel(logging.WARNING)  # its access line duplicates ours
-
+# What a browser may send and read. template.yaml's HttpApi CorsConfiguration says the same
+# (API Gateway answers preflights itself); tests/deploy keeps the two equal.
+CORS_ALLOW_HEADERS = ("Authorization", "Content-Type", "X-Request-Id", "Idempotency-Key",
+                      "If-None-Match")
+CORS_EXPOSE_HEADERS = (REQUEST_ID_HEADER, "ETag", "Retry-After", "RateLimit-Limit",
+                       "RateLimit-Remaining", "RateLimit-Reset")
 
 # --------------------------------------------------------------------------------------------
 # Problem details
@@ -322,7 +224,8 @@ def _pick_request_id(scope: Scope) -> str:
 
 
 class RequestContextMiddleware:
-    """Outermost: request id (echoed as X-Request-Id), access log line, last-resort 500."""
+    """Outermost: request id (echoed as X-Request-Id), access log line, last-resort 500, and
+    the Lambda's deadline for the request's retries."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -332,7 +235,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         request_id = _pick_request_id(scope)
-        token = _log_context.set({"requestId": request_id})
+        token = log_context.set({"requestId": request_id})
         status = 500
         started = time.perf_counter()
 
@@ -344,9 +247,11 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            await _run_guarded(self.app, scope, receive, send_with_id)
+            # retries below (the ECS launch) must end before the Lambda timeout does
+            with deadline(lambda_deadline(scope.get("aws.context"))):
+                await _run_guarded(self.app, scope, receive, send_with_id)
         finally:
-            ctx = _log_context.get() or {}
+            ctx = log_context.get() or {}
             path_params = scope.get("path_params") or {}
             execution_id = path_params.get("executionId")
             if (
@@ -364,7 +269,7 @@ class RequestContextMiddleware:
                     "durationMs": round((time.perf_counter() - started) * 1000, 2),
                 },
             )
-            _log_context.reset(token)
+            log_context.reset(token)
 
 
 async def _run_guarded(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
@@ -613,8 +518,8 @@ def create_app(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type", "X-Request-Id", "Idempotency-Key"],
-            expose_headers=[REQUEST_ID_HEADER, "ETag", "Retry-After"],
+            allow_headers=list(CORS_ALLOW_HEADERS),
+            expose_headers=list(CORS_EXPOSE_HEADERS),
             max_age=600,
         )
     app.add_middleware(RequestContextMiddleware)

@@ -2,24 +2,41 @@
 
 The launch happens after the execution is committed `queued`; a failure here is reported to
 the caller, which marks the execution `failed` with a `retry` option — never stuck queued.
-The runner token travels in the environment, never on a command line.
+Locally the runner token travels in the child's environment (never on a command line); an
+ECS task gets no token at all: it proves its identity with its own task ARN
+(`runner/identity.py`), so nothing secret is visible to `ecs:DescribeTasks` or CloudTrail.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import random
+import re
 import signal
 import subprocess
 import sys
+import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from aef.deadline import seconds_left
 from aef.settings import Settings, get_settings
+
+log = logging.getLogger("aef.launcher")
 
 
 class LaunchFailed(Exception):
-    """The runner could not be started; the message is safe to show to the user."""
+    """The runner could not be started. `str()` is safe to show to the user (no ARN, no
+    account id); `code` is a stable reason (e.g. an AWS error code); the raw detail is only
+    in the operator's log."""
+
+    def __init__(self, message: str, code: str = "launch_failed") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -35,12 +52,48 @@ class Launcher(Protocol):
         ...
 
 
-class EcsLauncher:
-    """Fargate task per execution; the execution id and token go in container overrides."""
+# AWS error codes worth another attempt: throttling and the service's own trouble.
+_RETRYABLE_CODES = frozenset({
+    "ThrottlingException", "Throttling", "RequestLimitExceeded", "TooManyRequestsException",
+    "ServerException", "ServiceUnavailableException", "InternalFailure", "ServiceUnavailable",
+})
+_SAFE_CODE = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,63}$")
+CONNECT_TIMEOUT_SECONDS = 2.0
+READ_TIMEOUT_SECONDS = 5.0  # RunTask answers in well under a second when ECS is healthy
+ATTEMPT_SECONDS = CONNECT_TIMEOUT_SECONDS + READ_TIMEOUT_SECONDS  # worst case of one call
 
-    def __init__(self, settings: Settings, client: Any | None = None) -> None:
+
+def aws_error_code(exc: BaseException) -> str:
+    """The AWS error code of a botocore error (never its message, which names ARNs)."""
+    response = getattr(exc, "response", None)
+    code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+    code = str(code) if code else type(exc).__name__
+    return code if _SAFE_CODE.match(code) else type(exc).__name__
+
+
+def _retryable(exc: BaseException) -> bool:
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+    from botocore.exceptions import HTTPClientError
+
+    if isinstance(exc, BotoConnectionError | HTTPClientError):
+        return True  # the request may have gone through: the client token makes a retry safe
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return False
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+    return aws_error_code(exc) in _RETRYABLE_CODES or int(status) >= 500
+
+
+class EcsLauncher:
+    """A Fargate task per execution; only the execution id goes in the container overrides."""
+
+    def __init__(self, settings: Settings, client: Any | None = None, *,
+                 sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
         self._client = client
+        self._sleep = sleep  # tests pass a fake clock and sleep to observe the schedule
+        self._clock = clock
 
     @property
     def client(self) -> Any:
@@ -48,53 +101,87 @@ class EcsLauncher:
             import boto3  # lazy: keeps cold starts of the read-only functions fast
             from botocore.config import Config
 
-            # RunTask is rate limited (a burst, then a steady rate): back off and retry
-            # throttled launches instead of failing a user's start at the first refusal.
+            # One attempt per call: `launch` retries itself, within the time the Lambda has.
             self._client = boto3.client(
                 "ecs", region_name=self.settings.aws_region,
                 endpoint_url=self.settings.aws_endpoint_url,
-                config=Config(retries={"mode": "adaptive", "max_attempts": 6},
-                              connect_timeout=5, read_timeout=15))
+                config=Config(retries={"total_max_attempts": 1},
+                              connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                              read_timeout=READ_TIMEOUT_SECONDS))
         return self._client
 
     def launch(self, execution_id: str, runner_token: str) -> Launch:
+        """RunTask, retried with jittered backoff while throttled, and never past the time
+        the invocation has left (minus what the caller needs to record the outcome)."""
         s = self.settings
-        try:
-            response = self.client.run_task(
-                cluster=s.ecs_cluster,
-                taskDefinition=s.ecs_task_definition,
-                launchType="FARGATE",
-                count=1,
-                startedBy=f"aef-{execution_id[:26]}",
-                networkConfiguration={"awsvpcConfiguration": {
-                    "subnets": s.ecs_subnets,
-                    "securityGroups": s.ecs_security_groups,
-                    "assignPublicIp": "DISABLED",
-                }},
-                overrides={"containerOverrides": [{
-                    "name": s.ecs_container_name,
-                    "environment": [
-                        {"name": "AEF_EXECUTION_ID", "value": execution_id},
-                        {"name": "AEF_RUNNER_TOKEN", "value": runner_token},
-                    ],
-                }]},
-                tags=[{"key": "aef:execution", "value": execution_id}],
-            )
-        except Exception as exc:  # botocore errors: throttling, bad config, no capacity
-            raise LaunchFailed(
-                f"ECS refused to start the runner: {type(exc).__name__}: {exc}") from exc
+        request = {
+            "cluster": s.ecs_cluster,
+            "taskDefinition": s.ecs_task_definition,
+            "launchType": "FARGATE",
+            "count": 1,
+            "startedBy": f"aef-{execution_id[:26]}",
+            # the same token on every attempt: a retry after a lost answer starts no 2nd task
+            "clientToken": uuid.uuid4().hex,
+            "networkConfiguration": {"awsvpcConfiguration": {
+                "subnets": s.ecs_subnets,
+                "securityGroups": s.ecs_security_groups,
+                "assignPublicIp": "ENABLED" if s.ecs_assign_public_ip else "DISABLED",
+            }},
+            "overrides": {"containerOverrides": [{
+                "name": s.ecs_container_name,
+                "environment": [{"name": "AEF_EXECUTION_ID", "value": execution_id}],
+            }]},
+            "tags": [{"key": "aef:execution", "value": execution_id}],
+        }
+        if not self._accepts_client_token():  # an older botocore (the Lambda runtime's)
+            del request["clientToken"]  # a duplicate task could not claim: it exits at once
+        deadline = self._clock() + seconds_left(s.launch_time_budget_seconds) \
+            - s.launch_reserve_seconds
+        attempt = 0
+        while True:
+            if deadline - self._clock() < ATTEMPT_SECONDS:
+                raise self._failed(execution_id, "launch_timeout", "no time left for RunTask",
+                                   attempt)
+            attempt += 1
+            try:
+                response = self.client.run_task(**request)
+                break
+            except Exception as exc:  # botocore errors: throttling, bad config, no capacity
+                code = aws_error_code(exc)
+                if not _retryable(exc):
+                    raise self._failed(execution_id, code, str(exc), attempt) from exc
+                pause = random.uniform(0, min(4.0, 0.25 * 2 ** attempt))
+                if deadline - self._clock() - pause < ATTEMPT_SECONDS:
+                    raise self._failed(execution_id, code, str(exc), attempt) from exc
+                log.info("RunTask retried", extra={"executionId": execution_id,
+                                                   "awsErrorCode": code, "attempt": attempt})
+                self._sleep(pause)
         failures = response.get("failures") or []
         tasks = response.get("tasks") or []
         if failures or not tasks:
-            reason = failures[0].get("reason", "unknown") if failures else "no task started"
-            raise LaunchFailed(f"ECS could not start the runner: {reason}")
+            reason = str(failures[0].get("reason", "")) if failures else "no task started"
+            code = reason if _SAFE_CODE.match(reason) else "RunTaskFailure"
+            raise self._failed(execution_id, code, str(failures or "no task"), attempt)
         return Launch(task_arn=tasks[0]["taskArn"])
+
+    def _accepts_client_token(self) -> bool:
+        shape = self.client.meta.service_model.operation_model("RunTask").input_shape
+        return "clientToken" in shape.members
+
+    @staticmethod
+    def _failed(execution_id: str, code: str, detail: str, attempts: int) -> LaunchFailed:
+        """The detail (ARNs, account id) goes to the operator's log; the user gets the code."""
+        log.warning("runner launch failed", extra={
+            "executionId": execution_id, "awsErrorCode": code, "awsError": detail,
+            "attempts": attempts})
+        return LaunchFailed(f"The runner could not be started (ECS: {code})", code=code)
 
     def stop(self, task_arn: str, reason: str) -> bool:
         try:
             self.client.stop_task(cluster=self.settings.ecs_cluster, task=task_arn,
                                   reason=reason[:255])
-        except Exception:  # already gone, or never existed
+        except Exception as exc:  # already gone, or never existed
+            log.info("StopTask refused", extra={"awsErrorCode": aws_error_code(exc)})
             return False
         return True
 

@@ -544,6 +544,7 @@ class LiveError(_Wire):
     """The seed's error block; its keys are snake_case on the wire and stay so."""
 
     message: str
+    code: str | None = None  # stable reason when there is one (e.g. an AWS error code)
     recovery_options: list[RecoveryOption] = Field(default=[], alias="recovery_options")
     auto_retry_in: int | None = Field(default=None, alias="auto_retry_in")  # seconds
 

@@ -18,8 +18,9 @@ from typing import Any
 
 from aef import states
 from aef.db import Connection, Database, get_database
+from aef.deadline import seconds_left
 from aef.errors import Conflict, NotFound, RateLimited, ValidationFailed
-from aef.launcher import LaunchFailed, get_launcher
+from aef.launcher import ATTEMPT_SECONDS, Launcher, LaunchFailed, get_launcher
 from aef.settings import Settings, get_settings
 from aef.store import api as store
 
@@ -247,20 +248,27 @@ def _check_active_cap(conn: Connection, user_id: str, s: Settings) -> None:
 
 
 def _launch(caller: Caller, execution_id: str, token: str) -> str:
-    """Start the runner after commit; a failure leaves the execution failed with `retry`."""
+    """Start the runner after commit; a failure leaves the execution failed with `retry`.
+
+    The user sees a generic message and a stable code; what AWS said (ARNs, account id) is
+    only in the operator's log (the launcher logs it).
+    """
     try:
         launch = get_launcher().launch(execution_id, token)
     except LaunchFailed as exc:
-        log.warning("runner launch failed: %s", exc, extra={"executionId": execution_id})
         with _db().as_user(caller.claims) as conn:
             execution = store.get_execution(conn, execution_id, for_update=True)
             if execution is None or execution["status"] != states.QUEUED:
                 return execution["status"] if execution else states.FAILED
-            error = {"message": str(exc), "recovery_options": recovery_options("retry")}
+            message = f"{exc}. Retry in a moment; if it keeps failing, tell the operator."
+            error = {"message": message, "code": exc.code,
+                     "recovery_options": recovery_options("retry")}
             store.set_status(conn, execution_id, states.FAILED, error=error)
-            entry = store.insert_log(conn, execution_id, "error", "system", str(exc))
+            entry = store.insert_log(conn, execution_id, "error", "system", message,
+                                     details={"code": exc.code})
             store.emit_event(conn, execution_id, "error", {"logs": [entry], "error": error})
         return states.FAILED
+    # An ECS runner proves itself with this ARN (runner/identity.py): store it at once.
     with _db().as_user(caller.claims) as conn:
         store.set_task_arn(conn, execution_id, launch.task_arn)
     return states.QUEUED
@@ -400,19 +408,50 @@ def stop_execution(caller: Caller, execution_id: str) -> dict[str, Any]:
             get_launcher().stop(task_arn, "AEF stop before the runner started")
         return {"status": "stopped", "cleanup": "completed"}
     # a runner whose lease lapsed will not answer: force at once
-    deadline = time.monotonic() + (s.stop_ack_timeout_seconds if runner_live else 0.0)
-    while time.monotonic() < deadline:
-        time.sleep(0.1)
-        with _db().as_user(caller.claims) as conn:
-            execution = store.get_execution(conn, execution_id, for_update=True)
-            if execution is not None and execution["status"] == states.CANCELLED:
-                cleanup = execution["stop_cleanup"] or "completed"
-                if execution["stop_cleanup"] is None:
-                    store.set_stop_cleanup(conn, execution_id, cleanup)
-                return {"status": "stopped", "cleanup": cleanup}
+    if runner_live and _wait_for_runner_stop(caller, execution_id, s):
+        return {"status": "stopped", "cleanup": _acknowledged_cleanup(caller, execution_id)}
     if task_arn:
         get_launcher().stop(task_arn, "AEF stop: the runner did not acknowledge in time")
     return {"status": "stopped", "cleanup": _force_cancel(execution_id)}
+
+
+STOP_POLL_FIRST_SECONDS = 0.1
+STOP_POLL_MAX_SECONDS = 1.0
+FORCE_RESERVE_SECONDS = 2.0  # after the wait: StopTask (ATTEMPT_SECONDS) + the forced write
+
+
+def _wait_for_runner_stop(caller: Caller, execution_id: str, s: Settings) -> bool:
+    """Wait (bounded) for the runner to write `cancelled`; True if it did.
+
+    Plain reads with a growing pause (0.1 s, doubling to 1 s): about 8 short reads over
+    5 s, no row lock held, and the wait ends early enough for the forced path to fit in
+    the Lambda's remaining time.
+    """
+    after_wait = ATTEMPT_SECONDS + FORCE_RESERVE_SECONDS
+    budget = min(s.stop_ack_timeout_seconds,
+                 seconds_left(s.stop_ack_timeout_seconds + after_wait) - after_wait)
+    deadline = time.monotonic() + budget
+    pause = STOP_POLL_FIRST_SECONDS
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(pause, left))
+        pause = min(pause * 2, STOP_POLL_MAX_SECONDS)
+        with _db().as_user(caller.claims) as conn:
+            if store.get_status(conn, execution_id) == states.CANCELLED:
+                return True
+
+
+def _acknowledged_cleanup(caller: Caller, execution_id: str) -> str:
+    """The runner wrote `cancelled`: record (once) that the stop completed cleanly."""
+    with _db().as_user(caller.claims) as conn:
+        execution = store.get_execution(conn, execution_id, for_update=True)
+        if execution is None:
+            return "completed"
+        if execution["stop_cleanup"] is None:
+            store.set_stop_cleanup(conn, execution_id, "completed")
+        return str(execution["stop_cleanup"] or "completed")
 
 
 def _force_cancel(execution_id: str) -> str:
@@ -508,24 +547,29 @@ def read_live(caller: Caller, execution_id: str, *, after: int,
 def _sign_screenshot(key: str) -> str | None:
     """A fresh short-lived URL: the one in the stored message may have expired."""
     try:
-        from aef.storage import ScreenshotStore
+        from aef.storage import get_screenshot_store
 
-        return ScreenshotStore(get_settings()).sign(key)
+        return get_screenshot_store().sign(key)
     except Exception:  # storage misconfigured: the snapshot is still useful without it
         log.warning("could not sign screenshot URL")
         return None
 
 
 # Sweeper -------------------------------------------------------------------------------------
-def sweep(*, db: Database | None = None, batch: int = 100,
+def sweep(*, db: Database | None = None, launcher: Launcher | None = None, batch: int = 100,
           queued_timeout_seconds: int = 300) -> dict[str, int]:
-    """Fail executions whose runner died, expire checkpoints, forget old idempotency keys."""
+    """Fail executions whose runner died, expire checkpoints, forget old idempotency keys,
+    and stop the tasks of lost runners (a hung task would otherwise run, and bill, until its
+    own time limit)."""
     database = db or _db()
     lost = stale = expired = 0
+    orphans: list[tuple[str, str]] = []  # (execution id, task ARN) to stop after commit
     with database.as_service() as conn:
         for row in store.expired_leases(conn, batch):
             _mark_runner_lost(conn, str(row["id"]), row["status"])
             lost += 1
+            if row["task_arn"]:
+                orphans.append((str(row["id"]), str(row["task_arn"])))
         for row in store.stale_queued(conn, queued_timeout_seconds, batch):
             message = "No runner picked up the execution"
             error = {"message": message, "recovery_options": recovery_options("retry", "stop")}
@@ -533,6 +577,8 @@ def sweep(*, db: Database | None = None, batch: int = 100,
             entry = store.insert_log(conn, str(row["id"]), "error", "system", message)
             store.emit_event(conn, str(row["id"]), "error", {"logs": [entry], "error": error})
             stale += 1
+            if row["task_arn"]:
+                orphans.append((str(row["id"]), str(row["task_arn"])))
         for row in store.expired_checkpoints(conn, batch):
             store.answer_checkpoint(conn, str(row["id"]), "expired", None,
                                     {"defaultAction": row["default_action"], "by": "timeout"})
@@ -543,8 +589,23 @@ def sweep(*, db: Database | None = None, batch: int = 100,
                              {"logs": [entry]})
             expired += 1
         purged = store.purge_idempotency_keys(conn, 24)
+    stopped = _stop_tasks(launcher or get_launcher(), orphans)
     return {"runnersLost": lost, "staleQueued": stale, "checkpointsExpired": expired,
-            "idempotencyKeysPurged": purged}
+            "idempotencyKeysPurged": purged, "tasksStopped": stopped}
+
+
+def _stop_tasks(launcher: Launcher, orphans: list[tuple[str, str]]) -> int:
+    """StopTask each orphan while the invocation has time for another call."""
+    stopped = 0
+    for index, (execution_id, task_arn) in enumerate(orphans):
+        if seconds_left(float("inf")) < ATTEMPT_SECONDS + 1.0:
+            log.warning("sweeper out of time: tasks left running",
+                        extra={"tasksLeft": len(orphans) - index})
+            break
+        if launcher.stop(task_arn, "AEF sweeper: the runner stopped responding"):
+            stopped += 1
+            log.info("lost runner's task stopped", extra={"executionId": execution_id})
+    return stopped
 
 
 def _mark_runner_lost(conn: Connection, execution_id: str, status: str) -> None:

@@ -1,4 +1,8 @@
-"""One Settings object for every function, the runner and the local stack (env prefix AEF_)."""
+"""One Settings object for every function, the runner and the local stack (env prefix AEF_).
+
+On AWS the secret values are not in the environment: `*_secret_arn` settings name Secrets
+Manager secrets, and `get_settings()` reads them once per process (`aef.secrets`).
+"""
 
 from __future__ import annotations
 
@@ -16,13 +20,21 @@ class Settings(BaseSettings):
         default="postgresql://postgres@127.0.0.1:5432/postgres",
         validation_alias="DATABASE_URL",
     )
+    database_url_secret_arn: str | None = None  # on AWS: the secret holding DATABASE_URL
     db_pool_min: int = 0
     db_pool_max: int = 4
+    db_max_idle_seconds: float = 60.0  # a pooler counts idle clients too: close them early
+    # LISTEN needs a session (a direct or session-mode URL); a transaction pooler cannot carry
+    # it. db_listen_url None = LISTEN on DATABASE_URL; db_listen False = poll only.
+    db_listen: bool = True
+    db_listen_url: str | None = None
+    db_listen_url_secret_arn: str | None = None
 
     # Auth (Supabase JWTs).
     supabase_url: str = "http://127.0.0.1:54321"
     jwks_url: str | None = None  # default: {supabase_url}/auth/v1/.well-known/jwks.json
     jwt_secret: SecretStr | None = None  # legacy HS256 secret
+    jwt_secret_arn: str | None = None  # on AWS: the secret holding jwt_secret
     jwt_audience: str = "authenticated"
     jwt_issuer: str | None = None
     jwks_cache_seconds: int = 600
@@ -50,6 +62,9 @@ class Settings(BaseSettings):
     ecs_container_name: str = "runner"
     ecs_subnets: list[str] = []
     ecs_security_groups: list[str] = []
+    ecs_assign_public_ip: bool = False  # True only in public subnets without a NAT
+    launch_time_budget_seconds: float = 20.0  # RunTask retries outside Lambda (no deadline)
+    launch_reserve_seconds: float = 4.0  # kept for the writes after RunTask (task ARN, failure)
     aws_region: str = "us-east-1"
     aws_endpoint_url: str | None = None
 
@@ -71,6 +86,7 @@ class Settings(BaseSettings):
     grounding_threshold: float = 0.75
     max_loop_iterations: int = 100
     work_dir: str = "/tmp/aef-runner"  # noqa: S108 - per-task folder for uploads/downloads
+    claim_wait_seconds: float = 30.0  # ECS: how long a runner waits for its task ARN to be stored
 
     @property
     def effective_jwks_url(self) -> str:
@@ -79,5 +95,7 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """Settings are read once per process (a Lambda warm start reuses them)."""
-    return Settings()
+    """Settings are read once per process (a Lambda warm start reuses them), secrets included."""
+    from aef.secrets import resolve_secrets
+
+    return resolve_secrets(Settings())

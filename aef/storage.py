@@ -117,3 +117,27 @@ class ScreenshotStore:
         except Exception:
             self._paused_until = time.monotonic() + FAILURE_PAUSE_SECONDS
             raise
+
+
+_store: ScreenshotStore | None = None
+_store_lock = threading.Lock()
+
+
+def get_screenshot_store() -> ScreenshotStore:
+    """The process-wide store: one S3 client per warm Lambda sandbox, not one per request
+    (a new client costs milliseconds of setup; signing with a held one is sub-millisecond)."""
+    global _store
+    if _store is None:
+        with _store_lock:
+            if _store is None:
+                from aef.settings import get_settings
+
+                _store = ScreenshotStore(get_settings())
+    return _store
+
+
+def set_screenshot_store(store: ScreenshotStore | None) -> None:
+    """Point the process at another store (tests, the local stack); None: rebuild lazily."""
+    global _store
+    with _store_lock:
+        _store = store

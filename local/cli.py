@@ -4,6 +4,8 @@
     aef token [--user EMAIL]     print an access token for a dev user (ES256, 1 h)
     aef demo [--yes]             the demo workflow end to end, watched live
     aef watch EXECUTION_ID       follow any execution live (read-only)
+    aef smoke --api URL --token JWT   a deployment end to end: transform, execute, live,
+                                      logs, stop (local/smoke.py)
 
 Every command but `dev` is a client of a running stack: it reads `.aef/stack.json` (written
 by `aef dev` once it is ready) to find the URLs, and talks HTTP and Realtime like a frontend.
@@ -232,6 +234,18 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return 0 if status == "completed" else 1
 
 
+def cmd_smoke(args: argparse.Namespace) -> int:
+    import os
+
+    from local.smoke import run_smoke
+
+    token = args.token or os.environ.get("AEF_SMOKE_TOKEN")
+    if not token:
+        raise CliError("pass --token JWT or set AEF_SMOKE_TOKEN (a user's access token)")
+    return asyncio.run(run_smoke(args.api, token, page=args.page,
+                               wait_seconds=args.timeout))
+
+
 def preflight() -> list[str]:
     """What the demo needs on this machine; returns the problems found."""
     import importlib.util
@@ -447,6 +461,19 @@ def parser() -> argparse.ArgumentParser:
     watch.add_argument("--poll", action="store_true", help="use /live polling only")
     watch.add_argument("--plain", action="store_true", default=None)
     watch.set_defaults(run=cmd_watch)
+
+    from local.smoke import DEFAULT_PAGE, DEFAULT_TIMEOUT_SECONDS
+
+    smoke = sub.add_parser("smoke", help="check a deployment end to end (transform, execute, "
+                                         "live, logs, stop)")
+    smoke.add_argument("--api", required=True,
+                       help="the API's base URL (the stack's ApiUrl output, or aef dev's URL)")
+    smoke.add_argument("--token", default=None,
+                       help="a user's access token (default: $AEF_SMOKE_TOKEN)")
+    smoke.add_argument("--page", default=DEFAULT_PAGE, help="the page the runner opens")
+    smoke.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_SECONDS,
+                       help="seconds to wait for the runner to reach the manual step")
+    smoke.set_defaults(run=cmd_smoke)
     return root
 
 

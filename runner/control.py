@@ -18,10 +18,19 @@ from typing import Any
 import psycopg
 
 from aef.db import Database
+from aef.settings import Settings
 from aef.store import runner as store
 from runner.retry import retry_unavailable
 
 log = logging.getLogger("aef.runner.control")
+
+
+def listen_url(settings: Settings) -> str | None:
+    """The URL to LISTEN on: a session-capable one (direct or session pooler), or None when
+    only a transaction pooler is configured (then the 1 s poll is the only wake-up)."""
+    if not settings.db_listen:
+        return None
+    return settings.db_listen_url or settings.database_url
 
 
 def channel_name(execution_id: str) -> str:
@@ -45,7 +54,8 @@ class Command:
 class Control:
     """Wake-ups and commands for one execution."""
 
-    def __init__(self, db: Database, database_url: str, execution_id: str, runner_token: str,
+    def __init__(self, db: Database, database_url: str | None, execution_id: str,
+                 runner_token: str,
                  *, poll_seconds: float = 1.0, listen: bool = True,
                  retry_seconds: float = 0.0) -> None:
         self.db = db
@@ -54,7 +64,8 @@ class Control:
         self.execution_id = execution_id
         self._token = runner_token
         self.poll_seconds = poll_seconds
-        self.listen = listen  # False: polling only (bench/bench_checkpoint.py's baseline)
+        # False: polling only (no session-capable URL, or bench_checkpoint.py's baseline)
+        self.listen = listen and database_url is not None
         self.channel = channel_name(execution_id)
         self.stop_requested = False
         self.commands_hint = True  # read once at start: commands may predate the runner
@@ -112,6 +123,8 @@ class Control:
 
     # background --------------------------------------------------------------------------------
     async def _listen(self) -> None:
+        if self.database_url is None:
+            return
         while True:
             try:
                 conn = await psycopg.AsyncConnection.connect(self.database_url, autocommit=True)

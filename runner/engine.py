@@ -54,7 +54,7 @@ from aef.storage import ScreenshotStore
 from aef.store import runner as store
 from runner import actions
 from runner.browser import BrowserSession, capture_jpeg, open_browser
-from runner.control import Command, Control
+from runner.control import Command, Control, listen_url
 from runner.grounding import build_resolver
 from runner.lease import Lease, LeaseLost, NotClaimable
 from runner.retry import (
@@ -419,7 +419,7 @@ class Engine:
         self.execution_id = execution_id
         self._token = runner_token
         self.screenshots = screenshots if screenshots is not None else ScreenshotStore(settings)
-        self.control = Control(db, settings.database_url, execution_id, runner_token,
+        self.control = Control(db, listen_url(settings), execution_id, runner_token,
                                retry_seconds=settings.lease_seconds / 2)
         self.lease = Lease(db, execution_id, runner_token, lease_seconds=settings.lease_seconds,
                            heartbeat_seconds=settings.heartbeat_seconds, runner_id=runner_id,

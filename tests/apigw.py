@@ -122,13 +122,15 @@ def ensure_event_loop() -> None:
         asyncio.set_event_loop(asyncio.new_event_loop())
 
 
-def invoke(handler: Handler, event: dict[str, Any]) -> tuple[int, dict[str, str], Any]:
+def invoke(handler: Handler, event: dict[str, Any], context: Any = None
+           ) -> tuple[int, dict[str, str], Any]:
     """Call a Lambda handler; returns (status, lower-cased headers, parsed JSON body or text).
 
-    An empty body gives None; a body that is not JSON is returned as a string.
+    An empty body gives None; a body that is not JSON is returned as a string. `context`
+    defaults to a LambdaContext with 30 s left.
     """
     ensure_event_loop()
-    result = handler(event, LambdaContext())
+    result = handler(event, context or LambdaContext())
     headers = {k.lower(): v for k, v in (result.get("headers") or {}).items()}
     text = result.get("body") or ""
     if result.get("isBase64Encoded"):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from http.server import ThreadingHTTPServer
+import json
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 
 class PageHTTPServer(ThreadingHTTPServer):
@@ -11,3 +13,13 @@ class PageHTTPServer(ThreadingHTTPServer):
 
     request_queue_size = 128
     daemon_threads = True
+
+
+def send_json(handler: BaseHTTPRequestHandler, document: Any, status: int = 200) -> None:
+    """Answer a request with `document` as JSON (the local JWKS and metadata endpoints)."""
+    body = json.dumps(document).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)

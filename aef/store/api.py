@@ -133,6 +133,13 @@ def get_execution(conn: Connection, execution_id: str, *, for_update: bool = Fal
                         (execution_id,)).fetchone()
 
 
+def get_status(conn: Connection, execution_id: str) -> str | None:
+    """Just the status, without a lock (the stop's wait for the runner reads this)."""
+    row = conn.execute("select status from aef_executions where id = %s",
+                       (execution_id,)).fetchone()
+    return str(row["status"]) if row else None
+
+
 def count_active_executions(conn: Connection, user_id: str) -> int:
     row = conn.execute(
         "select count(*) as n from aef_executions where user_id = %s and status = any(%s)",
@@ -281,7 +288,7 @@ def events_after(conn: Connection, execution_id: str, after: int, limit: int
 def expired_leases(conn: Connection, limit: int) -> list[dict[str, Any]]:
     return conn.execute(
         """
-        select id, status from aef_executions
+        select id, status, task_arn from aef_executions
         where status in ('starting', 'running', 'paused', 'waiting_checkpoint',
                          'waiting_recovery', 'cancelling')
           and lease_expires_at < now()
@@ -295,7 +302,7 @@ def stale_queued(conn: Connection, older_than_seconds: int, limit: int) -> list[
     """Queued executions no runner claimed: the launch was accepted but nothing came up."""
     return conn.execute(
         """
-        select id, status from aef_executions
+        select id, status, task_arn from aef_executions
         where status = 'queued' and updated_at < now() - make_interval(secs => %s)
         order by updated_at limit %s for update skip locked
         """,

@@ -103,6 +103,14 @@ def heartbeat(conn: Connection, execution_id: str, runner_id: str,
     return str(row["status"])
 
 
+def claim_by_task(conn: Connection, execution_id: str, task_arn: str) -> str | None:
+    """The runner token for the ECS task `task_arn` of this execution, or None (the ARN is not
+    stored yet, is another task's, was claimed already, or the execution is not queued)."""
+    row = conn.execute("select aef_private.claim_by_task(%s, %s) as token",
+                       (execution_id, task_arn)).fetchone()
+    return str(row["token"]) if row and row["token"] else None
+
+
 def claim_blocker(conn: Connection, execution_id: str) -> dict[str, Any] | None:
     """Why a claim was refused: the status and whether someone else's lease is live."""
     return conn.execute(

@@ -1,4 +1,5 @@
-"""Scheduled sweeper: fail executions whose runner died, expire checkpoints (EventBridge)."""
+"""Scheduled sweeper: fail executions whose runner died and stop their tasks, expire
+checkpoints (EventBridge, every minute)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import logging
 from typing import Any
 
 from aef import service
-from aef.http import configure_logging
+from aef.deadline import deadline, lambda_deadline
+from aef.logs import configure_logging
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, int]:
     configure_logging()
-    result = service.sweep()
+    with deadline(lambda_deadline(context)):  # task stops end before the Lambda timeout
+        result = service.sweep()
     logging.getLogger("aef.sweeper").info("sweep %s", json.dumps(result))
     return result
 

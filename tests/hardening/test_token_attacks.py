@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from tests.api.helpers import fixture_sop, transform
 from tests.hardening.conftest import settings_override
+from tests.httpserver import send_json
 
 ISSUER = "https://aef-project.supabase.co/auth/v1"
 EC_KID, RSA_KID = "ec-signing-1", "rsa-signing-1"
@@ -84,12 +85,7 @@ def jwks_server(keys: Keys) -> Iterator[JwksServer]:
         def do_GET(self) -> None:
             with state.lock:
                 state.requests += 1
-            body = json.dumps(state.document).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            send_json(self, state.document)
 
         def log_message(self, *args: Any) -> None:
             pass

@@ -23,6 +23,7 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 from aef.auth import Claims, JwksCache, verify_token
 from aef.errors import ServiceUnavailable, Unauthorized
 from aef.settings import Settings
+from tests.httpserver import send_json
 
 SECRET = "super-secret-jwt-token-with-at-least-32-characters-long"
 USER = "0b6a3c1e-8a4f-4a8e-9a51-3f0c2d1b7e11"
@@ -74,12 +75,7 @@ def server_state(keys: dict[str, Any]) -> Iterator[JwksServer]:
                 self.send_response(500)
                 self.end_headers()
                 return
-            body = json.dumps(state.document).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            send_json(self, state.document)
 
         def log_message(self, *args: Any) -> None:
             pass

@@ -3,8 +3,8 @@
 For every endpoint: median and p99 of the full path (API Gateway v2 event → Mangum → FastAPI →
 JWT check → rate limit → use case → Postgres) and of the same store calls made directly in
 `Database` transactions (the raw psycopg round trips), printed as a ratio. Then log-page
-latency with 100,000 rows (--log-rows): the first page and a page deep in the history (keyset pagination
-should make them equal).
+latency with 100,000 rows (--log-rows): the first page and a page deep in the history (keyset
+pagination should make them equal).
 
     .venv/bin/python bench/bench_api.py [--n 200] [--log-rows 100000]
 """

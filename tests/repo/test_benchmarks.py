@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-BENCHMARKS = sorted(p.relative_to(ROOT).as_posix() for p in ROOT.glob("bench/bench_*.py")) \
-    + ["bench/load/run.py"]
+BENCHMARKS = [*sorted(p.relative_to(ROOT).as_posix() for p in ROOT.glob("bench/bench_*.py")),
+              "bench/load/run.py"]
 
 # The smallest run of each that still goes through all of its code and prints its ratios.
 SMOKE = {

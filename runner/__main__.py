@@ -8,6 +8,7 @@ bad configuration.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import logging
@@ -17,8 +18,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import SecretStr, ValidationError
+from pydantic_settings import SettingsError
 
-from aef.settings import Settings
+from aef.settings import Settings, describe_invalid
 
 
 class RunnerSettings(Settings):
@@ -92,12 +94,34 @@ async def _main(settings: RunnerSettings) -> int:
         db.close()
 
 
-def main() -> int:
+USAGE = """Run one AEF execution in Chromium, then exit (what the launcher starts: an ECS
+task in the cloud, a subprocess of `aef dev` locally).
+
+Everything comes from the environment, never the command line (the token is a secret):
+  AEF_EXECUTION_ID     the execution to claim
+  AEF_RUNNER_TOKEN     its runner token (the API stores only its hash)
+  DATABASE_URL         PostgreSQL, as the runner's login role
+  AEF_*                the shared settings (aef/settings.py), e.g. AEF_CHROMIUM_PATH,
+                       AEF_S3_ENDPOINT_URL, AEF_SCREENSHOT_BUCKET, AEF_HEADLESS
+
+Exit status: 0 completed or cancelled, 1 failed, 2 not claimed, lease lost or bad settings.
+SIGTERM (or Ctrl-C) stops after the current action and records the end; a second one at once.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    _Parser(prog="python -m runner", description=USAGE,
+            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
     try:
         settings = RunnerSettings()  # type: ignore[call-arg]
-    except ValidationError as exc:
-        missing = ", ".join(str(e["loc"][0]) for e in exc.errors())
-        print(f"runner: missing or invalid settings: {missing}", file=sys.stderr)
+    except (ValidationError, SettingsError) as exc:
+        print(f"runner: {describe_invalid(exc, RunnerSettings)} "
+              "(see python -m runner --help)", file=sys.stderr)
         return 2
     _configure_logging(settings.execution_id)
     return asyncio.run(_main(settings))

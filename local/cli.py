@@ -46,7 +46,7 @@ from local.dev import (
     lookup_user,
     pid_alive,
 )
-from local.keys import DEFAULT_TTL_SECONDS, load_or_create, mint_user_token
+from local.keys import DEFAULT_TTL_SECONDS, BadKeyFile, load_or_create, mint_user_token
 
 if TYPE_CHECKING:
     from local.watch import ApiClient, LiveState
@@ -549,7 +549,7 @@ def explain(exc: BaseException) -> str | None:
     from aef.settings import describe_invalid
     from local.watch import ApiError
 
-    if isinstance(exc, CliError | StackError | TimeoutError):
+    if isinstance(exc, CliError | StackError | TimeoutError | BadKeyFile):
         return str(exc)
     if isinstance(exc, ApiError):
         return f"the API refused: {exc}"

@@ -117,6 +117,9 @@ CASES = {
     "setting that is not JSON": Case(
         ["token"], r"^aef: invalid settings: AEF_CORS_ORIGINS: not valid JSON$",
         env={"AEF_CORS_ORIGINS": "[http://x"}),
+    "signing key file that is not a key": Case(
+        ["token"], r"^aef: .*signing-key\.pem is not an EC private key in PEM; delete it",
+        files={"state/keys/signing-key.pem": "not a key\n"}),
     "watch without a stack": Case(
         ["watch", "0b5ba6fd-5f5e-4a53-9a4e-4c14b3f0c2d1"], r"^aef: No running stack found "
         r"\(.*stack\.json\); start one with `aef dev`$"),
@@ -131,6 +134,7 @@ def workdir(tmp_path: Path) -> Iterator[Path]:
 
 def run(case: Case, workdir: Path) -> subprocess.CompletedProcess[str]:
     for name, content in case.files.items():
+        (workdir / name).parent.mkdir(parents=True, exist_ok=True)
         (workdir / name).write_bytes(content.encode(errors="surrogateescape"))
     args = [a.replace("{tmp}", str(workdir)) for a in case.args]
     state = StateDir(workdir / "state")

@@ -560,7 +560,8 @@ def explain(exc: BaseException) -> str | None:
     if isinstance(exc, psycopg.Error):
         return f"PostgreSQL: {str(exc).strip() or type(exc).__name__}"
     if isinstance(exc, httpx.HTTPError):
-        where = f" ({exc.request.url})" if isinstance(exc, httpx.RequestError) else ""
+        where = (f" ({exc.request.url.copy_with(query=None)})"
+                 if isinstance(exc, httpx.RequestError) else "")
         return (f"the local stack stopped answering{where}: {type(exc).__name__}: {exc}; "
                 "is `aef dev` still running?")
     if isinstance(exc, OSError):

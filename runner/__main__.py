@@ -17,9 +17,11 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 from pydantic import SecretStr, ValidationError
 from pydantic_settings import SettingsError
 
+from aef.errors import ServiceUnavailable
 from aef.settings import Settings, describe_invalid
 
 
@@ -90,8 +92,29 @@ async def _main(settings: RunnerSettings) -> int:
     except asyncio.CancelledError:
         logging.getLogger("aef.runner").warning("terminated by a second signal")
         return 2
+    except (ServiceUnavailable, psycopg.Error) as exc:
+        # nothing could be claimed or recorded: say why in one line, not a traceback
+        reason = await asyncio.to_thread(_database_problem, settings.database_url, exc)
+        logging.getLogger("aef.runner").error(f"The database cannot be used: {reason}")
+        return 2
     finally:
         db.close()
+
+
+def _database_problem(url: str, exc: Exception) -> str:
+    """What libpq says about `url` (the pool only reports that it timed out)."""
+    if isinstance(exc, psycopg.Error):
+        return _first_line(exc)
+    try:
+        with psycopg.connect(url, connect_timeout=5) as conn:
+            conn.execute("select 1")
+    except psycopg.Error as probe:
+        return _first_line(probe)
+    return str(exc)
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 USAGE = """Run one AEF execution in Chromium, then exit (what the launcher starts: an ECS
@@ -122,6 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ValidationError, SettingsError) as exc:
         print(f"runner: {describe_invalid(exc, RunnerSettings)} "
               "(see python -m runner --help)", file=sys.stderr)
+        return 2
+    try:
+        psycopg.conninfo.conninfo_to_dict(settings.database_url)
+    except psycopg.Error as exc:
+        print(f"runner: DATABASE_URL is not a PostgreSQL connection URL ({_first_line(exc)})",
+              file=sys.stderr)
         return 2
     _configure_logging(settings.execution_id)
     return asyncio.run(_main(settings))

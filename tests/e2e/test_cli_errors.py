@@ -203,6 +203,14 @@ def test_runner_help_prints_its_usage() -> None:
     ((), {"AEF_EXECUTION_ID": "x", "AEF_RUNNER_TOKEN": "secret-token-value",
           "AEF_HEADLESS": "perhaps"},
      r"^runner: AEF_HEADLESS: Input should be a valid boolean"),
+    ((), {"AEF_EXECUTION_ID": "00000000-0000-0000-0000-000000000001",
+          "AEF_RUNNER_TOKEN": "secret-token-value", "DATABASE_URL": "garbage"},
+     r'^runner: DATABASE_URL is not a PostgreSQL connection URL \(missing "=" after '
+     r'"garbage"'),
+    ((), {"AEF_EXECUTION_ID": "00000000-0000-0000-0000-000000000001",
+          "AEF_RUNNER_TOKEN": "secret-token-value", "DATABASE_URL": ADMIN_URL},
+     r'"message": "The database cannot be used: relation \\"aef_executions\\" does not '
+     r'exist"'),
 ])
 def test_runner_misconfigured_ends_in_one_line(args: tuple[str, ...], env: dict[str, str],
                                                pattern: str) -> None:

@@ -57,7 +57,7 @@ DEMO_TIMEOUT_SECONDS = 900.0
 
 
 ERROR_PREFIX = "aef: "
-MAX_TOKEN_TTL_SECONDS = 7 * 24 * 3600  # Supabase Auth's longest JWT expiry (one week)
+MAX_TOKEN_TTL_SECONDS = 7 * 24 * 3600  # the most Supabase's auth.jwt_expiry allows: a week
 STOP_SECONDS = 30.0  # a stack we started gets this long to stop before SIGKILL
 
 
@@ -559,6 +559,9 @@ def explain(exc: BaseException) -> str | None:
         return f"invalid settings: {describe_invalid(exc)}"
     if isinstance(exc, psycopg.Error):
         return f"PostgreSQL: {str(exc).strip() or type(exc).__name__}"
+    if isinstance(exc, httpx.HTTPStatusError):
+        return (f"the local stack answered {exc.response.status_code} to "
+                f"{exc.request.method} {exc.request.url.copy_with(query=None)}; see its log")
     if isinstance(exc, httpx.HTTPError):
         where = (f" ({exc.request.url.copy_with(query=None)})"
                  if isinstance(exc, httpx.RequestError) else "")

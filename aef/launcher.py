@@ -16,6 +16,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -187,11 +188,17 @@ class EcsLauncher:
 
 
 class LocalLauncher:
-    """`python -m runner` as a detached subprocess of this machine (the local stack)."""
+    """`python -m runner` as a detached subprocess of this machine (the local stack).
+
+    Each runner gets a thread that waits for it, so a finished runner is reaped at once
+    (never left `<defunct>`) and only runners still running are ever signalled.
+    """
 
     def __init__(self, settings: Settings, log_dir: Path | None = None) -> None:
         self.settings = settings
         self.log_dir = log_dir
+        self._running: dict[int, subprocess.Popen[bytes]] = {}
+        self._lock = threading.Lock()
 
     def launch(self, execution_id: str, runner_token: str) -> Launch:
         env = dict(os.environ)
@@ -212,17 +219,50 @@ class LocalLauncher:
         finally:
             if out is not subprocess.DEVNULL:
                 out.close()
+        with self._lock:
+            self._running[proc.pid] = proc
+        threading.Thread(target=self._reap, args=(proc,), name=f"reap-runner-{proc.pid}",
+                         daemon=True).start()
         return Launch(task_arn=f"local:{proc.pid}")
+
+    def _reap(self, proc: subprocess.Popen[bytes]) -> None:
+        proc.wait()
+        with self._lock:
+            self._running.pop(proc.pid, None)
+
+    def running(self) -> list[int]:
+        """Pids of the runners launched here that have not exited."""
+        with self._lock:
+            return list(self._running)
+
+    def _signal(self, pid: int, sig: signal.Signals) -> bool:
+        """Signal a runner's process group, only while it is one of ours and running: an
+        exited runner's pid may belong to someone else once it is reaped."""
+        with self._lock:
+            proc = self._running.get(pid)
+            if proc is None or proc.returncode is not None:
+                return False
+            try:
+                os.killpg(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                return False
+        return True
 
     def stop(self, task_arn: str, reason: str) -> bool:
         if not task_arn.startswith("local:"):
             return False
-        pid = int(task_arn.split(":", 1)[1])
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            return False
-        return True
+        return self._signal(int(task_arn.split(":", 1)[1]), signal.SIGKILL)
+
+    def stop_all(self, grace_seconds: float) -> int:
+        """Stop every runner still running: SIGTERM (each unwinds and writes its final state),
+        SIGKILL for those still there after `grace_seconds`; returns how many were running."""
+        pids = [pid for pid in self.running() if self._signal(pid, signal.SIGTERM)]
+        deadline = time.monotonic() + grace_seconds
+        while time.monotonic() < deadline and set(pids) & set(self.running()):
+            time.sleep(0.05)
+        for pid in pids:
+            self._signal(pid, signal.SIGKILL)
+        return len(pids)
 
 
 _launcher: Launcher | None = None

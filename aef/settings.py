@@ -6,10 +6,11 @@ Manager secrets, and `get_settings()` reads them once per process (`aef.secrets`
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 
 class Settings(BaseSettings):
@@ -99,3 +100,29 @@ def get_settings() -> Settings:
     from aef.secrets import resolve_secrets
 
     return resolve_secrets(Settings())
+
+
+def env_name(model: type[BaseSettings], field: str) -> str:
+    """The environment variable a settings field is read from (AEF_X, or its alias)."""
+    info = model.model_fields.get(field)
+    alias = info.validation_alias if info is not None else None
+    if isinstance(alias, str):
+        return alias
+    return f"{model.model_config.get('env_prefix') or ''}{field}".upper()
+
+
+def describe_invalid(exc: ValidationError | SettingsError,
+                     model: type[BaseSettings] = Settings) -> str:
+    """One line naming each missing or invalid setting by its variable (values are left out:
+    some are secrets)."""
+    if isinstance(exc, SettingsError):  # a list or dict setting that is not JSON
+        found = re.search(r'field "(\w+)"', str(exc))
+        name = env_name(model, found[1]) if found else "a setting"
+        return f"{name}: not valid JSON"
+    problems = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else ""
+        name = env_name(model, field) if field else "settings"
+        problems.append(f"{name} is not set" if error["type"] == "missing"
+                        else f"{name}: {error['msg']}")
+    return "; ".join(problems)

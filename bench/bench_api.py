@@ -3,10 +3,10 @@
 For every endpoint: median and p99 of the full path (API Gateway v2 event → Mangum → FastAPI →
 JWT check → rate limit → use case → Postgres) and of the same store calls made directly in
 `Database` transactions (the raw psycopg round trips), printed as a ratio. Then log-page
-latency with 100,000 rows: the first page and a page deep in the history (keyset pagination
-should make them equal).
+latency with 100,000 rows (--log-rows): the first page and a page deep in the history (keyset
+pagination should make them equal).
 
-    .venv/bin/python bench/bench_api.py [--n 200]
+    .venv/bin/python bench/bench_api.py [--n 200] [--log-rows 100000]
 """
 
 from __future__ import annotations
@@ -51,6 +51,8 @@ def measure(fn: Callable[[], Any], n: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=200)
+    parser.add_argument("--log-rows", type=int, default=100_000,
+                        help="log rows for the first-page / deep-page comparison")
     args = parser.parse_args()
 
     import jwt
@@ -90,14 +92,14 @@ def main() -> None:
                 containerDefinitions=[{"name": s.ecs_container_name, "image": "x",
                                        "memory": 2048}])
             set_launcher(EcsLauncher(s, client=ecs))
-            run(args.n, db, jwt, store, apigw_event, invoke, ScriptedRunner,
+            run(args.n, args.log_rows, db, jwt, store, apigw_event, invoke, ScriptedRunner,
                 fixture_sop)
         db.close()
     finally:
         drop_database(admin, name)
 
 
-def run(n: int, db: Any, jwt: Any, store: Any, apigw_event: Any,
+def run(n: int, log_rows: int, db: Any, jwt: Any, store: Any, apigw_event: Any,
         invoke: Any, ScriptedRunner: Any, fixture_sop: Any) -> None:
     from functions.checkpoint.app import handler as checkpoint_handler
     from functions.execute.app import handler as execute_handler
@@ -261,14 +263,15 @@ def run(n: int, db: Any, jwt: Any, store: Any, apigw_event: Any,
         raw_execute()
     report("DELETE /stop", measure(stop_via_handler, n), measure(raw_stop, n))
 
-    # Log pages with 100,000 rows: first page vs deep page
+    # Log pages with --log-rows rows (100,000): first page vs a page 99% deep
+    rows, depth = log_rows, log_rows * 99 // 100
     with db.as_service() as conn:
         conn.execute(
             "insert into aef_logs (execution_id, level, category, message)"
-            " select %s, 'info', 'bench', 'line ' || g from generate_series(1, 100000) g",
-            (execution_id,))
+            " select %s, 'info', 'bench', 'line ' || g from generate_series(1, %s) g",
+            (execution_id, rows))
         deep = conn.execute("select id from aef_logs where execution_id = %s order by id"
-                            " offset 99000 limit 1", (execution_id,)).fetchone()["id"]
+                            " offset %s limit 1", (execution_id, depth)).fetchone()["id"]
     def pages() -> tuple[float, float]:
         first = measure(lambda: call(logs_handler, "GET", f"/api/aef/logs/{execution_id}",
                                      query={"limit": "100"}), n)
@@ -280,8 +283,8 @@ def run(n: int, db: Any, jwt: Any, store: Any, apigw_event: Any,
     # analyze catches up), then in steady state
     for label in ("stale statistics", "after analyze"):
         first_ms, deep_ms = pages()
-        print(f"\nlog pages with 100,000 rows (limit 100, {label}): first p50 {first_ms:.2f} ms,"
-              f" deep (row 99,000) p50 {deep_ms:.2f} ms; deep/first = {deep_ms / first_ms:.2f}")
+        print(f"\nlog pages with {rows:,} rows (limit 100, {label}): first p50 {first_ms:.2f} ms,"
+              f" deep (row {depth:,}) p50 {deep_ms:.2f} ms; deep/first = {deep_ms / first_ms:.2f}")
         with db.as_service() as conn:
             conn.execute("reset role")
             conn.execute("analyze aef_logs")

@@ -24,6 +24,7 @@ import json
 import random
 import socket
 import statistics
+import sys
 import threading
 import time
 import uuid
@@ -32,18 +33,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import jwt
-import psycopg
-import uvicorn
-from psycopg import conninfo, sql
-from psycopg.types.json import Jsonb
-from pydantic import SecretStr
-from supabase import AsyncClientOptions, acreate_client
-
-from aef.settings import Settings
-from local.realtime.server import RealtimeServer
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import jwt  # noqa: E402
+import psycopg  # noqa: E402
+import uvicorn  # noqa: E402
+from psycopg import conninfo, sql  # noqa: E402
+from psycopg.types.json import Jsonb  # noqa: E402
+from pydantic import SecretStr  # noqa: E402
+from supabase import AsyncClientOptions, acreate_client  # noqa: E402
+
+from aef.settings import Settings  # noqa: E402
+from local.realtime.server import RealtimeServer  # noqa: E402
+
 SECRET = "bench-realtime-secret-at-least-32-bytes"
 POLL_SECONDS = 1.0
 SETUP = """

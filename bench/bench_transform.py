@@ -22,7 +22,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-FIXTURE = ROOT.parent / "shared" / "fixtures" / "sops" / "investor-crm-sop-v0.8.json"
+
+from tests.fixtures import INVESTOR_CRM_SOP, sop_path  # noqa: E402
+
+FIXTURE = sop_path(INVESTOR_CRM_SOP)
 
 
 def batch_seconds(fn: Callable[[], Any], batch: int) -> float:

@@ -17,15 +17,16 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
+import os
 import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import httpx
 import psycopg
@@ -36,7 +37,6 @@ from local.dev import (
     DEFAULT_PORT,
     DEFAULT_STATE_DIR,
     DEV_USERS,
-    LOCAL_AWS_CREDENTIALS,
     ROOT,
     DevOptions,
     DevStack,
@@ -48,7 +48,7 @@ from local.dev import (
     lookup_user,
     pid_alive,
 )
-from local.keys import DEFAULT_TTL_SECONDS, load_or_create, mint_user_token
+from local.keys import DEFAULT_TTL_SECONDS, BadKeyFile, load_or_create, mint_user_token
 
 if TYPE_CHECKING:
     from local.watch import ApiClient, LiveState
@@ -56,6 +56,11 @@ if TYPE_CHECKING:
 DEMO_USER = DEV_USERS[0].email
 STACK_START_TIMEOUT_SECONDS = 120.0
 DEMO_TIMEOUT_SECONDS = 900.0
+
+
+ERROR_PREFIX = "aef: "
+MAX_TOKEN_TTL_SECONDS = 7 * 24 * 3600  # the most Supabase's auth.jwt_expiry allows: a week
+STOP_SECONDS = 30.0  # a stack we started gets this long to stop before SIGKILL
 
 
 class CliError(Exception):
@@ -95,7 +100,7 @@ def stop_process(process: subprocess.Popen[bytes] | None) -> None:
         return
     process.send_signal(signal.SIGTERM)
     try:
-        process.wait(timeout=30)
+        process.wait(timeout=STOP_SECONDS)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout=10)
@@ -110,8 +115,13 @@ class StartedStack:
         stop_process(self.process)
 
 
-def start_stack(state: StateDir, *, port: int, database: str, say: Any) -> StartedStack:
-    """Reuse the running stack, or start `aef dev` in the background until we are done."""
+def start_stack(state: StateDir, *, port: int, database: str, embedded_postgres: bool,
+                say: Any) -> StartedStack:
+    """Reuse the running stack, or start `aef dev` in the background until we are done.
+
+    The stack runs in a session of its own: Ctrl-C in the terminal reaches only us, so we can
+    still stop the execution through the stack before we stop the stack itself.
+    """
     info = running_stack(state)
     if info is not None:
         say(f"Using the running stack at {info.supabase_url} (pid {info.pid})")
@@ -120,33 +130,41 @@ def start_stack(state: StateDir, *, port: int, database: str, say: Any) -> Start
     chosen = free_port(preferred=port)
     log_file = state.logs / "dev.log"
     say(f"Starting the local stack on port {chosen} (log: {log_file})")
+    command = [sys.executable, "-m", "local.cli", "--state-dir", str(state.root), "dev",
+               "--port", str(chosen), "--database", database]
+    if embedded_postgres:
+        command.append("--embedded-postgres")
     with log_file.open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "local.cli", "--state-dir", str(state.root), "dev",
-             "--port", str(chosen), "--database", database],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        start = log.tell()
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
+                                   stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
     deadline = time.monotonic() + STACK_START_TIMEOUT_SECONDS
     try:
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                raise CliError(f"The stack did not start (exit {process.returncode}):\n"
-                               + tail(log_file))
+                raise CliError(f"The local stack did not start: {why_it_ended(log_file, start)}"
+                               f" (log: {log_file})")
             info = StackInfo.load(state.stack_file)
             if info is not None and info.pid == process.pid and stack_healthy(info):
                 return StartedStack(info, process)
             time.sleep(0.25)
-        raise CliError(f"The stack was not ready after {STACK_START_TIMEOUT_SECONDS:.0f} s:\n"
-                       + tail(log_file))
+        raise CliError(f"The local stack was not ready after "
+                       f"{STACK_START_TIMEOUT_SECONDS:.0f} s; see {log_file}")
     except BaseException:
         stop_process(process)
         raise
 
 
-def tail(path: Path, lines: int = 30) -> str:
+def why_it_ended(log_file: Path, start: int) -> str:
+    """The one-line reason `aef dev` printed (`aef: ...`) in its log since `start`."""
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        with log_file.open("rb") as log:
+            log.seek(start)
+            lines = log.read().decode(errors="replace").splitlines()
     except OSError:
-        return ""
+        lines = []
+    reasons = [line[len(ERROR_PREFIX):] for line in lines if line.startswith(ERROR_PREFIX)]
+    return reasons[-1] if reasons else "it exited at once"
 
 
 # --------------------------------------------------------------------------------------------
@@ -189,14 +207,16 @@ def token_for(state: StateDir, email: str, info: StackInfo | None,
 
 def cmd_dev(args: argparse.Namespace) -> int:
     options = DevOptions(host=args.host, port=args.port, database_url=args.database_url,
-                         database_name=args.database, reset_db=args.reset_db,
-                         embedded_postgres=args.embedded_postgres, state_dir=args.state_dir)
+                         database_url_name="--database-url", database_name=args.database,
+                         reset_db=args.reset_db, embedded_postgres=args.embedded_postgres,
+                         state_dir=args.state_dir)
     if options.database_url is None:
         from aef.settings import Settings
 
         settings = Settings()
         if "database_url" in settings.model_fields_set:  # DATABASE_URL was given
             options.database_url = settings.database_url
+            options.database_url_name = "DATABASE_URL"
     DevStack(options).serve()
     return 0
 
@@ -264,25 +284,62 @@ def preflight() -> list[str]:
     return problems
 
 
+def read_workflow(path: Path) -> dict[str, Any]:
+    """The SOP or workflow document at `path`, or a CliError saying what is wrong with it."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CliError(f"No workflow file at {path}") from None
+    except IsADirectoryError:
+        raise CliError(f"{path} is a folder; --workflow takes a JSON file") from None
+    except OSError as exc:
+        raise CliError(f"Cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise CliError(f"{path} is not a text file; --workflow takes a JSON file") from None
+    except ValueError as exc:
+        raise CliError(f"{path} is not JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise CliError(f"{path} holds a JSON {type(data).__name__}, not an SOP or workflow "
+                       "object")
+    return data
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
+    from local.demo import WORKFLOW_PATH
+
     state = StateDir(args.state_dir)
-    if not args.yes and not sys.stdin.isatty():
+    interactive = not args.yes
+    if interactive and not sys.stdin.isatty():
         raise CliError("Checkpoints are asked in the terminal, and stdin is not one; "
                        "run in a terminal or pass --yes to approve everything")
+    workflow_path = args.workflow or WORKFLOW_PATH
+    workflow = read_workflow(workflow_path)
     problems = preflight()
     if problems:
         raise CliError("The demo cannot run: " + "; ".join(problems))
-    stack = start_stack(state, port=args.port, database=args.database, say=print)
+    stack = start_stack(state, port=args.port, database=args.database,
+                        embedded_postgres=args.embedded_postgres, say=print)
     try:
-        return asyncio.run(run_demo(state, stack.info, args))
+        code = asyncio.run(run_demo(state, stack.info, args, workflow, workflow_path))
+        if stack.process is not None and interactive:
+            keep_up_until_enter()
+        return code
     finally:
         if stack.process is not None:
             print("Stopping the local stack")
         stack.stop()
 
 
-async def run_demo(state: StateDir, info: StackInfo, args: argparse.Namespace) -> int:
-    from local.demo import DEMO_EMAIL, DEMO_PASSWORD, WORKFLOW_PATH
+def keep_up_until_enter() -> None:
+    """The summary's links point into the stack: keep it until the person is done."""
+    print("\nThe local stack stays up so these links work; press Enter (or Ctrl-C) to stop it.")
+    with contextlib.suppress(KeyboardInterrupt, EOFError):
+        sys.stdin.readline()
+
+
+async def run_demo(state: StateDir, info: StackInfo, args: argparse.Namespace,
+                   workflow: dict[str, Any], workflow_path: Path) -> int:
+    from local.demo import DEMO_EMAIL, DEMO_PASSWORD
     from local.watch import (
         ApiClient,
         ApiError,
@@ -297,8 +354,6 @@ async def run_demo(state: StateDir, info: StackInfo, args: argparse.Namespace) -
     token = token_for(state, args.user, info)
     async with httpx.AsyncClient(base_url=info.supabase_url, timeout=10) as site:
         (await site.post("/demo/reset")).raise_for_status()
-    workflow_path = args.workflow or WORKFLOW_PATH
-    workflow = json.loads(workflow_path.read_text())
     api = ApiClient(info.api_url, token)
     try:
         transformed = await api.transform(workflow)
@@ -326,7 +381,7 @@ async def run_demo(state: StateDir, info: StackInfo, args: argparse.Namespace) -
                             view=view, decider=decider)
         try:
             final = await follower.run(give_up_after=args.timeout)
-        except (TimeoutError, asyncio.CancelledError):
+        except (TimeoutError, asyncio.CancelledError, EOFError):
             view.note(f"Stopping execution {execution_id}")
             with contextlib.suppress(ApiError, httpx.HTTPError):
                 await asyncio.shield(api.stop(execution_id))
@@ -390,12 +445,10 @@ def execution_counts(info: StackInfo, token: str, execution_id: str) -> dict[str
 
 
 def download_screenshots(info: StackInfo, execution_id: str, dest: Path) -> list[Path]:
-    """Copy the execution's screenshots out of the stack's S3 (it lives in memory)."""
-    import boto3
+    """Copy the execution's screenshots out of the stack's S3 into plain JPEG files."""
+    from local.s3 import client as s3_client
 
-    client = boto3.client("s3", endpoint_url=info.s3_endpoint_url, region_name="us-east-1",
-                          aws_access_key_id=LOCAL_AWS_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-                          aws_secret_access_key=LOCAL_AWS_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+    client = s3_client(info.s3_endpoint_url)
     prefix = f"{info.screenshot_prefix}{execution_id}/"
     saved: list[Path] = []
     paginator = client.get_paginator("list_objects_v2")
@@ -413,23 +466,56 @@ def download_screenshots(info: StackInfo, execution_id: str, dest: Path) -> list
 # --------------------------------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, reporting a usage mistake in one line (`aef token: --ttl must be ...`)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _number(kind: type[int] | type[float], low: float, high: float | None, what: str) -> Any:
+    """An argparse type: a number of `kind` in [low, high], or a one-line complaint."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{text} is not {what}")
+        return value
+
+    return parse
+
+
+PORT = _number(int, 0, 65535, "a TCP port (0-65535; 0: any free port)")
+TTL = _number(int, 1, MAX_TOKEN_TTL_SECONDS,
+              f"a lifetime in seconds from 1 to {MAX_TOKEN_TTL_SECONDS} (a week)")
+SECONDS = _number(float, 1, None, "a number of seconds (at least 1)")
+
+
+def _folder(text: str) -> Path:
+    """Absolute, so a stack started from another folder uses the same one."""
+    return Path(text).expanduser().resolve()
+
+
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="aef", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-    root.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR,
+    root = _Parser(prog="aef", description=__doc__,
+                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    root.add_argument("--state-dir", type=_folder, default=DEFAULT_STATE_DIR,
                       help="where the stack keeps keys, logs, data (default: .aef/)")
-    sub = root.add_subparsers(dest="command", required=True)
+    sub = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     dev = sub.add_parser("dev", help="run the local stack in the foreground")
     dev.add_argument("--host", default=DEFAULT_HOST)
-    dev.add_argument("--port", type=int, default=DEFAULT_PORT)
+    dev.add_argument("--port", type=PORT, default=DEFAULT_PORT)
     dev.add_argument("--database-url", default=None,
                      help="PostgreSQL server to use (default: DATABASE_URL, else "
                           "127.0.0.1:5432, else an embedded server)")
     dev.add_argument("--database", default=DEFAULT_DATABASE,
                      help="database created on that server (default: aef_dev)")
     dev.add_argument("--reset-db", action="store_true",
-                     help="drop and recreate the database first")
+                     help="drop and recreate the database (and forget stored screenshots)")
     dev.add_argument("--embedded-postgres", action="store_true",
                      help="use the embedded PostgreSQL (in the state folder) even when "
                           "another server answers")
@@ -437,17 +523,22 @@ def parser() -> argparse.ArgumentParser:
 
     token = sub.add_parser("token", help="print an access token for a dev user")
     token.add_argument("--user", default=DEMO_USER)
-    token.add_argument("--ttl", type=int, default=DEFAULT_TTL_SECONDS, help="seconds")
+    token.add_argument("--ttl", type=TTL, default=DEFAULT_TTL_SECONDS,
+                       help=f"lifetime in seconds (default {DEFAULT_TTL_SECONDS}, "
+                            f"at most {MAX_TOKEN_TTL_SECONDS})")
     token.set_defaults(run=cmd_token)
 
     demo = sub.add_parser("demo", help="run the demo workflow end to end, watched live")
     demo.add_argument("--yes", action="store_true",
-                      help="approve every checkpoint; on errors retry once, then skip")
+                      help="approve every checkpoint; on errors retry once, then skip; "
+                           "stop the stack at the end without asking")
     demo.add_argument("--user", default=DEMO_USER)
-    demo.add_argument("--port", type=int, default=DEFAULT_PORT,
+    demo.add_argument("--port", type=PORT, default=DEFAULT_PORT,
                       help="port for the stack if one must be started")
     demo.add_argument("--database", default=DEFAULT_DATABASE)
-    demo.add_argument("--timeout", type=float, default=DEMO_TIMEOUT_SECONDS,
+    demo.add_argument("--embedded-postgres", action="store_true",
+                      help="start the stack on the embedded PostgreSQL")
+    demo.add_argument("--timeout", type=SECONDS, default=DEMO_TIMEOUT_SECONDS,
                       help="give up after this many seconds")
     demo.add_argument("--workflow", type=Path, default=None,
                       help="another workflow or SOP file to run against the demo site")
@@ -477,31 +568,75 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
-@contextlib.contextmanager
-def _friendly_errors() -> Iterator[None]:
+def explain(exc: BaseException) -> str | None:
+    """The one line to print for an error a person can cause, or None for our own bugs."""
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    from aef.settings import describe_invalid
     from local.watch import ApiError
 
+    if isinstance(exc, CliError | StackError | TimeoutError | BadKeyFile):
+        return str(exc)
+    if isinstance(exc, ApiError):
+        return f"the API refused: {exc}"
+    if isinstance(exc, EOFError):
+        return "stdin was closed while a question was asked; the execution was stopped"
+    if isinstance(exc, ValidationError | SettingsError):
+        return f"invalid settings: {describe_invalid(exc)}"
+    if isinstance(exc, psycopg.Error):
+        return f"PostgreSQL: {str(exc).strip() or type(exc).__name__}"
+    if isinstance(exc, httpx.HTTPStatusError):
+        return (f"the local stack answered {exc.response.status_code} to "
+                f"{exc.request.method} {exc.request.url.copy_with(query=None)}; see its log")
+    if isinstance(exc, httpx.HTTPError):
+        where = (f" ({exc.request.url.copy_with(query=None)})"
+                 if isinstance(exc, httpx.RequestError) else "")
+        return (f"the local stack stopped answering{where}: {type(exc).__name__}: {exc}; "
+                "is `aef dev` still running?")
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+    return None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """The command's exit status; an error a person caused is printed as one line."""
     try:
-        yield
-    except (CliError, StackError) as exc:
-        print(f"aef: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
-    except ApiError as exc:
-        print(f"aef: the API refused: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
-    except TimeoutError as exc:
-        print(f"aef: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
-    except KeyboardInterrupt:
-        raise SystemExit(130) from None
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    with _friendly_errors():
         code: int = args.run(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        message = explain(exc)
+        if message is None:
+            raise  # a bug of ours: the traceback is what a report needs
+        print(ERROR_PREFIX + _one_line(message), file=sys.stderr)
+        return 1
     return code
 
 
+def _sigterm_as_ctrl_c(signum: int, frame: Any) -> None:
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """The `aef` command. It leaves without the interpreter's teardown: everything it started
+    is stopped by then, and freeing the modules the stack imports (moto, boto3, every function)
+    takes seconds on a busy machine, which Ctrl-C should not."""
+    args = parser().parse_args(argv)
+    if args.run is not cmd_dev:  # `aef dev` handles its own signals
+        # a `kill` stops a client as Ctrl-C does: cleanly, with what it started
+        signal.signal(signal.SIGTERM, _sigterm_as_ctrl_c)
+    code = run_command(args)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a reader that went away
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

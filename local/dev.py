@@ -13,15 +13,17 @@ One process serves one port (default 54321, Supabase's local API port, so the de
 Beside it: PostgreSQL (DATABASE_URL, else the local server on 127.0.0.1:5432, else an
 embedded server started from Debian's /usr/lib/postgresql/*/bin into `.aef/pgdata`: the same
 binaries bootstrap.sh installs, so it works offline with no extra download), S3 as
-moto's server on a free port with the screenshot bucket, runners launched as subprocesses
-(`python -m runner`), and the sweeper every 15 s. Everything the stack creates lives in the
-git-ignored state folder `.aef/` (keys, logs, pgdata, stack.json, screenshots).
+moto's server with the screenshot bucket, its writes journaled in `.aef/s3/` and replayed at
+the next start (`local.s3`), runners launched as subprocesses (`python -m runner`), and the
+sweeper every 15 s. Everything the stack creates lives in the git-ignored state folder `.aef/`
+(keys, logs, pgdata, s3, stack.json, screenshots).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -36,13 +38,19 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import uvicorn
 from psycopg import sql
 
+from local import s3
 from local.keys import JWKS_PATH, SigningKey, issuer_for, jwks_route, load_or_create, mint_anon_key
+from local.pgcheck import Unusable, check
+from local.s3 import LOCAL_AWS_CREDENTIALS, S3Server
+
+if TYPE_CHECKING:
+    from aef.launcher import LocalLauncher
 
 log = logging.getLogger("aef.dev")
 
@@ -54,12 +62,9 @@ DEFAULT_DATABASE = "aef_dev"
 LOCAL_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 EMBEDDED_PREFERRED_PORT = 54322  # Supabase's local database port
 SWEEP_EVERY_SECONDS = 15.0
+RUNNER_STOP_GRACE_SECONDS = 0.5  # on shutdown, runners get this long to write their end
 LOCAL_CORS_ORIGINS = ["http://localhost:3000", "http://127.0.0.1:3000"]  # a local frontend
 JWKS_REFRESH_SECONDS = 60.0
-LOCAL_AWS_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "aef-local",
-    "AWS_SECRET_ACCESS_KEY": "aef-local-secret",  # moto accepts any credentials
-}
 _DEV_USER_NAMESPACE = uuid.UUID("6f1f3c2e-4b7a-4d0e-9a57-2f4c8e1d9b30")
 
 
@@ -99,12 +104,22 @@ class StateDir:
         return self.root / "runner"
 
     @property
+    def s3(self) -> Path:
+        """The local S3 server's journal (the stored screenshots) and port."""
+        return self.root / "s3"
+
+    @property
     def stack_file(self) -> Path:
         return self.root / "stack.json"
 
     def ensure(self) -> None:
-        for path in (self.root, self.keys, self.logs, self.screenshots, self.runner_work):
-            path.mkdir(parents=True, exist_ok=True)
+        for path in (self.root, self.keys, self.logs, self.screenshots, self.runner_work,
+                     self.s3):
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StackError(f"Cannot create the state folder {path}: {exc.strerror}; "
+                                 "pass --state-dir with a folder you can write") from None
 
 
 @dataclass(frozen=True)
@@ -311,11 +326,18 @@ class PostgresServer:
 
 
 def resolve_postgres(explicit_url: str | None, state: StateDir, *,
-                     embedded_only: bool = False) -> PostgresServer:
-    """The server the stack uses, in the documented order (or the embedded one when asked)."""
+                     embedded_only: bool = False,
+                     url_name: str = "DATABASE_URL") -> PostgresServer:
+    """The server the stack uses, in the documented order (or the embedded one when asked).
+
+    `url_name` is where the explicit URL came from (DATABASE_URL or --database-url), so the
+    message about a server that cannot be used names what to fix.
+    """
     if explicit_url and not embedded_only:
-        if not server_answers(explicit_url):
-            raise StackError(f"DATABASE_URL does not answer: {redact_url(explicit_url)}")
+        try:
+            check(explicit_url, name=url_name)
+        except Unusable as exc:
+            raise StackError(str(exc)) from None
         return PostgresServer(explicit_url, "DATABASE_URL")
     if not embedded_only and server_answers(LOCAL_SERVER_URL):
         return PostgresServer(LOCAL_SERVER_URL, "local")
@@ -375,14 +397,20 @@ def prepare_database(admin_url: str, name: str, *, reset: bool = False) -> Datab
 
     created = False
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        if reset:
-            conn.execute(sql.SQL("drop database if exists {} with (force)").format(
-                sql.Identifier(name)))
-        exists = conn.execute("select 1 from pg_database where datname = %s",
-                              (name,)).fetchone()
-        if not exists:
-            conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-            created = True
+        try:
+            if reset:
+                conn.execute(sql.SQL("drop database if exists {} with (force)").format(
+                    sql.Identifier(name)))
+            exists = conn.execute("select 1 from pg_database where datname = %s",
+                                  (name,)).fetchone()
+            if not exists:
+                conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+                created = True
+        except psycopg.Error as exc:
+            reason = str(exc).strip().splitlines()[0]
+            raise StackError(f"Cannot {'reset' if reset else 'create'} the database {name} "
+                             f"on that server: {reason}; use a role that may (CREATEDB) or "
+                             "pass --embedded-postgres") from None
     url = with_dbname(admin_url, name)
     report = DatabaseReport(url, name, created)
     apply_sql_file(url, SHIM)
@@ -440,43 +468,6 @@ def lookup_user(url: str, email: str) -> str | None:
         row = conn.execute("select id from auth.users where lower(email) = lower(%s) "
                            "and deleted_at is null", (email,)).fetchone()
     return str(row[0]) if row else None
-
-
-# --------------------------------------------------------------------------------------------
-# S3 (moto's server)
-# --------------------------------------------------------------------------------------------
-
-
-class S3Server:
-    """moto's S3-compatible server on a free loopback port (objects live in memory)."""
-
-    def __init__(self) -> None:
-        self._server: Any = None
-        self.endpoint_url = ""
-
-    def start(self) -> str:
-        from moto.server import ThreadedMotoServer
-
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        self._server.start()
-        host, port = self._server.get_host_and_port()
-        self.endpoint_url = f"http://{host}:{port}"
-        return self.endpoint_url
-
-    def create_bucket(self, bucket: str, region: str) -> None:
-        import boto3
-
-        client = boto3.client("s3", endpoint_url=self.endpoint_url, region_name=region,
-                              aws_access_key_id=LOCAL_AWS_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-                              aws_secret_access_key=LOCAL_AWS_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
-        with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
-            client.create_bucket(Bucket=bucket)
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -647,25 +638,6 @@ class _Server(uvicorn.Server):
         self.stack_app.serving.set()
 
 
-class _TrackingLauncher:
-    """The local launcher, remembering its runners so the stack can stop them on exit."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.launched: set[str] = set()
-
-    def launch(self, execution_id: str, runner_token: str) -> Any:
-        launch = self.inner.launch(execution_id, runner_token)
-        self.launched.add(launch.task_arn)
-        return launch
-
-    def stop(self, task_arn: str, reason: str) -> bool:
-        return bool(self.inner.stop(task_arn, reason))
-
-    def stop_all(self, reason: str) -> int:
-        return sum(1 for arn in list(self.launched) if self.inner.stop(arn, reason))
-
-
 # --------------------------------------------------------------------------------------------
 # The stack
 # --------------------------------------------------------------------------------------------
@@ -676,6 +648,7 @@ class DevOptions:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     database_url: str | None = None  # the server; None: the documented fallbacks
+    database_url_name: str = "DATABASE_URL"  # where it came from, for messages
     database_name: str = DEFAULT_DATABASE
     reset_db: bool = False
     embedded_postgres: bool = False  # skip DATABASE_URL and the local server
@@ -693,7 +666,7 @@ class DevStack:
         self.postgres: PostgresServer | None = None
         self.s3: S3Server | None = None
         self.gateway: Any = None
-        self.launcher: _TrackingLauncher | None = None
+        self.launcher: LocalLauncher | None = None
         self.database: Any = None
         self.info: StackInfo | None = None
         self.app: StackApp | None = None
@@ -717,7 +690,8 @@ class DevStack:
         supabase_url = f"http://{public_host}:{port}"
 
         self.postgres = resolve_postgres(opts.database_url, self.state,
-                                         embedded_only=opts.embedded_postgres)
+                                         embedded_only=opts.embedded_postgres,
+                                         url_name=opts.database_url_name)
         say(f"PostgreSQL      {redact_url(self.postgres.admin_url)} ({self.postgres.source})")
         report = prepare_database(self.postgres.admin_url, opts.database_name,
                                   reset=opts.reset_db)
@@ -733,7 +707,9 @@ class DevStack:
 
         mine = Settings()  # what the person set (AEF_* variables) before the stack's own
         key = load_or_create(self.state.keys)
-        self.s3 = S3Server()
+        if opts.reset_db:
+            s3.clear(self.state.s3)
+        self.s3 = S3Server(self.state.s3)
         s3_url = self.s3.start()
         export_environment({
             "DATABASE_URL": report.url,
@@ -760,7 +736,7 @@ class DevStack:
         self.s3.create_bucket(settings.screenshot_bucket, settings.aws_region)
         self.database = Database(settings.database_url, min_size=1, max_size=10)
         set_database(self.database)
-        self.launcher = _TrackingLauncher(LocalLauncher(settings, log_dir=self.state.logs))
+        self.launcher = LocalLauncher(settings, log_dir=self.state.logs)
         set_launcher(self.launcher)
 
         from local.demo import create_demo_app
@@ -792,10 +768,16 @@ class DevStack:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
+        except socket.gaierror as exc:
+            sock.close()
+            raise StackError(f"Cannot listen on {host}: {exc.strerror}; pass --host with an "
+                             "address of this machine (default 127.0.0.1)") from None
         except OSError as exc:
             sock.close()
-            raise StackError(f"{host}:{port} is in use ({exc.strerror}); stop what listens "
-                             "there or pass --port") from None
+            if exc.errno == errno.EADDRINUSE:
+                raise StackError(f"{host}:{port} is in use; stop what listens there or pass "
+                                 "--port") from None
+            raise StackError(f"Cannot listen on {host}:{port}: {exc.strerror}") from None
         sock.listen(512)
         return sock
 
@@ -823,7 +805,8 @@ class DevStack:
         assert self.info is not None
         self.info.save(self.state.stack_file)
         info, say = self.info, self.options.announce
-        say(f"S3 (moto)       {info.s3_endpoint_url}  bucket {info.screenshot_bucket}")
+        say(f"S3 (moto)       {info.s3_endpoint_url}  bucket {info.screenshot_bucket}, stored in "
+            f"{self.state.s3} ({self.s3.restored if self.s3 else 0} writes restored)")
         say(f"API             {info.api_url}/api/aef/...  "
             f"({len(self.gateway.routes)} routes from {self.options.template.name})")
         for spec in self.gateway.routes:
@@ -862,7 +845,7 @@ class DevStack:
     def close(self) -> None:
         """Stop what this stack started; safe to call twice."""
         if self.launcher is not None:
-            stopped = self.launcher.stop_all("aef dev stopped")
+            stopped = self.launcher.stop_all(RUNNER_STOP_GRACE_SECONDS)
             if stopped:
                 self.options.announce(f"Stopped {stopped} runner(s) still running")
             self.launcher = None

@@ -35,6 +35,10 @@ DEFAULT_TTL_SECONDS = 3600
 ANON_KEY_TTL_SECONDS = 10 * 365 * 24 * 3600  # Supabase's anon key is long-lived too
 
 
+class BadKeyFile(ValueError):
+    """The signing key file is unreadable as a P-256 key; the message says what to do."""
+
+
 def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
@@ -98,9 +102,13 @@ def load_or_create(directory: Path) -> SigningKey:
             pass
         finally:
             tmp.unlink()
-    private_key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    try:
+        private_key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (ValueError, TypeError):
+        private_key = None
     if not isinstance(private_key, ec.EllipticCurvePrivateKey):
-        raise ValueError(f"{path} is not an EC private key; delete it to get a new one")
+        raise BadKeyFile(f"{path} is not an EC private key in PEM; delete it to get a new one "
+                         "(tokens signed by the old key stop working)")
     return SigningKey.from_private_key(private_key)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 import time
 from collections import deque
@@ -300,6 +301,86 @@ class AskPerson:
 
 
 # --------------------------------------------------------------------------------------------
+# Reading answers: on the event loop, so Ctrl-C ends a question at once
+# --------------------------------------------------------------------------------------------
+
+
+class _FdLines:
+    """Lines from a file descriptor, read when the event loop says it is readable.
+
+    A thread blocked in `input()` cannot be interrupted: Ctrl-C would cancel the run, and then
+    `asyncio.run` would wait for that thread, i.e. until the person pressed Enter. Waiting on
+    the loop instead, a cancellation ends the wait immediately.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.pending = b""
+
+    async def _readable(self) -> None:
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+
+        def wake() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        try:
+            loop.add_reader(self.fd, wake)
+        except PermissionError:  # a regular file (epoll refuses those): never blocks
+            return
+        try:
+            await ready
+        finally:
+            loop.remove_reader(self.fd)
+
+    async def readline(self) -> str:
+        while b"\n" not in self.pending:
+            await self._readable()
+            chunk = os.read(self.fd, 4096)
+            if not chunk:
+                line, self.pending = self.pending, b""
+                if not line:
+                    raise EOFError("stdin was closed while a question was asked")
+                return line.decode(errors="replace")
+            self.pending += chunk
+        line, _, self.pending = self.pending.partition(b"\n")
+        return line.decode(errors="replace")
+
+
+_readers: dict[int, _FdLines] = {}
+
+
+async def read_line() -> str:
+    """One line from stdin (without its newline), cancellable while it waits."""
+    stream = sys.stdin
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # an in-memory stream never blocks
+        line = stream.readline()
+        if not line:
+            raise EOFError("stdin was closed while a question was asked") from None
+        return line.rstrip("\n")
+    return await _readers.setdefault(fd, _FdLines(fd)).readline()
+
+
+async def ask_until_valid(say: Callable[[str], None], prompt: Callable[[str], None],
+                          question: str, choices: list[str], default: str) -> str:
+    """Ask `question` until the answer is one of `choices` (empty: `default`)."""
+    say(question)
+    while True:
+        prompt(f"  {' / '.join(choices)} [{default}]: ")
+        try:
+            answer = (await read_line()).strip().lower() or default
+        except (asyncio.CancelledError, EOFError):
+            say("")  # what follows starts on a line of its own, not after the prompt
+            raise
+        if answer in choices:
+            return answer
+        say(f"  please answer one of: {', '.join(choices)}")
+
+
+# --------------------------------------------------------------------------------------------
 # Views: a rich live panel on a terminal, plain lines otherwise
 # --------------------------------------------------------------------------------------------
 
@@ -349,13 +430,11 @@ class PlainView:
         self._print(text)
 
     async def ask(self, question: str, choices: list[str], default: str) -> str:
-        self._print(question)
-        prompt = f"  {' / '.join(choices)} [{default}]: "
-        while True:
-            answer = (await asyncio.to_thread(input, prompt)).strip().lower() or default
-            if answer in choices:
-                return answer
-            self._print(f"  please answer one of: {', '.join(choices)}")
+        def prompt(text: str) -> None:
+            self.out.write(text)
+            self.out.flush()
+
+        return await ask_until_valid(self._print, prompt, question, choices, default)
 
     def close(self) -> None:
         return None
@@ -414,13 +493,15 @@ class RichView:
         self.live.console.print(text)
 
     async def ask(self, question: str, choices: list[str], default: str) -> str:
-        from rich.prompt import Prompt
+        def say(text: str) -> None:
+            self.console.print(text, markup=False, highlight=False)
+
+        def prompt(text: str) -> None:
+            self.console.print(text, end="", markup=False, highlight=False)
 
         self.live.stop()
         try:
-            self.console.print(question)
-            return await asyncio.to_thread(Prompt.ask, "  your answer", choices=choices,
-                                           default=default, console=self.console)
+            return await ask_until_valid(say, prompt, question, choices, default)
         finally:
             self.live.start()
 

@@ -9,6 +9,7 @@ completed or cancelled, 1 failed, 2 not claimed / lease lost / bad configuration
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import logging
@@ -17,10 +18,13 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 from psycopg.conninfo import make_conninfo
 from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import SettingsError
 
-from aef.settings import Settings
+from aef.errors import ServiceUnavailable
+from aef.settings import Settings, describe_invalid
 
 
 class RunnerSettings(Settings):
@@ -116,18 +120,70 @@ async def _main(settings: RunnerSettings) -> int:
     except asyncio.CancelledError:
         logging.getLogger("aef.runner").warning("terminated by a second signal")
         return 2
+    except (ServiceUnavailable, psycopg.Error) as exc:
+        # nothing could be claimed or recorded: say why in one line, not a traceback
+        reason = await asyncio.to_thread(_database_problem, settings.database_url, exc)
+        logging.getLogger("aef.runner").error(f"The database cannot be used: {reason}")
+        return 2
     finally:
         db.close()
 
 
-def main() -> int:
+def _database_problem(url: str, exc: Exception) -> str:
+    """What libpq says about `url` (the pool only reports that it timed out)."""
+    if isinstance(exc, psycopg.Error):
+        return _first_line(exc)
+    try:
+        with psycopg.connect(url, connect_timeout=5) as conn:
+            conn.execute("select 1")
+    except psycopg.Error as probe:
+        return _first_line(probe)
+    return str(exc)
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+USAGE = """Run one AEF execution in Chromium, then exit (what the launcher starts: an ECS
+task in the cloud, a subprocess of `aef dev` locally).
+
+Everything comes from the environment, never the command line (the token is a secret):
+  AEF_EXECUTION_ID     the execution to claim
+  AEF_RUNNER_TOKEN     its runner token (local launcher; the API stores only its hash).
+                       On ECS there is none: the runner claims one with its task ARN,
+                       read from ECS_CONTAINER_METADATA_URI_V4
+  DATABASE_URL         PostgreSQL, as the runner's login role (on ECS:
+                       AEF_DATABASE_URL_SECRET_ARN, read from Secrets Manager)
+  AEF_*                the shared settings (aef/settings.py), e.g. AEF_CHROMIUM_PATH,
+                       AEF_S3_ENDPOINT_URL, AEF_SCREENSHOT_BUCKET, AEF_HEADLESS
+
+Exit status: 0 completed or cancelled, 1 failed, 2 not claimed, lease lost or bad settings.
+SIGTERM (or Ctrl-C) stops after the current action and records the end; a second one at once.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    _Parser(prog="python -m runner", description=USAGE,
+            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
     from aef.secrets import SecretUnavailable, resolve_secrets
 
     try:
         settings = RunnerSettings()  # type: ignore[call-arg]
-    except ValidationError as exc:
-        missing = ", ".join(str(e["loc"][0]) for e in exc.errors())
-        print(f"runner: missing or invalid settings: {missing}", file=sys.stderr)
+    except (ValidationError, SettingsError) as exc:
+        print(f"runner: {describe_invalid(exc, RunnerSettings)} "
+              "(see python -m runner --help)", file=sys.stderr)
+        return 2
+    try:
+        psycopg.conninfo.conninfo_to_dict(settings.database_url)
+    except psycopg.Error as exc:
+        print(f"runner: DATABASE_URL is not a PostgreSQL connection URL ({_first_line(exc)})",
+              file=sys.stderr)
         return 2
     _configure_logging(settings.execution_id)
     try:

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 from psycopg.types.json import Jsonb
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "sops"
+from tests.fixtures import GMAIL_WORKFLOW, load_sop
 
 
-def fixture_sop(name: str = "gmail-investor-crm-workflow.json") -> dict[str, Any]:
-    return json.loads((FIXTURES / name).read_text())
+def fixture_sop(name: str = GMAIL_WORKFLOW) -> dict[str, Any]:
+    return load_sop(name)
 
 
 def transform(api: Any, user: Any, sop: dict[str, Any] | None = None) -> dict[str, Any]:

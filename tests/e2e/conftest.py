@@ -39,12 +39,14 @@ def clean_env() -> dict[str, str]:
     return env
 
 
-def aef(state: StateDir, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run the `aef` CLI as a person would (python -m local.cli == the `aef` script)."""
+def aef(state: StateDir, *args: str, timeout: float = 60,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the `aef` CLI as a person would (python -m local.cli == the `aef` script), with
+    stdin that is not a terminal; `env` adds to (or overrides) a clean environment."""
     return subprocess.run(
         [sys.executable, "-m", "local.cli", "--state-dir", str(state.root), *args],
-        capture_output=True, text=True, timeout=timeout, env=clean_env(), cwd=ROOT,
-        check=False)
+        capture_output=True, text=True, timeout=timeout, env={**clean_env(), **(env or {})},
+        cwd=ROOT, check=False, stdin=subprocess.DEVNULL)
 
 
 @dataclass
@@ -62,28 +64,35 @@ class RunningStack:
         return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
 
 
-def _state_dir() -> StateDir:
+def new_state_dir() -> StateDir:
     # world-traversable: an embedded PostgreSQL would run as the `postgres` user
     root = Path(tempfile.mkdtemp(prefix="aef-e2e-"))
     root.chmod(0o755)
     return StateDir(root)
 
 
-@pytest.fixture(scope="session")
-def stack() -> Iterator[RunningStack]:
-    state = _state_dir()
+def new_database_name() -> str:
+    return f"aef_e2e_{uuid.uuid4().hex[:10]}"
+
+
+def drop_database(name: str) -> None:
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(sql.SQL("drop database if exists {} with (force)").format(
+            sql.Identifier(name)))
+
+
+def start_dev(state: StateDir, database: str, port: int = 0) -> RunningStack:
+    """`aef dev` in the background, returned once /health answers 200."""
     state.ensure()
-    database = f"aef_e2e_{uuid.uuid4().hex[:10]}"
     log_file = state.logs / "dev.log"
-    with log_file.open("wb") as log:
+    with log_file.open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "local.cli", "--state-dir", str(state.root), "dev",
-             "--port", "0", "--database-url", ADMIN_URL, "--database", database],
+             "--port", str(port), "--database-url", ADMIN_URL, "--database", database],
             stdout=log, stderr=subprocess.STDOUT, env=clean_env(), cwd=ROOT)
-    running: RunningStack | None = None
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
     try:
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while running is None:
+        while True:
             if process.poll() is not None:
                 pytest.fail(f"aef dev exited with {process.returncode}:\n"
                             + log_file.read_text(errors="replace")[-4000:])
@@ -94,23 +103,37 @@ def stack() -> Iterator[RunningStack]:
             if info is not None and info.pid == process.pid:
                 try:
                     if httpx.get(f"{info.supabase_url}/health", timeout=2).status_code == 200:
-                        running = RunningStack(info, state, process, log_file)
-                        break
+                        return RunningStack(info, state, process, log_file)
                 except httpx.HTTPError:
                     pass
             time.sleep(0.2)
+    except BaseException:
+        stop_dev(process)
+        raise
+
+
+def stop_dev(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
+    """Stop a stack as a person does (Ctrl-C is SIGINT, `kill` SIGTERM); its exit status."""
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+    return process.returncode
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[RunningStack]:
+    state = new_state_dir()
+    database = new_database_name()
+    try:
+        running = start_dev(state, database)
         yield running
+        stop_dev(running.process)
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-            conn.execute(sql.SQL("drop database if exists {} with (force)").format(
-                sql.Identifier(database)))
+        drop_database(database)
         shutil.rmtree(state.root, ignore_errors=True)
 
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,8 +27,7 @@ from local.watch import (
     RealtimeConfig,
 )
 from tests.e2e.conftest import RunningStack, aef
-
-FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "sops"
+from tests.fixtures import GMAIL_WORKFLOW, load_sop
 
 
 def message(seq: int, status: str, *, logs: list[dict[str, Any]] | None = None,
@@ -88,7 +85,7 @@ async def test_ask_person_insists_on_a_valid_answer(monkeypatch: pytest.MonkeyPa
 
 
 async def start_idle_execution(stack: RunningStack, token: str) -> str:
-    sop = json.loads((FIXTURE / "gmail-investor-crm-workflow.json").read_text())
+    sop = load_sop(GMAIL_WORKFLOW)
     api = ApiClient(stack.url, token)
     try:
         return str((await api.transform(sop))["executionId"])

@@ -8,10 +8,8 @@ under the application's own policies.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -21,9 +19,9 @@ from psycopg.types.json import Jsonb
 
 from aef.db import Database
 from local.schema import SHIM, apply_schema, apply_sql_file, create_database, drop_database
+from tests import fixtures
 from tests.integration.factories import User, admin_connection, create_user
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "sops"
 AEF_TABLES = ["aef_documents", "aef_executions", "aef_execution_steps", "aef_checkpoints",
               "aef_logs", "aef_events", "aef_commands", "aef_execution_secrets",
               "aef_rate_limits", "aef_idempotency_keys"]
@@ -119,8 +117,7 @@ def existing_app_db(database_url: str) -> Iterator[str]:
 
 
 def load_sop() -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((FIXTURES / "investor-crm-sop-v0.8.json").read_text())
-    return data
+    return fixtures.load_sop(fixtures.INVESTOR_CRM_SOP)
 
 
 def seed_existing_app(url: str) -> tuple[list[str], list[str]]:

@@ -212,7 +212,7 @@ def test_a_runner_without_its_settings_or_with_a_wrong_token_exits_2(
     del env["AEF_RUNNER_TOKEN"]
     missing = subprocess.run([sys.executable, "-m", "runner"], cwd=ROOT, env=env,
                              capture_output=True, timeout=60)
-    assert missing.returncode == 2 and b"runner_token" in missing.stderr
+    assert missing.returncode == 2 and b"AEF_RUNNER_TOKEN is not set" in missing.stderr
 
     env = runner_env(settings, execution) | {"AEF_RUNNER_TOKEN": "not-the-token"}
     wrong = subprocess.run([sys.executable, "-m", "runner"], cwd=ROOT, env=env,

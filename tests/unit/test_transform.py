@@ -8,7 +8,6 @@ import random
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,23 +15,19 @@ import pytest
 from aef.errors import ValidationFailed
 from aef.models import AefDocument, PlanStep
 from aef.transform import TransformResult, transform
+from tests.fixtures import GMAIL_WORKFLOW, INVESTOR_CRM_SOP, load_sop
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "sops"
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
-
-
-def load(name: str) -> dict[str, Any]:
-    return json.loads((FIXTURES / name).read_text())
 
 
 @pytest.fixture
 def sop() -> dict[str, Any]:
-    return load("investor-crm-sop-v0.8.json")
+    return load_sop(INVESTOR_CRM_SOP)
 
 
 @pytest.fixture
 def workflow() -> dict[str, Any]:
-    return load("gmail-investor-crm-workflow.json")
+    return load_sop(GMAIL_WORKFLOW)
 
 
 def walk(steps: list[PlanStep]) -> Iterator[PlanStep]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import uuid
@@ -30,13 +29,13 @@ from aef.models import (
     TransformRequest,
     WorkflowDocument,
 )
+from tests.fixtures import GMAIL_WORKFLOW, INVESTOR_CRM_SOP, load_sop
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "sops"
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_source_models_read_the_fixtures_and_keep_unknown_fields() -> None:
-    sop_json = json.loads((FIXTURES / "investor-crm-sop-v0.8.json").read_text())
+    sop_json = load_sop(INVESTOR_CRM_SOP)
     sop = SopDocument.model_validate(sop_json)
     loop = sop.public.nodes[1]
     assert (loop.type, loop.iterator, loop.exit_condition) == ("loop", "email", "all_processed")
@@ -45,7 +44,7 @@ def test_source_models_read_the_fixtures_and_keep_unknown_fields() -> None:
     assert sop.public.edges[3].decision_path == "Y"
     assert sop.model_dump(by_alias=True, exclude_unset=True) == sop_json
 
-    wf_json = json.loads((FIXTURES / "gmail-investor-crm-workflow.json").read_text())
+    wf_json = load_sop(GMAIL_WORKFLOW)
     wf = WorkflowDocument.model_validate(wf_json)
     nodes = {n.id: n for n in wf.execution.workflow.nodes}
     assert nodes["gmail_login_flow"].credentials_required == {"gmail": ["email", "password"]}

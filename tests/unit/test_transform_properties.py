@@ -7,7 +7,6 @@ import json
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -16,12 +15,9 @@ from hypothesis import strategies as st
 from aef.errors import ValidationFailed
 from aef.models import AefDocument, PlanStep
 from aef.transform import TransformResult, transform
+from tests.fixtures import GMAIL_WORKFLOW, INVESTOR_CRM_SOP, load_sop
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "sops"
-FIXTURE_DOCS = [
-    json.loads((FIXTURES / name).read_text())
-    for name in ("investor-crm-sop-v0.8.json", "gmail-investor-crm-workflow.json")
-]
+FIXTURE_DOCS = [load_sop(INVESTOR_CRM_SOP), load_sop(GMAIL_WORKFLOW)]
 NOW = datetime(2025, 6, 1, tzinfo=UTC)
 
 PROPERTY_SETTINGS = settings(

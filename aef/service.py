@@ -20,6 +20,7 @@ from aef import states
 from aef.db import Connection, Database, get_database
 from aef.errors import Conflict, NotFound, RateLimited, ValidationFailed
 from aef.launcher import LaunchFailed, get_launcher
+from aef.plan import all_ids, parse_plan
 from aef.settings import Settings, get_settings
 from aef.store import api as store
 
@@ -129,21 +130,8 @@ def _document_title(document: Mapping[str, Any]) -> str:
 
 
 def plan_step_ids(document: Mapping[str, Any]) -> set[str]:
-    """Every step id of the plan, at any depth (children and decision branches)."""
-    found: set[str] = set()
-    plan = (document.get("aef") or {}).get("plan") or []
-    stack = list(plan)
-    while stack:
-        step = stack.pop()
-        if not isinstance(step, dict):
-            continue
-        if step.get("id"):
-            found.add(str(step["id"]))
-        stack.extend(step.get("children") or [])
-        decision = step.get("decision") or {}
-        stack.extend(decision.get("yes") or [])
-        stack.extend(decision.get("no") or [])
-    return found
+    """Every step id of the stored document's plan, at any depth."""
+    return set(all_ids(parse_plan(document)))
 
 
 # Execute -------------------------------------------------------------------------------------

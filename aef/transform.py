@@ -1,73 +1,11 @@
 """SOP / JSON workflow -> AEF document. Pure: no I/O; the clock is read only if `now` is omitted.
 
 The output is the input document, copied untouched, plus an `aef` section holding the
-execution config and the *plan*: a tree of `PlanStep`s the runner executes in order
-(docs/architecture.md, "Plan").
-
-How the plan is built
-- **Format.** `public.nodes` is an SOP (v0.8, and older v0.6 documents); `execution.workflow`
-  is a JSON workflow. Both are reduced to the same node/edge graph.
-- **Hierarchy.** A node belongs to the node whose `children` lists it or that its `parentId`
-  names. A top-level node that is reached only from inside one container (v0.6 documents
-  forget to list such nodes) is placed in that container, with a warning.
-- **Order comes from edges**, scope by scope (the top level, then each container's body).
-  An edge between nodes of different scopes counts as an edge between their ancestors in
-  the innermost common scope. An edge from a container to one of its descendants marks where
-  its body starts; an edge back to an enclosing *loop* ends the iteration. Within a scope the
-  walk starts at the marked entries, else at nodes nothing leads to, else (a loop body that is
-  one big cycle, as in v0.8) at its first child. Ties are broken by `children` order, then
-  `id_path`, then document order.
-- **Decisions** get `yes`/`no` branches from edge labels (`decision_path` Y/N or `condition`
-  yes/no/true/false, or a workflow's `outboundEdges`); both branches run up to the first node
-  they share, where the main sequence resumes. A node reached by no edge in its scope is
-  appended to the scope's sequence, so every node appears in the plan exactly once.
-- **Cycles** are refused unless they return to the start of a loop body or to the loop itself.
-
-Workflow actions are read in both shapes: the documented flat `Action` fields (`url`,
-`selector`, `value`, `key`, `timeoutMs`, `urlContains`, `attribute`, `many`, `state`,
-`pattern`, `variable`) and the nested fixture shape (`target.url|selector|urlContains`,
-`data`, `timeout`); a flat field wins. Extract results land in `variable` (default: the step
-id), which is also how the runner names them, so `{{variable}}` and rules can read them.
-
-Step semantics (for the runner)
-- `method=automated`: run `actions` in order. Structural steps (compound, loop, decision,
-  end) without own actions are `automated` with no actions: there is nothing to do for the
-  step itself (a compound or loop runs its `children`, a decision picks a branch).
-- `method=grounded`: no concrete actions; resolve `instruction` (intent + context) on the page.
-- `method=manual`: a person does it; the step always carries a `manual` checkpoint.
-- `decision.rule` is null unless the document gives one that `aef.rules` parses (its `rule`
-  field). A workflow decision whose `conditionSchema` has a single boolean property that the
-  node's own extract action returns gets the rule `<variable>.<property>`, where extract
-  results are stored under `variable` (default: the step id). `decision.question` is the
-  node's `question`, else its label when that is a question, else its intent.
-- `loop`: run `children` once per item of the list variable `over`, binding the item to
-  `iterator`, at most `maxIterations` times (default 50). For an SOP, `over` is the plural of
-  its `iterator` (`email` -> `emails`) unless the node names it in `over`;
-  a workflow loop names `over`/`iterator`/`maxIterations` on the node (or `listVariable`/
-  `itemVariable`/`maxIterations` in `iteratorConfig`, the node's own fields winning); without one
-  `over` is null: repeat until `exitCondition` holds. `exitCondition` is the node's
-  `exit_condition`, else a condition on the loop's exit edge, else the negated condition of
-  the edge back into the loop, kept only if `aef.rules` parses it.
-- Start/trigger marker nodes become empty `compound` steps: there is nothing to run.
-- `credentials`: the `{{name}}` placeholders a step uses that are not SOP variables, a
-  workflow's declared run inputs (`execution.variables`), loop variables or extract results,
-  plus `credentialsRequired` (as `<service>_<field>`) and
-  `credentialField`s. All of them are listed in `config.credentials` (required); passwords,
-  API keys and tokens are also listed in `config.secrets`.
-
-Checkpoints (one per step at most, asked before the step runs)
-- `manual` (every manual step) and `decision` (every decision without a rule) are always
-  present, whatever the mode: without them those steps cannot proceed. Both default to
-  `reject` on timeout (nobody did the manual work; a decision falls to its `no` branch).
-- `before_step`, by `checkpointMode`: `risky_steps` (default) before irreversible steps
-  (submit, send, delete, pay, create or update a record) and steps whose automation asks for
-  a human checkpoint; `all_steps` before every task, manual and decision step; `custom`
-  before the listed step ids; `none` adds no optional checkpoint. A `before_step` checkpoint
-  defaults to `reject` for a risky step and to `approve` otherwise.
-
-Estimated duration is the time the browser works, in seconds: per-action guesses, a loop
-counted as min(maxIterations, 5) iterations, the longer branch of each decision, and nothing
-for time spent waiting for a person.
+execution config and the *plan*, a tree of `PlanStep`s the runner executes in order. The
+source formats are read by `aef.sop_formats`; this module orders the graph they produce into
+the plan and plans its checkpoints. The rules (hierarchy, order from edges, decisions,
+loops, checkpoints, credentials, the duration estimate) are in docs/architecture.md,
+"Transform".
 """
 
 import heapq
@@ -75,51 +13,41 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from typing import Any
 
-from pydantic import BaseModel, ValidationError
-
-from aef import __version__, rules
+from aef import __version__
 from aef.errors import ValidationFailed
 from aef.models import (
     Action,
     AefConfig,
     AefConfigPatch,
     AefSection,
-    BrowserInstruction,
     CheckpointConfig,
     DecisionSpec,
     LoopSpec,
     PlanStep,
     SecretConfig,
-    SopDocument,
     StepCheckpoint,
     StepKind,
-    WorkflowAction,
     WorkflowCredential,
-    WorkflowDocument,
 )
+from aef.placeholders import PLACEHOLDER
+from aef.plan import walk
+from aef.sop_formats import SourceEdge, SourceNode, read_source
+from aef.sop_formats.graph import NO, YES, Branch, SourceFormat, is_rule, join, validate_model
 
 AEF_FORMAT_VERSION = "1.0"
 TRANSFORMED_BY = f"aef.transform/{__version__}"
-DEFAULT_MAX_ITERATIONS = 50
 
 # Bounds that keep every input cheap to process and the output storable (Postgres jsonb).
 MAX_JSON_DEPTH = 64
 MAX_JSON_VALUES = 250_000
-MAX_NODES = 2_000
-MAX_EDGES = 10_000
 MAX_PLAN_DEPTH = 48
-MAX_TIMEOUT_MS = 3_600_000
 MAX_ESTIMATE_SECONDS = 7 * 24 * 3600
 MAX_WARNINGS = 100
 _MAX_LISTED_PROBLEMS = 10
-
-SourceFormat = Literal["sop", "workflow"]
-_M = TypeVar("_M", bound=BaseModel)
-Branch = Literal["yes", "no"]
 
 
 @dataclass(frozen=True)
@@ -152,80 +80,7 @@ def transform(
         raise ValidationFailed("the document is nested too deeply") from None
 
 
-# --------------------------------------------------------------------------------------
-# Normalized graph
-# --------------------------------------------------------------------------------------
-
-_KIND_BY_TYPE: dict[str, str] = {
-    "task": "task",
-    "atomic_task": "task",
-    "step": "task",
-    "action": "task",
-    "assert": "task",
-    "error_handler": "task",
-    "compound_task": "compound",
-    "compound": "compound",
-    "group": "compound",
-    "loop": "loop",
-    "iterative_loop": "loop",
-    "list_iterator": "loop",
-    "foreach": "loop",
-    "for_each": "loop",
-    "decision": "decision",
-    "end": "end",
-    "ui_interaction": "manual",
-    "manual": "manual",
-    "manual_task": "manual",
-    "human": "manual",
-    "human_task": "manual",
-    "start": "noop",
-    "trigger": "noop",
-}
-
-_YES = frozenset({"y", "yes", "true"})
-_NO = frozenset({"n", "no", "false"})
 _PLAIN_CONDITIONS = frozenset({"", "next", "start", "then", "continue", "default"})
-
-
-@dataclass
-class _Loop:
-    iterator: str
-    over: str | None
-    max_iterations: int
-    exit_condition: str | None
-
-
-@dataclass
-class _Node:
-    id: str
-    index: int
-    type: str
-    kind: str  # a StepKind, or "noop" for start/trigger markers
-    label: str
-    intent: str
-    context: str
-    id_path: str | None
-    declared_parent: str | None
-    declared_children: list[str]
-    raw: Any
-    actions: list[Action] = field(default_factory=list)
-    manual: bool = False
-    human_checkpoint: bool = False
-    duration_hint: float | None = None
-    loop: _Loop | None = None
-    rule: str | None = None
-    question: str | None = None
-    credentials: list[str] = field(default_factory=list)
-    risk_text: str = ""
-    risky_action: bool = False
-
-
-@dataclass(frozen=True)
-class _Edge:
-    source: str
-    target: str
-    branch: Branch | None
-    condition: str | None
 
 
 @dataclass(frozen=True)
@@ -260,8 +115,8 @@ class _Transformer:
         self.config_in = config
         self.now = now
         self.warnings: list[str] = []
-        self.nodes: dict[str, _Node] = {}
-        self.edges: list[_Edge] = []
+        self.nodes: dict[str, SourceNode] = {}
+        self.edges: list[SourceEdge] = []
         self.duplicates: list[str] = []
         self.start_targets: list[str] = []
         self.runtime_vars: set[str] = set()
@@ -275,11 +130,14 @@ class _Transformer:
     def run(self) -> TransformResult:
         document = _checked_copy(self.sop)
         patch = _parse_config(self.config_in)
-        fmt, title, source_defaults = self._load(document)
+        graph = read_source(document)
+        self.warnings.extend(graph.warnings)
+        self.nodes, self.edges, self.duplicates = graph.nodes, graph.edges, graph.duplicates
+        self.runtime_vars = graph.runtime_vars
         self._validate_graph()
         self._build_hierarchy()
         self._lift_edges()
-        config = _effective_config(patch, source_defaults, self.warnings)
+        config = _effective_config(patch, graph.defaults, self.warnings)
         policy = _CheckpointPolicy(config, self._custom_checkpoints(config))
         plan = [self._plan_step(item, policy, 0) for item in self._plan_scope(None, 0)]
         if config.checkpoint_mode == "none" and policy.required_count:
@@ -289,7 +147,7 @@ class _Transformer:
             )
         config.checkpoints = [
             CheckpointConfig(step_id=step.id, **step.checkpoint.model_dump())
-            for step in _walk_steps(plan)
+            for step in walk(plan)
             if step.checkpoint is not None
         ]
         config.credentials, config.secrets = self._credentials(plan)
@@ -308,370 +166,15 @@ class _Transformer:
             document=document,
             plan=plan,
             warnings=_capped(self.warnings),
-            estimated_step_count=sum(1 for _ in _walk_steps(plan)),
+            estimated_step_count=sum(1 for _ in walk(plan)),
             estimated_duration_seconds=min(
                 MAX_ESTIMATE_SECONDS, math.ceil(sum(_duration(s) for s in plan))
             ),
-            source_format=fmt,
-            title=title,
+            source_format=graph.format,
+            title=graph.title,
         )
 
     # -- loading ----------------------------------------------------------------------
-
-    def _load(self, document: dict[str, Any]) -> tuple[SourceFormat, str | None, dict[str, Any]]:
-        public = document.get("public")
-        execution = document.get("execution")
-        is_sop = isinstance(public, dict) and "nodes" in public
-        is_workflow = isinstance(execution, dict) and "workflow" in execution
-        if is_sop and is_workflow:
-            raise ValidationFailed(
-                "the document has both public.nodes (SOP) and execution.workflow "
-                "(JSON workflow); cannot tell which to run"
-            )
-        if is_sop:
-            return "sop", *self._load_sop(document)
-        if is_workflow:
-            return "workflow", *self._load_workflow(document)
-        raise ValidationFailed(
-            "unrecognised document: expected an SOP (public.nodes) or a JSON workflow "
-            "(execution.workflow.nodes)"
-        )
-
-    def _load_sop(self, document: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
-        sop = _validate(SopDocument, document)
-        raw_nodes = document["public"]["nodes"]
-        _check_counts(len(sop.public.nodes), len(sop.public.edges))
-        if sop.public.variables:
-            self.runtime_vars.update(sop.public.variables)
-        if sop.private is not None:
-            for skill in sop.private.skills:
-                self.runtime_vars.update(skill.variables_in or [])
-                self.runtime_vars.update(skill.variables_out or [])
-        for index, n in enumerate(sop.public.nodes):
-            node = self._new_node(
-                index=index,
-                node_id=n.id,
-                node_type=n.type,
-                label=n.label,
-                intent=n.intent,
-                context=n.context,
-                id_path=n.id_path,
-                parent=n.parent_id,
-                children=n.children,
-                raw=raw_nodes[index],
-            )
-            node.rule = self._checked_rule(n.id, n.rule)
-            node.question = n.question
-            if n.automation is not None:
-                auto = n.automation
-                node.actions = self._sop_actions(n.id, auto.instructions)
-                node.manual = (
-                    node.manual
-                    or auto.automatable is False
-                    or ((auto.automation_type or "").lower() == "manual")
-                )
-                node.human_checkpoint = bool(auto.human_checkpoint)
-                if auto.estimated_duration_ms is not None:
-                    node.duration_hint = auto.estimated_duration_ms / 1000
-            if node.kind == "loop":
-                extra = n.model_extra or {}
-                iterator = n.iterator or "item"
-                over = n.over or _first_str(extra, ("list", "items", "collection"))
-                node.loop = _Loop(
-                    iterator=iterator,
-                    over=over or _plural(iterator),
-                    max_iterations=_positive_int(
-                        extra.get("maxIterations", extra.get("max_iterations"))
-                    ),
-                    exit_condition=self._checked_exit(n.id, n.exit_condition),
-                )
-                self.runtime_vars.update({iterator, node.loop.over or iterator})
-            self._finish_node(node)
-        for e in sop.public.edges:
-            self._add_edge(e.source, e.target, _branch(e.decision_path, e.condition), e.condition)
-        for clarification in sop.public.clarification_requests:
-            if clarification.question:
-                self.warnings.append(
-                    f"open question {clarification.id or ''} "
-                    f"({clarification.importance or 'unrated'}): {clarification.question}"
-                )
-        title = sop.meta.title if sop.meta is not None else None
-        return title, {}
-
-    def _load_workflow(self, document: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
-        wf = _validate(WorkflowDocument, document)
-        graph = wf.execution.workflow
-        raw_nodes = document["execution"]["workflow"].get("nodes", [])
-        outbound_count = sum(len(n.outbound_edges or {}) for n in graph.nodes)
-        if wf.execution.variables:
-            self.runtime_vars.update(wf.execution.variables)
-        _check_counts(len(graph.nodes), len(graph.flow) + outbound_count)
-        for index, n in enumerate(graph.nodes):
-            node = self._new_node(
-                index=index,
-                node_id=n.id,
-                node_type=n.type,
-                label=n.label,
-                intent=n.intent,
-                context=n.context,
-                id_path=None,
-                parent=n.parent_id,
-                children=n.children,
-                raw=raw_nodes[index],
-            )
-            node.actions = [self._workflow_action(n.id, a, node) for a in n.actions]
-            for a in n.assert_conditions or []:
-                verify = _assert_action(a.type, a.value)
-                if verify is None:
-                    self.warnings.append(
-                        f"step {n.id}: assert condition {a.type!r} is not understood; ignored"
-                    )
-                else:
-                    node.actions.append(verify)
-            for service, fields in (n.credentials_required or {}).items():
-                node.credentials.extend(f"{service}_{f}" for f in fields)
-            if n.type == "error_handler" and n.human_escalate:
-                node.manual = True
-            node.rule = self._checked_rule(n.id, n.rule) or _schema_rule(
-                n.condition_schema, node.actions
-            )
-            node.question = n.question
-            if node.kind == "loop":
-                cfg = n.iterator_config
-                iterator = n.iterator or (cfg.item_variable if cfg else None) or "item"
-                over = n.over or (cfg.list_variable if cfg else None)
-                node.loop = _Loop(
-                    iterator=iterator,
-                    over=over,
-                    max_iterations=_positive_int(
-                        n.max_iterations
-                        if n.max_iterations is not None
-                        else (cfg.max_iterations if cfg else None)
-                    ),
-                    exit_condition=None,
-                )
-                self.runtime_vars.update(
-                    v for v in (iterator, over, cfg.index_variable if cfg else None) if v
-                )
-            self._finish_node(node)
-            for key, target in (n.outbound_edges or {}).items():
-                self._add_edge(n.id, target, _branch(key, None), key)
-        for e in graph.flow:
-            self._add_edge(e.from_, e.to, _branch(None, e.condition), e.condition)
-        defaults: dict[str, Any] = {}
-        if wf.config is not None:
-            if wf.config.pause_on_errors is not None:
-                defaults["pause_on_errors"] = wf.config.pause_on_errors
-            if wf.config.retry_attempts is not None:
-                defaults["auto_retry_enabled"] = wf.config.retry_attempts > 0
-        title = wf.meta.title if wf.meta is not None else None
-        return title, defaults
-
-    def _new_node(
-        self,
-        *,
-        index: int,
-        node_id: str,
-        node_type: str | None,
-        label: str | None,
-        intent: str | None,
-        context: str | None,
-        id_path: str | None,
-        parent: str | None,
-        children: list[str] | None,
-        raw: Any,
-    ) -> _Node:
-        raw_type = (node_type or "").strip().lower()
-        kind = _KIND_BY_TYPE.get(raw_type)
-        if kind is None:
-            if raw_type:
-                self.warnings.append(
-                    f"step {node_id}: node type {node_type!r} is not known to AEF; "
-                    "run as a natural-language step"
-                )
-            else:
-                self.warnings.append(f"step {node_id}: node has no type; treated as a task")
-            kind = "task"
-        return _Node(
-            id=node_id,
-            index=index,
-            type=raw_type,
-            kind=kind,
-            label=(label or "").strip() or node_id,
-            intent=(intent or "").strip(),
-            context=(context or "").strip(),
-            id_path=id_path,
-            declared_parent=parent,
-            declared_children=list(children or []),
-            raw=raw,
-            manual=kind == "manual",
-        )
-
-    def _finish_node(self, node: _Node) -> None:
-        """Record the node; duplicates are collected and reported by `_validate_graph`."""
-        for a in node.actions:
-            if a.type == "extract" and a.variable:
-                self.runtime_vars.add(a.variable)
-            if a.credential_field:
-                node.credentials.append(a.credential_field)
-        node.risk_text = " ".join(
-            [node.label, node.intent, *(a.instruction or "" for a in node.actions)]
-        )
-        if node.id in self.nodes:
-            self.duplicates.append(node.id)
-        else:
-            self.nodes[node.id] = node
-
-    def _add_edge(self, source: str, target: str, branch: Branch | None, cond: str | None) -> None:
-        self.edges.append(_Edge(source, target, branch, cond))
-
-    def _checked_rule(self, node_id: str, rule: str | None) -> str | None:
-        """A decision rule the runner can evaluate (aef.rules), else None: a person decides."""
-        return self._evaluable(node_id, "rule", rule, "a checkpoint will ask instead")
-
-    def _checked_exit(self, node_id: str, condition: str | None) -> str | None:
-        """The runner evaluates exit conditions as rules; prose is dropped with a warning."""
-        return self._evaluable(node_id, "exit condition", condition,
-                               "the loop runs over all its items")
-
-    def _evaluable(self, node_id: str, what: str, text: str | None,
-                   otherwise: str) -> str | None:
-        if text is None or not text.strip():
-            return None
-        if _is_rule(text):
-            return text.strip()
-        self.warnings.append(
-            f"step {node_id}: {what} {text[:80]!r} is not an expression AEF can evaluate; "
-            f"{otherwise}"
-        )
-        return None
-
-    # -- actions ----------------------------------------------------------------------
-
-    def _workflow_action(self, node_id: str, a: WorkflowAction, node: _Node) -> Action:
-        """One workflow action as a plan `Action`.
-
-        Both shapes are read: the documented flat `Action` fields (`url`, `selector`,
-        `value`, `key`, `timeoutMs`, `urlContains`, `attribute`, `many`, `state`, `pattern`,
-        `variable`) and the nested fixture shape (`target.*`, `data`, `timeout`); a flat
-        field wins over its nested counterpart. A flat action of a native type passes
-        through unchanged, so a workflow written in the plan's own vocabulary runs as written.
-        """
-        kind = a.type.strip().lower()
-        target = a.target
-        data = a.data or {}
-        url = a.url or (target.url if target else None)
-        selector = a.selector or (target.selector if target else None)
-        url_contains = a.url_contains or (target.url_contains if target else None)
-        value = _flat_value(a.value) if a.value is not None else _data_value(data)
-        nested_key = data.get("key") if isinstance(data.get("key"), str) else None
-        key = a.key or nested_key
-        raw_timeout = a.timeout_ms if a.timeout_ms is not None else a.timeout
-        timeout_ms = None if raw_timeout is None else min(int(raw_timeout), MAX_TIMEOUT_MS)
-        instruction = a.instruction or node.intent or node.label
-        common: dict[str, Any] = {
-            "instruction": instruction,
-            "timeout_ms": timeout_ms,
-            "credential_field": a.credential_field,
-        }
-        if kind in ("create_row", "update_row", "upload"):
-            node.risky_action = True
-        if kind in ("navigate", "navigate_or_switch_tab", "goto", "open_url"):
-            if url:
-                return Action(type="navigate", url=url, **common)
-            return Action(type="act", selector=selector, **common)
-        if kind == "wait_for_navigation":
-            return Action(type="wait", url_contains=url_contains or url, **common)
-        if kind == "wait":
-            state = a.state or (None if (selector or url_contains) else "load")
-            return Action(
-                type="wait", selector=selector, url_contains=url_contains, state=state, **common
-            )
-        if kind in ("extract", "extract_list", "paginate_extract"):
-            many = a.many if a.many is not None else (True if kind != "extract" else None)
-            return Action(
-                type="extract",
-                selector=selector,
-                variable=a.variable or node_id,
-                attribute=a.attribute,
-                many=many,
-                pattern=a.pattern,
-                schema=a.schema_,
-                **common,
-            )
-        if kind in ("verify", "assert_element"):
-            return Action(
-                type="verify",
-                selector=selector,
-                url_contains=url_contains,
-                value=value,
-                pattern=a.pattern,
-                state=a.state,
-                **common,
-            )
-        if kind in ("click", "fill", "type", "select", "check", "uncheck", "scroll"):
-            return Action(type=kind, selector=selector, value=value, **common)  # type: ignore[arg-type]
-        if kind in ("press", "upload", "download"):
-            variable = a.variable if kind == "download" else None
-            return Action(
-                type=kind,  # type: ignore[arg-type]
-                selector=selector,
-                key=key,
-                value=value,
-                url=url,
-                variable=variable,
-                **common,
-            )
-        if kind not in ("act", "visual_scan", "conditional_auth"):
-            self.warnings.append(
-                f"step {node_id}: action type {a.type!r} is not known to AEF; "
-                "run as a natural-language action"
-            )
-        return Action(type="act", selector=selector, value=value, **common)
-
-    def _sop_actions(self, node_id: str, instructions: list[BrowserInstruction]) -> list[Action]:
-        ordered = sorted(
-            enumerate(instructions),
-            key=lambda p: (p[1].sequence is None, p[1].sequence or 0, p[0]),
-        )
-        actions: list[Action] = []
-        for _, bi in ordered:
-            text = (bi.stagehand_instruction or bi.description or "").strip()
-            if not text:
-                self.warnings.append(f"step {node_id}: an automation instruction has no text")
-                continue
-            kind = (bi.action_type or "").strip().lower()
-            selector = _css_selector(bi.selector_strategies)
-            if kind == "navigate":
-                url = _first_url(text)
-                actions.append(
-                    Action(type="navigate", url=url, instruction=text)
-                    if url
-                    else Action(type="act", instruction=text)
-                )
-            elif kind in ("click", "verify"):
-                actions.append(Action(type=kind, selector=selector, instruction=text))  # type: ignore[arg-type]
-            elif kind == "extract":
-                actions.append(Action(type="extract", instruction=text, variable=node_id))
-            elif kind == "wait":
-                actions.append(
-                    Action(
-                        type="wait",
-                        selector=selector,
-                        instruction=text,
-                        state=None if selector else "load",
-                    )
-                )
-            else:
-                if kind not in ("type", "act"):
-                    self.warnings.append(
-                        f"step {node_id}: automation action type {bi.action_type!r} is not "
-                        "known to AEF; run as a natural-language action"
-                    )
-                actions.append(Action(type="act", selector=selector, instruction=text))
-        return actions
-
-    # -- structure validation -----------------------------------------------------------
 
     def _validate_graph(self) -> None:
         if not self.nodes:
@@ -684,7 +187,7 @@ class _Transformer:
         problems: list[str] = []
         ids: list[str] = []
         known = self.nodes
-        kept: list[_Edge] = []
+        kept: list[SourceEdge] = []
         for e in self.edges:
             if e.source not in known and e.source.strip().lower() == "start":
                 if e.target in known:
@@ -891,7 +394,7 @@ class _Transformer:
             if node_id not in entries:
                 entries.append(node_id)
 
-    def _add_continue(self, loop_id: str, e: _Edge) -> None:
+    def _add_continue(self, loop_id: str, e: SourceEdge) -> None:
         if _meaningful(e.condition):
             self.continue_conditions.setdefault(loop_id, []).append(e.condition or "")
 
@@ -1022,7 +525,7 @@ class _Transformer:
                 *(_negated(c) for c in self.continue_conditions.get(node.id, [])),
             ]
             if exit_condition is None:
-                exit_condition = next((c for c in candidates if _is_rule(c)), None)
+                exit_condition = next((c for c in candidates if is_rule(c)), None)
             loop = LoopSpec(
                 iterator=node.loop.iterator,
                 over=node.loop.over,
@@ -1045,10 +548,10 @@ class _Transformer:
         step.checkpoint = policy.checkpoint_for(step, reason, node.human_checkpoint)
         return step
 
-    def _step_credentials(self, node: _Node) -> list[str]:
+    def _step_credentials(self, node: SourceNode) -> list[str]:
         names = list(node.credentials)
         text = json.dumps(node.raw, ensure_ascii=False)
-        for match in _PLACEHOLDER.finditer(text):
+        for match in PLACEHOLDER.finditer(text):
             name = match.group(1)
             if "." in name or name in self.runtime_vars:
                 continue
@@ -1070,7 +573,7 @@ class _Transformer:
         self, plan: list[PlanStep]
     ) -> tuple[list[WorkflowCredential], list[SecretConfig]]:
         steps_by_name: dict[str, list[str]] = {}
-        for step in _walk_steps(plan):
+        for step in walk(plan):
             for name in step.credentials:
                 steps_by_name.setdefault(name, []).append(step.id)
         credentials: list[WorkflowCredential] = []
@@ -1297,9 +800,6 @@ class _CheckpointPolicy:
 # Helpers (pure functions)
 # --------------------------------------------------------------------------------------
 
-_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.\-]*)\s*\}\}")
-_URL = re.compile(r"https?://[^\s'\"<>)]+")
-_CSS_LIKE = re.compile(r"^(?:[a-zA-Z][\w-]*)?[\[#.][^\s]|^(?:css|xpath|text|role|id)=|^//")
 
 _RISKS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\bsubmit(?:s|ting|ted)?\b", re.I), "submits something"),
@@ -1388,7 +888,7 @@ def _parse_config(config: Mapping[str, Any] | AefConfigPatch | None) -> AefConfi
         return config
     if not isinstance(config, Mapping):
         raise ValidationFailed("config must be a JSON object")
-    return _validate(AefConfigPatch, dict(config), root="config")
+    return validate_model(AefConfigPatch, dict(config), root="config")
 
 
 def _effective_config(
@@ -1405,36 +905,6 @@ def _effective_config(
     return AefConfig(**values)
 
 
-def _validate(model: type[_M], data: dict[str, Any], root: str = "") -> _M:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        problems = [
-            f"{_loc(root, err['loc'])}: {err['msg']}" for err in exc.errors(include_url=False)
-        ]
-        expected = {SopDocument: "SOP", WorkflowDocument: "JSON workflow"}.get(model, "config")
-        raise ValidationFailed(
-            f"the {root or 'document'} does not match the {expected} format: {_join(problems)}",
-            problems=problems[:50],
-        ) from None
-
-
-def _loc(root: str, loc: tuple[Any, ...]) -> str:
-    out = root
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out or "(root)"
-
-
-def _check_counts(nodes: int, edges: int) -> None:
-    if nodes > MAX_NODES:
-        raise ValidationFailed(f"the document has {nodes} nodes; at most {MAX_NODES} are allowed")
-    if edges > MAX_EDGES:
-        raise ValidationFailed(f"the document has {edges} edges; at most {MAX_EDGES} are allowed")
-
 
 def _check_depth(depth: int, where: str | None) -> None:
     if depth > MAX_PLAN_DEPTH:
@@ -1447,7 +917,7 @@ def _check_depth(depth: int, where: str | None) -> None:
 def _raise_problems(problems: list[str], ids: list[str], prefix: str = "") -> None:
     if problems:
         raise ValidationFailed(
-            prefix + _join(problems), problems=problems[:50], ids=list(dict.fromkeys(ids))
+            prefix + join(problems), problems=problems[:50], ids=list(dict.fromkeys(ids))
         )
 
 
@@ -1458,37 +928,19 @@ def _capped(warnings: list[str]) -> list[str]:
     return [*kept, f"... and {len(warnings) - len(kept)} more warnings"]
 
 
-def _join(problems: list[str]) -> str:
-    shown = "; ".join(problems[:_MAX_LISTED_PROBLEMS])
-    more = len(problems) - _MAX_LISTED_PROBLEMS
-    return shown + (f" (and {more} more)" if more > 0 else "")
-
-
 def _names(ids: Iterable[str]) -> str:
     ids = list(ids)
     shown = ", ".join(ids[:_MAX_LISTED_PROBLEMS])
     return shown + (f" (and {len(ids) - _MAX_LISTED_PROBLEMS} more)" if len(ids) > 10 else "")
 
 
-def _branch(decision_path: str | None, condition: str | None) -> Branch | None:
-    for value in (decision_path, condition):
-        if value is None:
-            continue
-        key = value.strip().lower()
-        if key in _YES:
-            return "yes"
-        if key in _NO:
-            return "no"
-    return None
-
-
 def _meaningful(condition: str | None) -> bool:
     return condition is not None and condition.strip().lower() not in (
-        _PLAIN_CONDITIONS | _YES | _NO
+        _PLAIN_CONDITIONS | YES | NO
     )
 
 
-def _position(node: _Node) -> tuple[Any, ...]:
+def _position(node: SourceNode) -> tuple[Any, ...]:
     if node.id_path:
         parts = tuple(
             (0, int(p), "") if p.isdigit() else (1, 0, p)
@@ -1498,24 +950,12 @@ def _position(node: _Node) -> tuple[Any, ...]:
     return (1, (), node.index)
 
 
-def _walk_steps(steps: list[PlanStep]) -> Iterable[PlanStep]:
-    """Every step of a plan tree, depth first in plan order."""
-    stack = list(reversed(steps))
-    while stack:
-        step = stack.pop()
-        yield step
-        nested = [*step.children]
-        if step.decision is not None:
-            nested += [*step.decision.yes, *step.decision.no]
-        stack.extend(reversed(nested))
-
-
-def _instruction(node: _Node) -> str:
+def _instruction(node: SourceNode) -> str:
     head = node.intent or node.label
     return f"{head}\n\n{node.context}" if node.context else head
 
 
-def _risk_reason(node: _Node) -> str | None:
+def _risk_reason(node: SourceNode) -> str | None:
     if node.risky_action:
         return "creates or updates a record"
     for pattern, reason in _RISKS:
@@ -1551,101 +991,9 @@ def _action_seconds(action: Action) -> float:
     return _ACTION_SECONDS[action.type]
 
 
-def _flat_value(value: str | int | float | bool) -> str:
-    """A flat action's `value` as the text the runner types or compares (JSON spelling)."""
-    if isinstance(value, str):
-        return value
-    return json.dumps(value)
-
-
-def _data_value(data: dict[str, Any]) -> str | None:
-    for key in ("value", "text"):
-        if isinstance(data.get(key), str):
-            return str(data[key])
-    strings = [v for v in data.values() if isinstance(v, str)]
-    return strings[0] if len(strings) == 1 else None
-
-
-def _assert_action(kind: str | None, value: str | None) -> Action | None:
-    if not value:
-        return None
-    if kind == "urlMatch":
-        return Action(type="verify", url_contains=value, instruction=f"URL contains {value}")
-    if kind == "textPresent":
-        return Action(type="verify", value=value, instruction=f"Page shows the text {value!r}")
-    if kind == "selectorVisible":
-        return Action(
-            type="verify", selector=value, state="visible", instruction=f"{value} is visible"
-        )
-    return None
-
-
-def _schema_rule(condition_schema: dict[str, Any] | None, actions: list[Action]) -> str | None:
-    """A workflow decision's single boolean condition, if its own extract action returns it."""
-    if not condition_schema:
-        return None
-    props = condition_schema.get("properties")
-    if not isinstance(props, dict):
-        return None
-    booleans = [k for k, v in props.items() if isinstance(v, dict) and v.get("type") == "boolean"]
-    if len(booleans) != 1 or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", booleans[0]):
-        return None
-    for a in actions:
-        if a.type == "extract" and isinstance(a.schema_, dict) and booleans[0] in a.schema_:
-            rule = f"{a.variable}.{booleans[0]}"
-            if a.variable and _is_rule(rule):
-                return rule
-    return None
-
-
 def _negated(condition: str) -> str:
     condition = condition.strip()
     return f"not {condition}" if re.fullmatch(r"[\w.]+", condition) else f"not ({condition})"
-
-
-def _is_rule(text: str) -> bool:
-    try:
-        rules.parse(text)
-    except rules.RuleError:
-        return False
-    return True
-
-
-def _css_selector(strategies: list[str] | None) -> str | None:
-    for s in strategies or []:
-        if _CSS_LIKE.match(s.strip()):
-            return s.strip()
-    return None
-
-
-def _first_url(text: str) -> str | None:
-    match = _URL.search(text)
-    return match.group(0).rstrip(".,;") if match else None
-
-
-def _first_str(data: dict[str, Any], keys: tuple[str, ...]) -> str | None:
-    for key in keys:
-        value = data.get(key)
-        if isinstance(value, str) and value.strip():
-            return value.strip()
-    return None
-
-
-def _positive_int(value: Any) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    return DEFAULT_MAX_ITERATIONS
-
-
-def _plural(name: str) -> str:
-    """`email` -> `emails`: the list a loop's iterator variable is taken from."""
-    if "_" in name or not name.isalpha():
-        return f"{name}_list"
-    if name.endswith("s"):
-        return f"{name}_list"
-    if name.endswith("y") and len(name) > 1 and name[-2] not in "aeiou":
-        return f"{name[:-1]}ies"
-    return f"{name}s"
 
 
 def _credential_type(name: str) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "sops"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sops"
 
 
 def fixture_sop(name: str = "gmail-investor-crm-workflow.json") -> dict[str, Any]:

@@ -17,7 +17,7 @@ from aef.errors import ValidationFailed
 from aef.models import AefDocument, PlanStep
 from aef.transform import TransformResult, transform
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "sops"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sops"
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 
 

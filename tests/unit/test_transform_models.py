@@ -31,7 +31,7 @@ from aef.models import (
     WorkflowDocument,
 )
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "sops"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sops"
 ROOT = Path(__file__).resolve().parents[2]
 
 

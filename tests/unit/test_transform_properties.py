@@ -17,7 +17,7 @@ from aef.errors import ValidationFailed
 from aef.models import AefDocument, PlanStep
 from aef.transform import TransformResult, transform
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "sops"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sops"
 FIXTURE_DOCS = [
     json.loads((FIXTURES / name).read_text())
     for name in ("investor-crm-sop-v0.8.json", "gmail-investor-crm-workflow.json")

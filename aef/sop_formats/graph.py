@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from aef import rules
 from aef.errors import ValidationFailed
-from aef.models import Action, SopDocument, WorkflowDocument
+from aef.models import Action, ComputeSpec, RecoveryPolicy, SopDocument, WorkflowDocument
 
 SourceFormat = Literal["sop", "workflow"]
 Branch = Literal["yes", "no"]
@@ -40,6 +40,10 @@ KIND_BY_TYPE: dict[str, str] = {
     "list_iterator": "loop",
     "foreach": "loop",
     "for_each": "loop",
+    "data_transform": "task",
+    "generator": "task",
+    "llm_call": "task",
+    "filter_list": "task",
     "decision": "decision",
     "end": "end",
     "ui_interaction": "manual",
@@ -53,6 +57,11 @@ KIND_BY_TYPE: dict[str, str] = {
 
 YES = frozenset({"y", "yes", "true"})
 NO = frozenset({"n", "no", "false"})
+# An edge with one of these conditions leads to the source node's error handler.
+ON_ERROR = frozenset(
+    {"error", "on_error", "onerror", "on-error", "failure", "on_failure", "onfailure", "fail",
+     "failed", "catch", "exception"}
+)
 
 
 @dataclass
@@ -86,6 +95,9 @@ class SourceNode:
     credentials: list[str] = field(default_factory=list)
     risk_text: str = ""
     risky_action: bool = False
+    compute: ComputeSpec | None = None  # data_transform, generator, llm_call, filter_list
+    recovery: RecoveryPolicy | None = None  # the node's own (retryPolicy, continueOnError)
+    handler: RecoveryPolicy | None = None  # what it does as another step's error handler
 
 
 @dataclass(frozen=True)
@@ -94,6 +106,11 @@ class SourceEdge:
     target: str
     branch: Branch | None
     condition: str | None
+
+    @property
+    def on_error(self) -> bool:
+        """The edge leads to the source's error handler, not to the next step."""
+        return (self.condition or "").strip().lower() in ON_ERROR
 
 
 @dataclass
@@ -107,6 +124,8 @@ class SourceGraph:
     edges: list[SourceEdge] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
     runtime_vars: set[str] = field(default_factory=set)  # names a run sets, not credentials
+    declared: dict[str, Any] = field(default_factory=dict)  # variables the document declares
+    external: set[str] = field(default_factory=set)  # set outside the steps (SOP skills)
     warnings: list[str] = field(default_factory=list)
 
     def new_node(
@@ -156,6 +175,8 @@ class SourceGraph:
                 self.runtime_vars.add(a.variable)
             if a.credential_field:
                 node.credentials.append(a.credential_field)
+        if node.compute is not None:
+            self.runtime_vars.add(node.compute.output)
         node.risk_text = " ".join(
             [node.label, node.intent, *(a.instruction or "" for a in node.actions)]
         )
@@ -257,3 +278,17 @@ def positive_int(value: Any) -> int:
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return value
     return DEFAULT_MAX_ITERATIONS
+
+
+def handler_policy(node: SourceNode) -> RecoveryPolicy:
+    """What `node` does as the error handler of another step: its own `handler` policy (an
+    `error_handler` node), else escalate to a person for a manual node or one without
+    actions, else perform its actions as the fallback."""
+    if node.handler is not None:
+        return node.handler
+    instruction = node.intent or node.label
+    if node.manual or not node.actions:
+        return RecoveryPolicy(on_failure="escalate", instruction=instruction, handler=node.id)
+    return RecoveryPolicy(
+        on_failure="fallback", instruction=instruction, actions=node.actions, handler=node.id
+    )

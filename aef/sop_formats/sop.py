@@ -32,10 +32,12 @@ def read_sop(document: dict[str, Any]) -> SourceGraph:
     check_counts(len(sop.public.nodes), len(sop.public.edges))
     if sop.public.variables:
         graph.runtime_vars.update(sop.public.variables)
+        graph.declared.update(sop.public.variables)
     if sop.private is not None:
         for skill in sop.private.skills:
-            graph.runtime_vars.update(skill.variables_in or [])
-            graph.runtime_vars.update(skill.variables_out or [])
+            graph.external.update(skill.variables_in or [])
+            graph.external.update(skill.variables_out or [])
+    graph.runtime_vars.update(graph.external)
     for index, n in enumerate(sop.public.nodes):
         node = graph.new_node(
             index=index,

@@ -7,6 +7,12 @@ are read in both shapes: the documented flat `Action` fields (`url`, `selector`,
 the nested shape of the application's files (`target.url|selector|url_contains`, `data`,
 `timeout`); a flat field wins. Extract results land in `variable` (default: the step id).
 `execution.variables` declares the run's non-secret inputs.
+
+The application's newer node types: `decision`, `assert` (its `assertConditions` become verify
+actions), `error_handler` (a recovery policy, attached by the transform to the step whose
+`error` edge leads to it, or to its container), `list_iterator` (a loop over
+`iteratorConfig.listVariable`), and `data_transform` / `generator` / `llm_call` / `filter_list`
+(a `ComputeSpec`: data a resolver computes into a variable, not page actions).
 """
 
 from __future__ import annotations
@@ -15,7 +21,17 @@ import json
 import re
 from typing import Any
 
-from aef.models import Action, WorkflowAction, WorkflowDocument
+from aef.models import (
+    Action,
+    ComputeOperation,
+    ComputeSpec,
+    RecoveryAction,
+    RecoveryPolicy,
+    WorkflowAction,
+    WorkflowDocument,
+    WorkflowNode,
+    WorkflowRetryPolicy,
+)
 from aef.sop_formats.graph import (
     MAX_TIMEOUT_MS,
     SourceGraph,
@@ -37,6 +53,8 @@ def read_workflow(document: dict[str, Any]) -> SourceGraph:
     outbound_count = sum(len(n.outbound_edges or {}) for n in flow.nodes)
     if wf.execution.variables:
         graph.runtime_vars.update(wf.execution.variables)
+        declared = wf.execution.variables
+        graph.declared.update(declared if isinstance(declared, dict) else dict.fromkeys(declared))
     check_counts(len(flow.nodes), len(flow.flow) + outbound_count)
     for index, n in enumerate(flow.nodes):
         node = graph.new_node(
@@ -62,8 +80,12 @@ def read_workflow(document: dict[str, Any]) -> SourceGraph:
                 node.actions.append(verify)
         for service, fields in (n.credentials_required or {}).items():
             node.credentials.extend(f"{service}_{f}" for f in fields)
-        if n.type == "error_handler" and n.human_escalate:
-            node.manual = True
+        if node.type in _COMPUTE:
+            node.compute = _compute_spec(graph, n, node)
+        if node.type == "error_handler":
+            node.handler = _handler(n, node)
+            node.manual = bool(n.human_escalate)
+        node.recovery = _recovery(n, node)
         node.rule = graph.checked_rule(n.id, n.rule) or _schema_rule(
             n.condition_schema, node.actions
         )
@@ -149,13 +171,21 @@ def _workflow_action(graph: SourceGraph, node_id: str, a: WorkflowAction,
             **common,
         )
     if kind in ("verify", "assert_element"):
+        check = a.assert_config
+        state = a.state
+        if check is not None:
+            selector = selector or check.selector
+            state, value = _assertion(graph, node_id, check.assertion_type, check.expected_text,
+                                      check.expected_count, state, value)
+            if check.timeout is not None and timeout_ms is None:
+                common["timeout_ms"] = min(int(check.timeout), MAX_TIMEOUT_MS)
         return Action(
             type="verify",
             selector=selector,
             url_contains=url_contains,
             value=value,
             pattern=a.pattern,
-            state=a.state,
+            state=state,
             **common,
         )
     if kind in ("click", "fill", "type", "select", "check", "uncheck", "scroll"):
@@ -224,3 +254,123 @@ def _schema_rule(condition_schema: dict[str, Any] | None, actions: list[Action])
             if a.variable and is_rule(rule):
                 return rule
     return None
+
+
+_COMPUTE: dict[str, ComputeOperation] = {
+    "data_transform": "transform",
+    "generator": "generate",
+    "llm_call": "llm_call",
+    "filter_list": "filter",
+}
+_FALLBACK_WORDS: dict[str, RecoveryAction] = {
+    "skip": "skip",
+    "continue": "skip",
+    "ignore": "skip",
+    "stop": "stop",
+    "abort": "stop",
+    "fail": "stop",
+    "escalate": "escalate",
+}
+_ASSERT_FAILURE: dict[str, RecoveryAction] = {
+    "stop": "stop",
+    "continue": "skip",
+    "escalate": "escalate",
+}
+
+
+def _compute_spec(graph: SourceGraph, n: WorkflowNode, node: SourceNode) -> ComputeSpec:
+    """The data a compute node produces. A generator's extract action (the application's
+    shape) is its instruction, output variable and schema; other page actions are not run."""
+    extract = next((a for a in node.actions if a.type == "extract"), None)
+    rest = [a for a in node.actions if a is not extract and a.type != "verify"]
+    if rest:
+        graph.warnings.append(
+            f"step {n.id}: the {node.type} node's {len(rest)} other action(s) "
+            f"({', '.join(a.type for a in rest)}) are not run; it computes data"
+        )
+    node.actions = [a for a in node.actions if a.type == "verify"]
+    lists = n.list_config
+    output = (
+        n.output_key
+        or (lists.output_key if lists else None)
+        or (extract.variable if extract else None)
+        or n.id
+    )
+    return ComputeSpec(
+        operation=_COMPUTE[node.type],
+        instruction=(extract.instruction if extract else None) or node.intent or node.label,
+        output=output,
+        input=n.input_key or (lists.input_key if lists else None),
+        prompt=n.prompt_template or (lists.prompt_template if lists else None),
+        function=n.transform_function,
+        schema=n.output_schema if n.output_schema is not None else (
+            extract.schema_ if extract else None),
+    )
+
+
+def _retries(policy: WorkflowRetryPolicy | None) -> RecoveryPolicy:
+    if policy is None:
+        return RecoveryPolicy()
+    return RecoveryPolicy(
+        retries=None if policy.max is None else min(policy.max, 10),
+        backoff_ms=list(policy.backoff_ms or []),
+    )
+
+
+def _recovery(n: WorkflowNode, node: SourceNode) -> RecoveryPolicy | None:
+    """The node's own policy: `retryPolicy`, `continueOnError` of a list iterator, and an
+    `assert_element`'s `failureAction`."""
+    policy = _retries(n.retry_policy)
+    if node.kind == "loop" and n.iterator_config and n.iterator_config.continue_on_error:
+        policy.on_failure = "next_item"
+    for a in n.actions:
+        failure = (a.assert_config.failure_action or "") if a.assert_config else ""
+        if failure.lower() == "retry" and policy.retries is None:
+            policy.retries = 1
+        elif failure.lower() in _ASSERT_FAILURE and policy.on_failure is None:
+            policy.on_failure = _ASSERT_FAILURE[failure.lower()]
+    return None if policy == RecoveryPolicy() else policy
+
+
+def _handler(n: WorkflowNode, node: SourceNode) -> RecoveryPolicy:
+    """An `error_handler` node as a policy: a person (`humanEscalate`), its actions as the
+    fallback, or the `fallbackAction` it names (skip / stop / retry; other text is shown to
+    the person it escalates to)."""
+    policy = _retries(n.retry_policy)
+    policy.handler = n.id
+    fallback = (n.fallback_action or "").strip()
+    policy.instruction = node.intent or node.label
+    if fallback:
+        policy.instruction += f" ({fallback})"
+    word = fallback.lower()
+    if n.human_escalate:
+        policy.on_failure = "escalate"
+    elif node.actions:
+        policy.on_failure = "fallback"
+        policy.actions = list(node.actions)
+    elif word == "retry":
+        policy.retries = max(policy.retries or 0, 1)
+        policy.on_failure = "escalate"
+    else:
+        policy.on_failure = _FALLBACK_WORDS.get(word, "escalate")
+    return policy
+
+
+def _assertion(graph: SourceGraph, node_id: str, kind: str | None, text: str | None,
+               count: int | None, state: str | None, value: str | None
+               ) -> tuple[str | None, str | None]:
+    """(state, value) of a verify action for an `assertConfig`."""
+    kind = (kind or "").strip().lower()
+    if kind == "exists":
+        return state or "attached", value
+    if kind in ("visible", "hidden"):
+        return state or kind, value
+    if kind == "contains_text":
+        return state or "visible", value if value is not None else text
+    if kind == "count" and count == 0:
+        return state or "detached", value
+    graph.warnings.append(
+        f"step {node_id}: assertion {kind or 'without a type'!r} is checked only as "
+        "'the element is visible'"
+    )
+    return state or "visible", value

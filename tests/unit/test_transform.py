@@ -456,8 +456,8 @@ def test_workflow_decision_rule_from_condition_schema() -> None:
     assert decision.rule == "check_chooser.chooserPresent"
     assert ids(decision.yes) == ["pick"] and decision.no == []
     assert result.plan[0].checkpoint is None
-    assert any("data_transform" in w for w in result.warnings)
-    assert result.plan[2].method == "grounded"
+    assert any("data_transform" in w and "resolver" in w for w in result.warnings)
+    assert result.plan[2].method == "manual" and result.plan[2].compute is not None
 
 
 def test_workflow_decision_and_loop_fields_of_the_architecture_page() -> None:

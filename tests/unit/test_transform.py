@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import random
 from collections import Counter
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from aef import estimate
 from aef.errors import ValidationFailed
 from aef.models import AefDocument, PlanStep
 from aef.transform import TransformResult, transform
@@ -376,7 +378,10 @@ def test_sop_automation_instructions_become_actions() -> None:
     assert step.method == "automated" and step.instruction is None
     assert step.checkpoint is not None and step.checkpoint.type == "before_step"
     assert any("scribble" in w for w in result.warnings)
-    assert result.estimated_duration_seconds == 12
+    seconds = estimate.ACTION_SECONDS
+    assert result.estimated_duration_seconds == math.ceil(
+        estimate.START_SECONDS + estimate.STEP_SECONDS
+        + seconds["navigate"] + seconds["click"] + 2 * seconds["act"])
 
     manual = mini_sop([task("a", automation={"automation_type": "manual"})], [])
     assert transform(manual, now=NOW).plan[0].method == "manual"

@@ -166,7 +166,10 @@ class _UnitFinder:
 
     def _leaf(self, step: PlanStep, open_units: list[Unit]) -> list[Unit]:
         facts = self.facts.get(step.id)
-        for mark in _step_marks(step, facts) or ["neutral"]:
+        marks = _step_marks(step, facts)
+        if not marks and step.kind in ("task", "manual"):
+            marks = ["neutral"]  # a step between a write and its commit is part of the unit
+        for mark in marks:
             if mark == "leave":  # a navigation drops what was typed and not saved
                 open_units = []
             elif mark == "write":

@@ -17,9 +17,9 @@ from aef.sop_formats.graph import SourceEdge, SourceNode, handler_policy
 
 def attach_error_handlers(
     nodes: dict[str, SourceNode], edges: list[SourceEdge], start_targets: list[str]
-) -> tuple[list[SourceEdge], dict[str, list[str]]]:
+) -> list[SourceEdge]:
     """Remove the handler nodes from `nodes` (in place) and merge their policies into the
-    steps they handle. Returns the remaining edges and, per handler, the steps it handles."""
+    steps they handle. Returns the edges that remain."""
     handled: dict[str, list[str]] = {}
     for e in edges:
         if e.on_error and e.source != e.target:
@@ -46,8 +46,7 @@ def attach_error_handlers(
         del nodes[handler_id]
     for node in nodes.values():
         node.declared_children = [c for c in node.declared_children if c not in handled]
-    kept = [e for e in flowing if e.source not in handled and e.target not in handled]
-    return kept, {h: list(dict.fromkeys(s)) for h, s in handled.items()}
+    return [e for e in flowing if e.source not in handled and e.target not in handled]
 
 
 def _check(nodes: dict[str, SourceNode], handled: dict[str, list[str]], reached: set[str],

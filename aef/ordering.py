@@ -24,6 +24,7 @@ _MAX_LISTED_PROBLEMS = 10
 
 _PLAIN_CONDITIONS = frozenset({"", "next", "start", "then", "continue", "default"})
 
+
 @dataclass(frozen=True)
 class _ScopedEdge:
     target: str
@@ -38,7 +39,6 @@ class Item:
     id: str
     yes: list[Item] | None = None
     no: list[Item] | None = None
-
 
 
 class Ordering:

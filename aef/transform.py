@@ -1,11 +1,11 @@
 """SOP / JSON workflow -> AEF document. Pure: no I/O; the clock is read only if `now` is omitted.
 
 The output is the input document, copied untouched, plus an `aef` section holding the
-execution config and the *plan*, a tree of `PlanStep`s the runner executes in order. The
-source formats are read by `aef.sop_formats`; this module orders the graph they produce into
-the plan and plans its checkpoints. The rules (hierarchy, order from edges, decisions,
-loops, checkpoints, credentials, the duration estimate) are in docs/architecture.md,
-"Transform".
+execution config, the *plan* (a tree of `PlanStep`s the runner executes in order) and the
+plan's inputs. The phases: read the source format (`aef.sop_formats`), attach error handlers
+(`aef.error_handlers`), place and order the nodes (`aef.ordering`), build the plan steps
+(here), plan checkpoints (`aef.checkpoints`), list inputs (`aef.inputs`), warn (here),
+estimate (`aef.estimate`). The rules are in docs/architecture.md, "Transform".
 """
 
 import json
@@ -127,7 +127,6 @@ class _Transformer:
         self.duplicates: list[str] = []
         self.start_targets: list[str] = []
         self.runtime_vars: set[str] = set()
-        self.handlers: dict[str, list[str]] = {}  # error handler -> the steps it handles
         self.facts: dict[str, StepFacts] = {}
         self.raw_reads: dict[str, list[str]] = {}
 
@@ -139,9 +138,7 @@ class _Transformer:
         self.nodes, self.edges, self.duplicates = graph.nodes, graph.edges, graph.duplicates
         self.runtime_vars = graph.runtime_vars
         self._validate_graph()
-        self.edges, self.handlers = attach_error_handlers(
-            self.nodes, self.edges, self.start_targets
-        )
+        self.edges = attach_error_handlers(self.nodes, self.edges, self.start_targets)
         if not self.nodes:
             raise ValidationFailed("the document has only error handlers: there is nothing to run")
         self.order = Ordering(self.nodes, self.edges, self.start_targets, self.warnings)
@@ -284,7 +281,7 @@ class _Transformer:
             writes_record=node.risky_action,
             human_checkpoint=node.human_checkpoint,
         )
-        credentials, self.raw_reads[node.id] = self._stepnames(node)
+        credentials, self.raw_reads[node.id] = self._step_names(node)
         return PlanStep(
             id=node.id,
             label=node.label,
@@ -300,7 +297,7 @@ class _Transformer:
             compute=node.compute if computed else None,
         )
 
-    def _stepnames(self, node: SourceNode) -> tuple[list[str], list[str]]:
+    def _step_names(self, node: SourceNode) -> tuple[list[str], list[str]]:
         """(credentials, every placeholder) of the node: credentials are the placeholders no
         run sets (declared variables, loop items, extract and compute results) plus
         `credentialsRequired` and `credentialField`s."""

@@ -741,3 +741,25 @@ def test_output_is_deterministic(sop: dict[str, Any], workflow: dict[str, Any]) 
         a, b = transform(doc, now=NOW), transform(copy.deepcopy(doc), now=NOW)
         assert json.dumps(a.document, sort_keys=True) == json.dumps(b.document, sort_keys=True)
         assert a.warnings == b.warnings
+
+
+# --- risk by unit of work on the SOP fixtures ------------------------------------------------
+
+
+def test_each_record_write_of_the_fixtures_is_one_unit(sop: dict[str, Any],
+                                                       workflow: dict[str, Any]) -> None:
+    """The v0.8 SOP writes a record in one grounded step per branch; the gmail workflow's
+    'Add Investor to CRM' is its only commit. Opening, switching and closing are not risky."""
+    steps = by_id(transform(sop, now=NOW))
+    for write in ("L1_C3_A4_update_investor_record", "L1_C3_A5_add_investor_record"):
+        checkpoint = steps[write].checkpoint
+        assert checkpoint is not None and checkpoint.covers == [write]
+    for neutral in ("L1_C3_A1_switch_to_airtable", "L1_C3_A2_find_investor",
+                    "L1_C3_A6_close_airtable_modal", "L1_C1_open_email"):
+        assert not steps[neutral].risky and steps[neutral].checkpoint is None, neutral
+    steps = by_id(transform(workflow, now=NOW))
+    add = steps["add_to_crm"].checkpoint
+    assert add is not None and add.covers == ["add_to_crm"] and add.default_action == "reject"
+    assert {s.id for s in steps.values() if s.risky} == {"add_to_crm"}
+    for login in ("enter_email", "enter_password", "click_next_password"):
+        assert steps[login].checkpoint is None, login

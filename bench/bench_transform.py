@@ -22,7 +22,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-FIXTURE = ROOT.parent / "shared" / "fixtures" / "sops" / "investor-crm-sop-v0.8.json"
+FIXTURE = ROOT / "tests" / "fixtures" / "sops" / "investor-crm-sop-v0.8.json"
 
 
 def batch_seconds(fn: Callable[[], Any], batch: int) -> float:

@@ -30,7 +30,7 @@ from local.watch import (
 )
 from tests.e2e.conftest import RunningStack, aef
 
-FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "sops"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "sops"
 
 
 def message(seq: int, status: str, *, logs: list[dict[str, Any]] | None = None,

@@ -23,7 +23,7 @@ from aef.db import Database
 from local.schema import SHIM, apply_schema, apply_sql_file, create_database, drop_database
 from tests.integration.factories import User, admin_connection, create_user
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "sops"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sops"
 AEF_TABLES = ["aef_documents", "aef_executions", "aef_execution_steps", "aef_checkpoints",
               "aef_logs", "aef_events", "aef_commands", "aef_execution_secrets",
               "aef_rate_limits", "aef_idempotency_keys"]

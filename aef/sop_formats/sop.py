@@ -21,7 +21,13 @@ from aef.sop_formats.graph import (
     validate_model,
 )
 
-_URL = re.compile(r"https?://[^\s'\"<>)]+")
+# web URLs, and the schemes a browser would open that the network guard refuses (so a
+# navigation to them is a planned navigate the transform warns about, not prose to ground)
+_URL = re.compile(
+    r"(?:https?|wss?|ftp|file)://[^\s'\"<>)]+"
+    r"|\b(?:javascript|data|file|chrome|view-source):[^\s'\"<>]+",
+    re.I,
+)
 _CSS_LIKE = re.compile(r"^(?:[a-zA-Z][\w-]*)?[\[#.][^\s]|^(?:css|xpath|text|role|id)=|^//")
 
 

@@ -311,3 +311,22 @@ def test_the_demo_workflow_needs_its_site_address_and_two_credentials() -> None:
     by_name = {i.name: i for i in result.inputs}
     assert "enter_password" in by_name["demo_password"].required_by
     assert "enter_email" not in by_name["demo_password"].required_by
+
+
+def test_an_sop_navigation_to_a_refused_scheme_is_planned_and_warned_about() -> None:
+    def node(node_id: str, text: str) -> dict[str, Any]:
+        return {"id": node_id, "type": "task", "label": node_id, "automation": {
+            "instructions": [{"sequence": 1, "action_type": "navigate",
+                              "stagehand_instruction": text}]}}
+
+    doc = {"meta": {"title": "sop"}, "public": {
+        "nodes": [node("a", "Open file:///etc/passwd in the browser"),
+                  node("b", "Go to http://0xA9FEA9FE/latest/meta-data"),
+                  node("c", "Navigate to javascript:alert(document.cookie)")],
+        "edges": [{"source": "a", "target": "b"}, {"source": "b", "target": "c"}]}}
+    result = transform(doc, now=NOW)
+    assert [(s.actions[0].type, s.actions[0].url) for s in result.plan] == [
+        ("navigate", "file:///etc/passwd"), ("navigate", "http://0xA9FEA9FE/latest/meta-data"),
+        ("navigate", "javascript:alert(document.cookie)")]
+    warned = [w for w in result.warnings if "network guard will refuse" in w]
+    assert [w.split(":", 1)[0] for w in warned] == ["step a", "step b", "step c"]

@@ -13,7 +13,15 @@ from pydantic import BaseModel, ValidationError
 
 from aef import rules
 from aef.errors import ValidationFailed
-from aef.models import Action, ComputeSpec, RecoveryPolicy, SopDocument, WorkflowDocument
+from aef.models import (
+    Action,
+    ComputeSpec,
+    RecoveryPolicy,
+    SopDocument,
+    SopNode,
+    WorkflowDocument,
+    WorkflowNode,
+)
 
 SourceFormat = Literal["sop", "workflow"]
 Branch = Literal["yes", "no"]
@@ -128,20 +136,10 @@ class SourceGraph:
     external: set[str] = field(default_factory=set)  # set outside the steps (SOP skills)
     warnings: list[str] = field(default_factory=list)
 
-    def new_node(
-        self,
-        *,
-        index: int,
-        node_id: str,
-        node_type: str | None,
-        label: str | None,
-        intent: str | None,
-        context: str | None,
-        id_path: str | None,
-        parent: str | None,
-        children: list[str] | None,
-        raw: Any,
-    ) -> SourceNode:
+    def new_node(self, index: int, n: SopNode | WorkflowNode, raw: Any) -> SourceNode:
+        """A node of either format (they share id, type, label, intent, context, parentId,
+        children); an unknown or missing type is a task, with a warning."""
+        node_id, node_type = n.id, n.type
         raw_type = (node_type or "").strip().lower()
         kind = KIND_BY_TYPE.get(raw_type)
         if kind is None:
@@ -158,12 +156,12 @@ class SourceGraph:
             index=index,
             type=raw_type,
             kind=kind,
-            label=(label or "").strip() or node_id,
-            intent=(intent or "").strip(),
-            context=(context or "").strip(),
-            id_path=id_path,
-            declared_parent=parent,
-            declared_children=list(children or []),
+            label=(n.label or "").strip() or node_id,
+            intent=(n.intent or "").strip(),
+            context=(n.context or "").strip(),
+            id_path=n.id_path if isinstance(n, SopNode) else None,
+            declared_parent=n.parent_id,
+            declared_children=list(n.children or []),
             raw=raw,
             manual=kind == "manual",
         )

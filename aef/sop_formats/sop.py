@@ -45,18 +45,7 @@ def read_sop(document: dict[str, Any]) -> SourceGraph:
             graph.external.update(skill.variables_out or [])
     graph.runtime_vars.update(graph.external)
     for index, n in enumerate(sop.public.nodes):
-        node = graph.new_node(
-            index=index,
-            node_id=n.id,
-            node_type=n.type,
-            label=n.label,
-            intent=n.intent,
-            context=n.context,
-            id_path=n.id_path,
-            parent=n.parent_id,
-            children=n.children,
-            raw=raw_nodes[index],
-        )
+        node = graph.new_node(index, n, raw_nodes[index])
         node.rule = graph.checked_rule(n.id, n.rule)
         node.question = n.question
         if n.automation is not None:

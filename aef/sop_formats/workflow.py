@@ -57,18 +57,7 @@ def read_workflow(document: dict[str, Any]) -> SourceGraph:
         graph.declared.update(declared if isinstance(declared, dict) else dict.fromkeys(declared))
     check_counts(len(flow.nodes), len(flow.flow) + outbound_count)
     for index, n in enumerate(flow.nodes):
-        node = graph.new_node(
-            index=index,
-            node_id=n.id,
-            node_type=n.type,
-            label=n.label,
-            intent=n.intent,
-            context=n.context,
-            id_path=None,
-            parent=n.parent_id,
-            children=n.children,
-            raw=raw_nodes[index],
-        )
+        node = graph.new_node(index, n, raw_nodes[index])
         node.actions = [_workflow_action(graph, n.id, a, node) for a in n.actions]
         for a in n.assert_conditions or []:
             verify = _assert_action(a.type, a.value)

@@ -60,7 +60,10 @@ ExecutionMethod = Literal["browser_automation", "api_integration", "manual_step"
 LogLevel = Literal["debug", "info", "warn", "error"]
 
 StepKind = Literal["task", "compound", "loop", "decision", "end", "manual"]
-StepMethod = Literal["automated", "grounded", "manual"]
+StepMethod = Literal["automated", "grounded", "manual", "resolver"]
+RecoveryAction = Literal["escalate", "fallback", "skip", "next_item", "stop"]
+ComputeOperation = Literal["transform", "generate", "llm_call", "filter"]
+InputKind = Literal["variable", "credential"]
 ActionType = Literal[
     "navigate",
     "click",
@@ -101,6 +104,14 @@ class _Wire(BaseModel):
     model_config = ConfigDict(
         alias_generator=to_camel, populate_by_name=True, extra="ignore", defer_build=True
     )
+
+
+class _CompactWire(_Wire):
+    """Wire JSON that leaves unset (None) fields out."""
+
+    @model_serializer(mode="wrap")
+    def _drop_unset(self, handler: Any) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
 
 
 class _Request(BaseModel):
@@ -240,6 +251,17 @@ class WorkflowTarget(_Source):
     url_contains: str | None = None
 
 
+class WorkflowAssertConfig(_Source):
+    """`assert_element`'s check (the application's workflow schema)."""
+
+    assertion_type: str | None = Field(default=None, alias="assertionType")
+    selector: str | None = None
+    expected_text: str | None = Field(default=None, alias="expectedText")
+    expected_count: int | None = Field(default=None, ge=0, alias="expectedCount")
+    timeout: float | None = Field(default=None, ge=0)  # milliseconds
+    failure_action: str | None = Field(default=None, alias="failureAction")
+
+
 class WorkflowAction(_Source):
     """A workflow action in either shape: the documented flat AEF `Action` fields
     (`url`, `selector`, `value`, `timeoutMs`, ...) or the older nested one (`target.url`,
@@ -266,6 +288,21 @@ class WorkflowAction(_Source):
     schema_: Any = Field(default=None, alias="schema")
     credential_field: str | None = Field(default=None, alias="credentialField")
     variable: str | None = None
+    assert_config: WorkflowAssertConfig | None = Field(default=None, alias="assertConfig")
+
+
+class WorkflowRetryPolicy(_Source):
+    max: int | None = Field(default=None, ge=0)
+    backoff_ms: list[Annotated[int, Field(ge=0)]] | None = Field(default=None, alias="backoffMs")
+    circuit_breaker: bool | None = Field(default=None, alias="circuitBreaker")
+
+
+class WorkflowListConfig(_Source):
+    """`filter_list` / `extract_list` settings; `inputKey` / `outputKey` name variables."""
+
+    input_key: str | None = Field(default=None, alias="inputKey")
+    output_key: str | None = Field(default=None, alias="outputKey")
+    prompt_template: str | None = Field(default=None, alias="promptTemplate")
 
 
 class WorkflowIteratorConfig(_Source):
@@ -303,8 +340,17 @@ class WorkflowNode(_Source):
     over: str | None = None  # iterative_loop: the list variable
     max_iterations: int | None = Field(default=None, alias="maxIterations")  # iterative_loop
     human_escalate: bool | None = Field(default=None, alias="humanEscalate")
+    fallback_action: str | None = Field(default=None, alias="fallbackAction")  # error_handler
+    retry_policy: WorkflowRetryPolicy | None = Field(default=None, alias="retryPolicy")
     question: str | None = None
     rule: str | None = None  # a decision rule (aef.rules grammar)
+    # data_transform / generator / llm_call / filter_list
+    transform_function: str | None = Field(default=None, alias="transformFunction")
+    input_key: str | None = Field(default=None, alias="inputKey")
+    output_key: str | None = Field(default=None, alias="outputKey")
+    prompt_template: str | None = Field(default=None, alias="promptTemplate")
+    output_schema: Any = Field(default=None, alias="outputSchema")
+    list_config: WorkflowListConfig | None = Field(default=None, alias="listConfig")
 
 
 class WorkflowFlowEdge(_Source):
@@ -353,7 +399,7 @@ class WorkflowDocument(_Source):
 # --------------------------------------------------------------------------------------
 
 
-class Action(_Wire):
+class Action(_CompactWire):
     """One concrete browser action. Flat; only `type` is required.
 
     `{{name}}` placeholders in url/value/selector/instruction are substituted at run time
@@ -376,10 +422,6 @@ class Action(_Wire):
     credential_field: str | None = None
     schema_: Any = Field(default=None, alias="schema")
 
-    @model_serializer(mode="wrap")
-    def _drop_unset(self, handler: Any) -> dict[str, Any]:
-        return {k: v for k, v in handler(self).items() if v is not None}
-
 
 class LoopSpec(_Wire):
     iterator: str
@@ -389,13 +431,63 @@ class LoopSpec(_Wire):
 
 
 class StepCheckpoint(_Wire):
-    """A checkpoint asked *before* its step runs."""
+    """A checkpoint asked *before* its step runs.
+
+    `covers`: the ids of the steps this one approval authorizes, in run order: the step
+    itself, or for a unit of work that commits a record (field writes followed by a save or
+    submit) every step from the first write to the commit, which then get no checkpoint of
+    their own (docs/architecture.md, "Risk and units of work").
+    """
 
     type: CheckpointType
     title: str
     description: str
     timeout_seconds: int = Field(ge=1)
     default_action: CheckpointDefault
+    covers: list[str] = []
+
+
+class RecoveryPolicy(_Wire):
+    """What the runner does when this step fails, or a step nested in it that has no policy of
+    its own fails (the innermost policy wins). From a workflow's `error_handler` node (its
+    `handler` id), a node's `retryPolicy` and a list iterator's `continueOnError`.
+
+    `retries`: automatic retries of the failed step (None: the runner's default); `backoffMs`:
+    the delay before each retry in ms (the last repeats; empty: the runner's default). When
+    the retries are used up, `onFailure` applies: `escalate` asks a person (an `error`
+    checkpoint showing `instruction`); `fallback` performs `actions` once, then retries the
+    failed step once and escalates if it fails again; `skip` marks the failed step skipped and
+    goes on; `next_item` abandons the current loop iteration and goes on with the next item
+    (on a loop: for failures in its body); `stop` fails the execution. None: the execution's
+    default (`pauseOnErrors`).
+    """
+
+    retries: int | None = Field(default=None, ge=0, le=10)
+    backoff_ms: list[int] = []
+    on_failure: RecoveryAction | None = None
+    instruction: str | None = None
+    actions: list[Action] = []
+    handler: str | None = None
+
+
+class ComputeSpec(_Wire):
+    """A step that computes data instead of acting on the page (a workflow's `data_transform`,
+    `generator`, `llm_call` or `filter_list` node): performed by the configured resolver
+    (`method: resolver`), or by a person (`method: manual`) when none is configured.
+
+    The result is stored in the variable `output`. `input` is the variable path the step
+    reads (None: the page and every variable); `instruction` says what to compute; `prompt`
+    is the node's prompt template; `function` the node's transform function, kept as a
+    description only (AEF never evaluates it); `schema` the expected shape of the result.
+    """
+
+    operation: ComputeOperation
+    instruction: str
+    output: str
+    input: str | None = None
+    prompt: str | None = None
+    function: str | None = None
+    schema_: Any = Field(default=None, alias="schema")
 
 
 class DecisionSpec(_Wire):
@@ -418,6 +510,8 @@ class PlanStep(_Wire):
     checkpoint: StepCheckpoint | None = None
     risky: bool = False
     credentials: list[str] = []
+    recovery: RecoveryPolicy | None = None
+    compute: ComputeSpec | None = None
 
 
 class CheckpointConfig(_Wire):
@@ -429,6 +523,19 @@ class CheckpointConfig(_Wire):
     description: str
     timeout_seconds: int
     default_action: CheckpointDefault
+    covers: list[str] = []
+
+
+class PlanInput(_CompactWire):
+    """A name the plan reads that no step produces: given to `POST /execute` as a `variables`
+    entry (`kind: variable`, declared by the document) or a `secrets` entry (`kind:
+    credential`). `requiredBy`: the steps that read it."""
+
+    name: str
+    kind: InputKind
+    required_by: list[str] = []
+    example: str | None = None
+    description: str | None = None
 
 
 class SecretConfig(_Wire):
@@ -480,6 +587,7 @@ class AefConfigPatch(_Request):
 class AefSection(_Wire):
     config: AefConfig
     plan: list[PlanStep]
+    inputs: list[PlanInput] = []
     transformed_at: datetime
     transformed_by: str
     version: str
@@ -584,6 +692,7 @@ class TransformResponse(_Wire):
     aef_document_id: UUID
     execution_id: UUID
     warnings: list[str] = []
+    inputs: list[PlanInput] = []
     estimated_step_count: int
     estimated_duration: int  # seconds
 
@@ -603,6 +712,7 @@ class ExecuteResponse(_Wire):
     websocket_url: str
     channel: str
     poll_url: str
+    warnings: list[str] = []  # e.g. provided variables or secrets the document does not use
 
 
 class TakeoverInput(_Request):

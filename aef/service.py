@@ -13,14 +13,16 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from aef import states
 from aef.db import Connection, Database, get_database
 from aef.deadline import seconds_left
 from aef.errors import Conflict, NotFound, RateLimited, ValidationFailed
+from aef.inputs import missing_inputs, stored_inputs, unused_names
 from aef.launcher import ATTEMPT_SECONDS, Launcher, LaunchFailed, get_launcher
+from aef.plan import all_ids, parse_plan
 from aef.settings import Settings, get_settings
 from aef.store import api as store
 
@@ -92,6 +94,7 @@ def rate_limit(caller: Caller, bucket: str, settings: Settings | None = None) ->
 def transform_sop(caller: Caller, request: Any) -> dict[str, Any]:
     from aef.transform import transform
 
+    s = get_settings()
     config = request.config.model_dump(by_alias=True, exclude_none=True) if request.config else None
     with _db().as_user(caller.claims) as conn:
         if request.sop_id is not None:
@@ -103,7 +106,8 @@ def transform_sop(caller: Caller, request: Any) -> dict[str, Any]:
                 raise ValidationFailed("The stored SOP is not a JSON object", code="invalid_sop")
         else:
             sop = request.sop
-        result = transform(sop, config)
+        # the runner's settings: whether a resolver computes data steps, which URLs it may open
+        result = transform(sop, config, resolver=bool(s.llm_resolver), url_policy=s)
         title = _document_title(result.document)
         document_id = store.insert_document(
             conn, caller.user_id, str(request.sop_id) if request.sop_id else None, title,
@@ -118,6 +122,7 @@ def transform_sop(caller: Caller, request: Any) -> dict[str, Any]:
         "aefDocumentId": document_id,
         "executionId": execution_id,
         "warnings": result.warnings,
+        "inputs": [i.model_dump(mode="json", by_alias=True) for i in result.inputs],
         "estimatedStepCount": result.estimated_step_count,
         "estimatedDuration": result.estimated_duration_seconds,
     }
@@ -130,21 +135,8 @@ def _document_title(document: Mapping[str, Any]) -> str:
 
 
 def plan_step_ids(document: Mapping[str, Any]) -> set[str]:
-    """Every step id of the plan, at any depth (children and decision branches)."""
-    found: set[str] = set()
-    plan = (document.get("aef") or {}).get("plan") or []
-    stack = list(plan)
-    while stack:
-        step = stack.pop()
-        if not isinstance(step, dict):
-            continue
-        if step.get("id"):
-            found.add(str(step["id"]))
-        stack.extend(step.get("children") or [])
-        decision = step.get("decision") or {}
-        stack.extend(decision.get("yes") or [])
-        stack.extend(decision.get("no") or [])
-    return found
+    """Every step id of the stored document's plan, at any depth."""
+    return set(all_ids(parse_plan(document)))
 
 
 # Execute -------------------------------------------------------------------------------------
@@ -183,6 +175,7 @@ def start_execution(caller: Caller, request: Any, idempotency_key: str | None) -
             raise NotFound(f"AEF document {request.aef_document_id} was not found",
                            code="document_not_found")
         _check_step_ids(document["document"], request.step_ids)
+        variables, secret_names = set(request.variables or {}), set(request.secrets or {})
         if request.execution_id is not None:
             execution = store.get_execution(conn, str(request.execution_id), for_update=True)
             if execution is None:
@@ -196,7 +189,13 @@ def start_execution(caller: Caller, request: Any, idempotency_key: str | None) -
                                "execution can be started", code="invalid_state",
                                currentStatus=execution["status"])
             execution_id = str(execution["id"])
-        else:
+            held_variables, held_secrets = store.input_names(conn, execution_id)
+            variables |= held_variables
+            secret_names = secret_names if request.secrets else held_secrets
+        warnings = check_inputs(document["document"], request.step_ids, variables,
+                                secret_names, new=set(request.variables or {}),
+                                new_secrets=set(request.secrets or {}))
+        if request.execution_id is None:
             execution_id = store.insert_execution(conn, caller.user_id,
                                                   str(request.aef_document_id))
         _check_active_cap(conn, caller.user_id, s)
@@ -208,7 +207,7 @@ def start_execution(caller: Caller, request: Any, idempotency_key: str | None) -
         entry = store.insert_log(conn, execution_id, "info", "system", "Execution queued")
         store.emit_event(conn, execution_id, "execution_update", {"logs": [entry]})
         response = {"executionId": execution_id, "status": states.QUEUED,
-                    **execute_links(execution_id, s)}
+                    **execute_links(execution_id, s), "warnings": warnings}
         if idempotency_key is not None:
             store.store_idempotent_response(conn, caller.user_id, idempotency_key, execution_id,
                                             response)
@@ -237,6 +236,28 @@ def _check_step_ids(document: Mapping[str, Any], step_ids: list[str] | None) -> 
     if unknown:
         raise ValidationFailed(f"Unknown step ids: {', '.join(unknown[:20])}",
                                code="unknown_step", stepIds=unknown[:20])
+
+
+def check_inputs(document: Mapping[str, Any], step_ids: list[str] | None, variables: set[str],
+                 secrets: set[str], *, new: Collection[str] = (),
+                 new_secrets: Collection[str] = ()) -> list[str]:
+    """Refuse (422 `missing_inputs`) a run whose selected steps read an input it lacks, naming
+    every one; return warnings for the newly given names (`new`, `new_secrets`) the document
+    does not use."""
+    plan = parse_plan(document)
+    inputs = stored_inputs(document)
+    selected = set(step_ids) if step_ids else None
+    missing = missing_inputs(plan, inputs, variables | secrets, selected)
+    if missing:
+        listed = "; ".join(f"{i.kind} {i.name} (needed by {', '.join(i.required_by[:5])})"
+                           for i in missing[:20])
+        raise ValidationFailed(
+            f"The run is missing {len(missing)} input(s): {listed}. Give variables in "
+            "`variables` and credentials in `secrets`.", code="missing_inputs",
+            missing=[i.model_dump(mode="json", by_alias=True) for i in missing[:50]])
+    unused = unused_names(plan, inputs, {*new, *new_secrets})
+    return [f"{'secret' if name in new_secrets else 'variable'} {name!r} is not used by this "
+            "document" for name in unused]
 
 
 def _check_active_cap(conn: Connection, user_id: str, s: Settings) -> None:
@@ -313,6 +334,9 @@ def act(caller: Caller, execution_id: str, request: Any) -> dict[str, Any]:
                 store.insert_command(conn, execution_id, "skip", request.step_id, payload)
             step_ids = ([request.step_id] if action == "execute" and request.step_id
                         else execution["step_ids"])
+            document = store.get_document(conn, str(execution["document_id"]))
+            check_inputs(document["document"] if document else {}, step_ids,
+                         *store.input_names(conn, execution_id))
             token, token_hash = _new_runner_token()
             store.queue_execution(conn, execution_id, step_ids=step_ids,
                                   runner_token_hash=token_hash,

@@ -128,8 +128,11 @@ def run(n: int, log_rows: int, db: Any, jwt: Any, store: Any, apigw_event: Any,
     sop = fixture_sop()
     created = call(transform_handler, "POST", "/api/aef/transform", {"sop": sop})
     doc_id, execution_id = created["aefDocumentId"], created["executionId"]
+    inputs: dict[str, dict[str, str]] = {"secrets": {}, "variables": {}}
+    for item in created["inputs"]:  # every input the document lists, so /execute accepts it
+        inputs["variables" if item["kind"] == "variable" else "secrets"][item["name"]] = "bench"
     call(execute_handler, "POST", "/api/aef/execute",
-         {"aefDocumentId": doc_id, "executionId": execution_id})
+         {"aefDocumentId": doc_id, "executionId": execution_id, **inputs})
     runner = ScriptedRunner(db, execution_id)
     runner.claim()
     runner.run_step("navigate_to_gmail", 10)
@@ -205,7 +208,8 @@ def run(n: int, log_rows: int, db: Any, jwt: Any, store: Any, apigw_event: Any,
             store.emit_event(conn, execution_id, "execution_update", {"logs": [entry]})
 
     def execute_via_handler() -> None:
-        reply = call(execute_handler, "POST", "/api/aef/execute", {"aefDocumentId": doc_id})
+        reply = call(execute_handler, "POST", "/api/aef/execute",
+                     {"aefDocumentId": doc_id, **inputs})
         stop_ids.append(reply["executionId"])
 
     def raw_execute() -> None:

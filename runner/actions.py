@@ -46,6 +46,7 @@ from playwright.async_api import Frame, Locator, Page
 from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
 from aef.errors import AefError
+from aef.url_policy import GuardPolicy, Verdict, check_url
 from runner.grounding import (
     Escalation,
     GroundingResolver,
@@ -54,7 +55,7 @@ from runner.grounding import (
     build_resolver,
     locator_from_cached,
 )
-from runner.safety import BLOCK_HEADER, GuardPolicy, NetworkGuard, Verdict, check_url
+from runner.safety import BLOCK_HEADER, NetworkGuard
 
 log = logging.getLogger("runner.actions")
 

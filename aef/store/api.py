@@ -186,13 +186,32 @@ def set_stop_cleanup(conn: Connection, execution_id: str, cleanup: str) -> None:
 
 
 def put_secrets(conn: Connection, execution_id: str, secrets: dict[str, str]) -> None:
+    names = sorted(secrets)
     conn.execute(
         """
-        insert into aef_execution_secrets (execution_id, secrets) values (%s, %s)
-        on conflict (execution_id) do update set secrets = %s
+        insert into aef_execution_secrets (execution_id, secrets, names) values (%s, %s, %s)
+        on conflict (execution_id) do update set secrets = %s, names = %s
         """,
-        (execution_id, Jsonb(secrets), Jsonb(secrets)),
+        (execution_id, Jsonb(secrets), names, Jsonb(secrets), names),
     )
+
+
+def input_names(conn: Connection, execution_id: str) -> tuple[set[str], set[str]]:
+    """(variable names, secret names) an execution already holds; never a secret's value."""
+    row = conn.execute(
+        """
+        select array(select jsonb_object_keys(
+                 case when jsonb_typeof(e.variables) = 'object' then e.variables
+                      else '{}'::jsonb end)) as variables,
+               coalesce((select s.names from aef_execution_secrets s
+                          where s.execution_id = e.id), '{}') as secrets
+          from aef_executions e where e.id = %s
+        """,
+        (execution_id,),
+    ).fetchone()
+    if row is None:
+        return set(), set()
+    return set(row["variables"]), set(row["secrets"])
 
 
 def emit_event(conn: Connection, execution_id: str, event_type: str,

@@ -26,6 +26,14 @@ IdempotencyKey = Annotated[
     status_code=202,
     responses=problem_responses(401, 409, 413, 415),
     summary="Start an execution of an AEF document (the runner launches after commit)",
+    description=(
+        "Every input the selected steps read (the document's `aef.inputs`: `variable`s go in "
+        "`variables`, `credential`s in `secrets`) must be given, else 422 `missing_inputs` "
+        "lists each missing one (`missing: [{name, kind, requiredBy}]`) and nothing is queued. "
+        "With `stepIds` only the inputs of those steps are needed (and any variable they read "
+        "that only unselected steps produce). Given names the document does not use are "
+        "reported in the response's `warnings`."
+    ),
 )
 def execute(body: ExecuteRequest, claims: CurrentClaims, response: Response,
             idempotency_key: IdempotencyKey = None) -> Any:
@@ -39,6 +47,11 @@ def execute(body: ExecuteRequest, claims: CurrentClaims, response: Response,
     response_model=ActionResponse,
     responses=problem_responses(401, 409, 413, 415),
     summary="Steer an execution: execute a step, retry, skip, pause, resume, takeover, stop",
+    description=(
+        "An action that starts a run again (execute, retry, skip or resume of an idle or failed "
+        "execution) checks the execution's variables and secrets against the inputs of the "
+        "steps it will run: 422 `missing_inputs` when one is missing, nothing is queued."
+    ),
 )
 def action(executionId: UUID, body: ActionRequest, claims: CurrentClaims,
            response: Response) -> Any:

@@ -19,6 +19,15 @@ def transform(api: Any, user: Any, sop: dict[str, Any] | None = None) -> dict[st
     return reply.body
 
 
+def run_inputs(created: dict[str, Any]) -> dict[str, Any]:
+    """`variables` and `secrets` for every input a transform response lists (test values)."""
+    body: dict[str, Any] = {}
+    for item in created["inputs"]:
+        key = "variables" if item["kind"] == "variable" else "secrets"
+        body.setdefault(key, {})[item["name"]] = item.get("example") or f"test-{item['name']}"
+    return body
+
+
 class ScriptedRunner:
     """A stand-in for the runner that writes through the runner's own database role."""
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.api.helpers import ScriptedRunner, transform
+from tests.api.helpers import ScriptedRunner, run_inputs, transform
 
 
 def snapshot(db: Any, user_id: str) -> dict[str, Any]:
@@ -25,7 +25,8 @@ def victim(api: Any, db: Any, new_user: Any) -> dict[str, Any]:
     created = transform(api, b)
     execution_id = created["executionId"]
     reply = api.call("POST", "/api/aef/execute", b.token,
-                     {"aefDocumentId": created["aefDocumentId"], "executionId": execution_id})
+                     {"aefDocumentId": created["aefDocumentId"], "executionId": execution_id,
+                      **run_inputs(created)})
     assert reply.status == 202
     runner = ScriptedRunner(db, execution_id)
     runner.claim()

@@ -31,7 +31,8 @@ def test_full_lifecycle(api: Any, db: Any, new_user: Any, moto_ecs: Any) -> None
 
     reply = api.call("POST", "/api/aef/execute", user.token,
                      {"aefDocumentId": created["aefDocumentId"], "executionId": execution_id,
-                      "secrets": {"gmail_email": "a@b.c", "gmail_password": "hunter2-secret"}})
+                      "secrets": {"gmail_email": "a@b.c", "gmail_password": "hunter2-secret",
+                                  "airtable_api_key": "key-1", "airtable_base_id": "app1"}})
     assert reply.status == 202, reply.body
     assert reply.body["status"] == "queued"
     assert reply.body["channel"] == f"execution:{execution_id}"

@@ -8,7 +8,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from tests.api.helpers import ScriptedRunner, transform
+from tests.api.helpers import ScriptedRunner, run_inputs, transform
 
 PARALLEL = 20
 
@@ -27,7 +27,7 @@ def parallel(n: int, call: Any) -> list[Any]:
 
 
 def start(api: Any, user: Any, created: dict[str, Any], **extra: Any) -> Any:
-    body = {"aefDocumentId": created["aefDocumentId"], **extra}
+    body = {"aefDocumentId": created["aefDocumentId"], **run_inputs(created), **extra}
     return api.call("POST", "/api/aef/execute", user.token, body)
 
 
@@ -61,7 +61,8 @@ def test_parallel_executes_with_one_idempotency_key(api: Any, db: Any, new_user:
     created = transform(api, user)
     key = str(uuid.uuid4())
     replies = parallel(PARALLEL, lambda i: api.call(
-        "POST", "/api/aef/execute", user.token, {"aefDocumentId": created["aefDocumentId"]},
+        "POST", "/api/aef/execute", user.token,
+        {"aefDocumentId": created["aefDocumentId"], **run_inputs(created)},
         headers={"Idempotency-Key": key}))
     assert {r.status for r in replies} == {202}, [r.body for r in replies if r.status != 202]
     assert len({r.body["executionId"] for r in replies}) == 1

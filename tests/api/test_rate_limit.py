@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.api.helpers import transform
+from tests.api.helpers import run_inputs, transform
 
 
 def test_burst_beyond_bucket(api: Any, db: Any, new_user: Any) -> None:
@@ -19,10 +19,12 @@ def test_burst_beyond_bucket(api: Any, db: Any, new_user: Any) -> None:
         created = transform(api, user)
         burst = s.rate_limit_capacity + 10
         replies = [api.call("POST", "/api/aef/execute", user.token,
-                            {"aefDocumentId": created["aefDocumentId"]}) for _ in range(burst)]
+                            {"aefDocumentId": created["aefDocumentId"], **run_inputs(created)})
+                   for _ in range(burst)]
         other_doc = transform(api, other)
         other_reply = api.call("POST", "/api/aef/execute", other.token,
-                               {"aefDocumentId": other_doc["aefDocumentId"]})
+                               {"aefDocumentId": other_doc["aefDocumentId"],
+                                **run_inputs(other_doc)})
     finally:
         s.rate_limit_refill_per_second = saved
     # the active cap answers 409 beyond it, but every request paid its token

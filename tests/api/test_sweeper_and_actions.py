@@ -8,7 +8,7 @@ from typing import Any
 
 import psycopg
 
-from tests.api.helpers import ScriptedRunner, transform
+from tests.api.helpers import ScriptedRunner, run_inputs, transform
 from tests.integration.factories import admin_connection
 
 
@@ -16,7 +16,8 @@ def started(api: Any, db: Any, user: Any) -> tuple[str, ScriptedRunner]:
     created = transform(api, user)
     execution_id = created["executionId"]
     reply = api.call("POST", "/api/aef/execute", user.token,
-                     {"aefDocumentId": created["aefDocumentId"], "executionId": execution_id})
+                     {"aefDocumentId": created["aefDocumentId"], "executionId": execution_id,
+                      **run_inputs(created)})
     assert reply.status == 202
     runner = ScriptedRunner(db, execution_id)
     runner.claim()
@@ -117,7 +118,7 @@ def test_execute_single_step_without_runner_launches_one(api: Any, db: Any, new_
     execution_id = created["executionId"]
     before = len(moto_ecs.list_tasks(cluster="aef")["taskArns"])
     reply = api.call("POST", f"/api/aef/action/{execution_id}", user.token,
-                     {"action": "execute", "stepId": "enter_email"})
+                     {"action": "execute", "stepId": "navigate_to_gmail"})
     assert reply.status == 200, reply.body
     assert reply.body == {"executionId": execution_id, "status": "queued", "action": "execute",
                           "delivered": "launched"}
@@ -125,7 +126,7 @@ def test_execute_single_step_without_runner_launches_one(api: Any, db: Any, new_
     with admin_connection(db) as conn:
         row = conn.execute("select status, step_ids from aef_executions where id = %s",
                            (execution_id,)).fetchone()
-    assert row == {"status": "queued", "step_ids": ["enter_email"]}
+    assert row == {"status": "queued", "step_ids": ["navigate_to_gmail"]}
     # pausing needs a live runner; a queued one counts (it reads pending commands on start)
     paused = api.call("POST", f"/api/aef/action/{execution_id}", user.token, {"action": "pause"})
     assert paused.status == 409 and paused.body["code"] == "invalid_state"

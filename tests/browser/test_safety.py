@@ -12,9 +12,10 @@ import pytest_asyncio
 from playwright.async_api import Error as PlaywrightError
 
 from aef.settings import Settings
+from aef.url_policy import Verdict, check_url, parse_ipv4
 from runner.actions import ActionContext, Blocked, perform
 from runner.browser import BrowserSession, GuardedContext
-from runner.safety import NetworkGuard, Verdict, check_url, parse_ipv4
+from runner.safety import NetworkGuard
 from tests.browser.conftest import PageServer, local_resolve, loopback_settings
 
 pytestmark = pytest.mark.browser

@@ -26,7 +26,7 @@ from typing import Any
 
 import psycopg
 
-from tests.api.helpers import transform
+from tests.api.helpers import fixture_sop, transform
 from tests.apigw import apigw_event, invoke
 from tests.hardening.conftest import settings_override, thread_event_loop
 
@@ -95,6 +95,11 @@ def active_monitor(db: Any, user_id: str) -> Iterator[list[int]]:
         thread.join(timeout=10)
 
 
+def no_input_sop() -> dict[str, Any]:
+    """A document whose runs need no variables or secrets: these tests are about limits."""
+    return fixture_sop("investor-crm-sop-v0.8.json")
+
+
 def reset_rate_limits(db: Any, *user_ids: str) -> None:
     """Full buckets: the setup's own requests (transforms) must not count against the burst."""
     from tests.integration.factories import admin_connection
@@ -138,7 +143,7 @@ def test_burst_of_one_user_holds_every_limit(api: Any, db: Any, new_user: Any) -
     capacity = {"execute": s.rate_limit_capacity, "action": s.write_rate_limit_capacity,
                 "read": s.read_rate_limit_capacity}
     abuser, bystander = new_user(), new_user()
-    created = transform(api, abuser)
+    created = transform(api, abuser, no_input_sop())
     owner = User(id=abuser.id, email="abuser@example.test")
     idle = [str(create_execution(db, owner, document_id=created["aefDocumentId"])["id"])
             for _ in range(12)]
@@ -146,7 +151,7 @@ def test_burst_of_one_user_holds_every_limit(api: Any, db: Any, new_user: Any) -
                               max_body)
     # the bystander: its own document, runs waiting on checkpoints (below the cap: one start
     # of its own must still fit), a log to read
-    theirs = transform(api, bystander)
+    theirs = transform(api, bystander, no_input_sop())
     other = User(id=bystander.id, email="bystander@example.test")
     checkpoints = []
     for step in ("enter_email", "open_crm")[: cap - 1]:
@@ -233,7 +238,7 @@ def test_cap_holds_for_parallel_starts_through_actions(api: Any, db: Any,
     cap = get_settings().max_active_executions
     for _round in range(3):
         user = new_user()
-        created = transform(api, user)
+        created = transform(api, user, no_input_sop())
         owner = User(id=user.id, email="racer@example.test")
         idle = [str(create_execution(db, owner, document_id=created["aefDocumentId"])["id"])
                 for _ in range(6)]

@@ -86,7 +86,9 @@ class ScriptedExecution:
                               {"aefDocumentId": self.document_id,
                                "executionId": self.execution_id,
                                "secrets": {"gmail_email": "a@b.c",
-                                           "gmail_password": SECRET_VALUE}})
+                                           "gmail_password": SECRET_VALUE,
+                                           "airtable_api_key": "key-1",
+                                           "airtable_base_id": "app1"}})
         assert reply.status == 202, reply.body
         assert reply.body["channel"] == self.topic
         # after the launch: the runner token the API stored is replaced by the script's own

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import random
 from collections import Counter
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from aef import estimate
 from aef.errors import ValidationFailed
 from aef.models import AefDocument, PlanStep
 from aef.transform import TransformResult, transform
@@ -371,7 +373,10 @@ def test_sop_automation_instructions_become_actions() -> None:
     assert step.method == "automated" and step.instruction is None
     assert step.checkpoint is not None and step.checkpoint.type == "before_step"
     assert any("scribble" in w for w in result.warnings)
-    assert result.estimated_duration_seconds == 12
+    seconds = estimate.ACTION_SECONDS
+    assert result.estimated_duration_seconds == math.ceil(
+        estimate.START_SECONDS + estimate.STEP_SECONDS
+        + seconds["navigate"] + seconds["click"] + 2 * seconds["act"])
 
     manual = mini_sop([task("a", automation={"automation_type": "manual"})], [])
     assert transform(manual, now=NOW).plan[0].method == "manual"
@@ -451,8 +456,8 @@ def test_workflow_decision_rule_from_condition_schema() -> None:
     assert decision.rule == "check_chooser.chooserPresent"
     assert ids(decision.yes) == ["pick"] and decision.no == []
     assert result.plan[0].checkpoint is None
-    assert any("data_transform" in w for w in result.warnings)
-    assert result.plan[2].method == "grounded"
+    assert any("data_transform" in w and "resolver" in w for w in result.warnings)
+    assert result.plan[2].method == "manual" and result.plan[2].compute is not None
 
 
 def test_workflow_decision_and_loop_fields_of_the_architecture_page() -> None:
@@ -731,3 +736,25 @@ def test_output_is_deterministic(sop: dict[str, Any], workflow: dict[str, Any]) 
         a, b = transform(doc, now=NOW), transform(copy.deepcopy(doc), now=NOW)
         assert json.dumps(a.document, sort_keys=True) == json.dumps(b.document, sort_keys=True)
         assert a.warnings == b.warnings
+
+
+# --- risk by unit of work on the SOP fixtures ------------------------------------------------
+
+
+def test_each_record_write_of_the_fixtures_is_one_unit(sop: dict[str, Any],
+                                                       workflow: dict[str, Any]) -> None:
+    """The v0.8 SOP writes a record in one grounded step per branch; the gmail workflow's
+    'Add Investor to CRM' is its only commit. Opening, switching and closing are not risky."""
+    steps = by_id(transform(sop, now=NOW))
+    for write in ("L1_C3_A4_update_investor_record", "L1_C3_A5_add_investor_record"):
+        checkpoint = steps[write].checkpoint
+        assert checkpoint is not None and checkpoint.covers == [write]
+    for neutral in ("L1_C3_A1_switch_to_airtable", "L1_C3_A2_find_investor",
+                    "L1_C3_A6_close_airtable_modal", "L1_C1_open_email"):
+        assert not steps[neutral].risky and steps[neutral].checkpoint is None, neutral
+    steps = by_id(transform(workflow, now=NOW))
+    add = steps["add_to_crm"].checkpoint
+    assert add is not None and add.covers == ["add_to_crm"] and add.default_action == "reject"
+    assert {s.id for s in steps.values() if s.risky} == {"add_to_crm"}
+    for login in ("enter_email", "enter_password", "click_next_password"):
+        assert steps[login].checkpoint is None, login

@@ -61,9 +61,16 @@ NODE_TYPES = [
     "list_iterator",
     "error_handler",
     "assert",
+    "data_transform",
+    "generator",
+    "llm_call",
+    "filter_list",
     "mystery",
 ]
-conditions = st.sampled_from(["yes", "no", "next", "Y", "N", "true", "all_processed"]) | st.none()
+conditions = (
+    st.sampled_from(["yes", "no", "next", "Y", "N", "true", "all_processed", "error", "on_error"])
+    | st.none()
+)
 ACTION_TYPES = [
     "navigate",
     "navigate_or_switch_tab",
@@ -80,6 +87,14 @@ ACTION_TYPES = [
     "assert_element",
     "create_row",
     "hover",
+]
+URLS = [
+    "https://x.test/{{base_id}}",
+    "/a",
+    "file:///etc/passwd",
+    "http://0xA9FEA9FE/",
+    "{{base_url}}/inbox",
+    "http://[::ffff:169.254.169.254]/",
 ]
 placeholder_text = st.sampled_from(
     ["Type {{gmail_email}}", "{{api_key}}", "send the form", "Open {{item.name}}", "update record"]
@@ -174,6 +189,35 @@ def sop_documents(draw: st.DrawFn) -> dict[str, Any]:
 
 
 @st.composite
+def newer_node_fields(draw: st.DrawFn) -> dict[str, Any]:
+    """Fields of the newer node types (error handlers, data steps, list iterators, asserts)."""
+    names = st.sampled_from(["rows", "item", "a.b", "{{x}}", ""])
+    optional = {
+        "humanEscalate": st.booleans(),
+        "fallbackAction": st.sampled_from(["skip", "stop", "retry", "pause_for_human", ""]),
+        "retryPolicy": st.fixed_dictionaries(
+            {}, optional={"max": st.integers(-1, 20), "backoffMs": st.lists(st.integers(-5, 9))}
+        ),
+        "iteratorConfig": st.fixed_dictionaries(
+            {}, optional={"listVariable": names, "itemVariable": names,
+                          "continueOnError": st.booleans(), "maxIterations": st.integers(-2, 9)}
+        ),
+        "listConfig": st.fixed_dictionaries({}, optional={"inputKey": names, "outputKey": names}),
+        "inputKey": names,
+        "outputKey": names,
+        "transformFunction": st.just("d => d"),
+        "promptTemplate": st.just("{{input}} and {{other}}"),
+        "assertConditions": st.lists(
+            st.fixed_dictionaries({"type": st.sampled_from(["urlMatch", "textPresent", "odd"]),
+                                   "value": st.sampled_from(["x", ""])}), max_size=2),
+    }
+    if not _sometimes(draw, 30):
+        return {}
+    keys = draw(st.lists(st.sampled_from(sorted(optional)), max_size=3, unique=True))
+    return {key: draw(optional[key]) for key in keys}
+
+
+@st.composite
 def workflow_documents(draw: st.DrawFn) -> dict[str, Any]:
     ids = draw(graph_ids())
     refs = draw(reference_strategy(ids))
@@ -190,7 +234,7 @@ def workflow_documents(draw: st.DrawFn) -> dict[str, Any]:
                         st.fixed_dictionaries(
                             {},
                             optional={
-                                "url": st.sampled_from(["https://x.test/{{base_id}}", "/a"]),
+                                "url": st.sampled_from(URLS),
                                 "selector": st.just("#b"),
                                 "url_contains": st.just("inbox"),
                             },
@@ -210,6 +254,7 @@ def workflow_documents(draw: st.DrawFn) -> dict[str, Any]:
             }
         if draw(st.integers(1, 4)) == 1:
             wf_node["outboundEdges"] = {draw(st.sampled_from(["Y", "N", "maybe"])): draw(refs)}
+        wf_node.update(draw(newer_node_fields()))
         nodes.append(wf_node)
     flow = [
         {"from": source, "to": target, "condition": draw(conditions)}
@@ -311,11 +356,23 @@ def check_result(doc: dict[str, Any], result: TransformResult) -> None:
         source_nodes = public["nodes"]
     else:
         source_nodes = doc["execution"]["workflow"]["nodes"]
-    counts = Counter(step.id for step in walk(result.plan))
-    assert set(counts) == {n["id"] for n in source_nodes}
-    assert set(counts.values()) == {1}
-    assert result.estimated_step_count == len(source_nodes)
+    source_ids = {n["id"] for n in source_nodes}
+    steps = list(walk(result.plan))
+    counts = Counter(step.id for step in steps)
+    assert set(counts.values()) <= {1}, "a step id appears twice"
+    # every node is one step, except error handlers (a step's recovery) and the copies of a
+    # node shared by two branches that it cannot be merged after (`<id>@<container>`)
+    handlers = {s.recovery.handler for s in steps if s.recovery and s.recovery.handler}
+    copies = {i for i in counts if i not in source_ids}
+    assert all(i.split("@", 1)[0] in source_ids and i.split("@", 1)[1].rstrip("'") in source_ids
+               for i in copies), copies
+    assert set(counts) - copies | handlers == source_ids
+    assert not handlers & set(counts)
+    assert result.estimated_step_count == len(steps)
     assert result.estimated_duration_seconds >= 0
+    covered = {c for s in steps if s.checkpoint for c in s.checkpoint.covers}
+    assert covered <= set(counts), "a checkpoint covers a step that is not in the plan"
+    assert {i.name for i in result.inputs} >= {c for s in steps for c in s.credentials}
 
 
 def check(doc: Any, config: Any = None) -> None:
@@ -374,3 +431,56 @@ def test_the_generators_reach_successful_transforms() -> None:
 
     count()
     assert ok >= 10
+
+
+@st.composite
+def shared_child_documents(draw: st.DrawFn) -> dict[str, Any]:
+    """A decision whose two branch containers both list `x`, at any position, with any flow
+    inside them: a converging tail, a shared middle, or shapes to refuse."""
+    p_children = draw(st.permutations(["p1", "p2", "x"]))
+    q_children = draw(st.permutations(["q1", "x"]))
+    inner = st.sampled_from(["p1", "p2", "q1", "x"])
+    flow = [{"from": a, "to": b} for a, b in draw(st.lists(st.tuples(inner, inner), max_size=5))
+            if a != b]
+    nodes = [
+        {"id": "d", "type": "decision", "label": "Which?", "rule": "kind == 1",
+         "outboundEdges": {"Y": "p", "N": "q"}},
+        {"id": "p", "type": "compound_task", "label": "P", "children": p_children},
+        {"id": "q", "type": "compound_task", "label": "Q", "children": q_children},
+        *({"id": i, "type": "atomic_task", "label": f"Fill the {i} field",
+           "actions": [{"type": "act", "instruction": f"Type {{{{v}}}} into the {i} field"}]}
+          for i in ("p1", "p2", "q1")),
+        {"id": "x", "type": draw(st.sampled_from(["atomic_task", "generator"])),
+         "label": "Save", "actions": [{"type": "act", "instruction": "Click the Save button"}]},
+        {"id": "after", "type": "atomic_task", "label": "After"},
+    ]
+    if draw(st.booleans()):
+        flow.append({"from": "p", "to": "after"})
+        flow.append({"from": "q", "to": "after"})
+    return {"meta": {"title": "shared"},
+            "execution": {"workflow": {"nodes": nodes, "flow": flow}, "variables": ["kind"]}}
+
+
+def test_shared_children_run_once_or_once_per_branch() -> None:
+    shapes: Counter[str] = Counter()
+
+    @settings(max_examples=150, deadline=None, database=None)
+    @given(doc=shared_child_documents(), config=configs)
+    def run(doc: dict[str, Any], config: Any) -> None:
+        check(doc, config)
+        result = outcome(doc, config)
+        if isinstance(result, ValidationFailed):
+            shapes["refused"] += 1
+            assert "x" in result.extra.get("ids", []) or result.detail
+            return
+        top = [s.id for s in result.plan]
+        if "x" in top:  # merged: once, after the decision, never inside a branch
+            shapes["merged"] += 1
+            assert top.index("x") == top.index("d") + 1
+        else:  # copied: one per branch
+            shapes["copied"] += 1
+            ids = {s.id for s in walk(result.plan)}
+            assert {"x", "x@q"} <= ids or {"x", "x@p"} <= ids
+
+    run()
+    assert shapes["merged"] and shapes["copied"], shapes

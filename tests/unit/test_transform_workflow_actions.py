@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from aef.models import Action, PlanStep
-from aef.transform import MAX_TIMEOUT_MS, TransformResult, transform
+from aef.sop_formats.graph import MAX_TIMEOUT_MS
+from aef.transform import TransformResult, transform
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 DEMO_WORKFLOW = (

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from aef import service
-from tests.api.helpers import transform
+from tests.api.helpers import run_inputs, transform
 from tests.api.test_sweeper_and_actions import expire_lease, started
 from tests.integration.factories import admin_connection
 
@@ -47,7 +47,7 @@ def test_a_task_that_never_claimed_its_execution_is_stopped(api: Any, db: Any, n
     created = transform(api, user)
     reply = api.call("POST", "/api/aef/execute", user.token,
                      {"aefDocumentId": created["aefDocumentId"],
-                      "executionId": created["executionId"]})
+                      "executionId": created["executionId"], **run_inputs(created)})
     assert reply.status == 202 and reply.body["status"] == "queued"
     task_arn = stored_task_arn(db, created["executionId"])
 

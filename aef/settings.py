@@ -2,10 +2,37 @@
 
 from __future__ import annotations
 
+import json
+import re
 from functools import lru_cache
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, SecretStr
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+_ORIGIN = re.compile(r"^\*$|^https?://[^/?#\s]+$")
+
+
+def _origin_list(value: Any) -> Any:
+    """`AEF_CORS_ORIGINS` as a JSON list or as comma-separated origins (what people type).
+
+    An origin is `scheme://host[:port]` with no path; `*` inside one stands for one host label
+    or a port (`http://localhost:*`), and `*` alone for any origin.
+    """
+    if isinstance(value, str):
+        text = value.strip()
+        value = json.loads(text) if text.startswith("[") else [
+            part.strip() for part in text.split(",") if part.strip()]
+    if not isinstance(value, list | tuple):
+        return value
+    origins = [o.rstrip("/") if isinstance(o, str) else o for o in value]
+    bad = [o for o in origins if not isinstance(o, str) or not _ORIGIN.match(o)]
+    if bad:
+        raise ValueError(f"not a browser origin (scheme://host[:port]): {bad[0]!r}")
+    return origins
+
+
+OriginList = Annotated[list[str], NoDecode, BeforeValidator(_origin_list)]
 
 
 class Settings(BaseSettings):
@@ -29,7 +56,7 @@ class Settings(BaseSettings):
 
     # HTTP.
     max_body_bytes: int = 1_048_576
-    cors_origins: list[str] = []
+    cors_origins: OriginList = []
 
     # Execution control.
     max_active_executions: int = 3

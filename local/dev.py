@@ -54,7 +54,8 @@ DEFAULT_DATABASE = "aef_dev"
 LOCAL_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 EMBEDDED_PREFERRED_PORT = 54322  # Supabase's local database port
 SWEEP_EVERY_SECONDS = 15.0
-LOCAL_CORS_ORIGINS = ["http://localhost:3000", "http://127.0.0.1:3000"]  # a local frontend
+# a page served from any local port (Vite, the console, a static server); AEF_CORS_ORIGINS wins
+LOCAL_CORS_ORIGINS = ["http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*"]
 JWKS_REFRESH_SECONDS = 60.0
 LOCAL_AWS_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "aef-local",
@@ -828,6 +829,9 @@ class DevStack:
             f"({len(self.gateway.routes)} routes from {self.options.template.name})")
         for spec in self.gateway.routes:
             say(f"                  {spec.route_key:<44} -> {spec.function}")
+        if self.gateway.cors is not None:
+            say(f"CORS origins    {', '.join(self.gateway.cors.allow_origins)}"
+                "  (AEF_CORS_ORIGINS: comma-separated or a JSON list)")
         say(f"JWKS            {info.supabase_url}{JWKS_PATH}")
         say(f"Realtime        {info.realtime_url}")
         say(f"Demo site       {info.supabase_url}/mail/  {info.supabase_url}/crm/")

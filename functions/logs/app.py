@@ -18,7 +18,7 @@ router = APIRouter()
 @router.get(
     "/api/aef/logs/{executionId}",
     response_model=LogsResponse,
-    responses=problem_responses(401),
+    responses=problem_responses("execution_not_found", "invalid_cursor"),
     summary="A page of an execution's logs (keyset pagination: pass nextCursor as `after`)",
 )
 def logs(
@@ -39,7 +39,8 @@ def logs(
 @router.get(
     "/api/aef/live/{executionId}",
     response_model=LiveResponse,
-    responses={**problem_responses(401), 304: {"description": "Not modified since the ETag"}},
+    responses={**problem_responses("execution_not_found"),
+               304: {"description": "Not modified since the ETag"}},
     summary="The live message snapshot plus the events after `after` (polling fallback)",
 )
 def live(

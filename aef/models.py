@@ -669,6 +669,43 @@ class LogsResponse(_Wire):
     next_cursor: str | None = None
 
 
+class DocumentSummary(_Wire):
+    id: UUID
+    title: str
+    sop_id: UUID | None
+    created_at: datetime
+
+
+class DocumentsResponse(_Wire):
+    """The caller's AEF documents, newest first; pass `nextCursor` as `after` for more."""
+
+    documents: list[DocumentSummary]
+    next_cursor: str | None
+
+
+class ExecutionSummary(_Wire):
+    """One row of the execution history."""
+
+    id: UUID
+    document_id: UUID
+    document_title: str
+    status: ExecutionStatus
+    progress: int = Field(ge=0, le=100)
+    current_step: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration: float | None = Field(
+        description="Seconds from start to finish (to now while running); null before start")
+
+
+class ExecutionsResponse(_Wire):
+    """The caller's executions, newest first; pass `nextCursor` as `after` for more."""
+
+    executions: list[ExecutionSummary]
+    next_cursor: str | None
+
+
 class LiveResponse(_Wire):
     message: LiveMessage
     events: list[LiveMessage] = []

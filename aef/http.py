@@ -25,7 +25,6 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
@@ -34,6 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from aef import __version__
 from aef.auth import Claims, verify_token
 from aef.errors import PROBLEM_CODES, AefError, Unauthorized
+from aef.models import ProblemDetails
 from aef.settings import Settings, get_settings
 
 log = logging.getLogger("aef.http")
@@ -149,30 +149,6 @@ def configure_logging(level: int = logging.INFO) -> None:
 # --------------------------------------------------------------------------------------------
 # Problem details
 # --------------------------------------------------------------------------------------------
-
-
-class FieldError(BaseModel):
-    field: str = Field(description="Where the problem is, e.g. `body.sopId` or `path.id`")
-    message: str
-
-
-class ProblemDetails(BaseModel):
-    """RFC 9457 problem details with AEF's stable `code`; more members may be present."""
-
-    model_config = ConfigDict(extra="allow", title="ProblemDetails")
-
-    type: str = Field(description="URI naming the problem type: `urn:aef:problem:<code>`")
-    title: str
-    status: int
-    detail: str | None = None
-    instance: str | None = Field(None, description="The request path")
-    code: str = Field(description="Stable machine-readable error code")
-    requestId: str | None = None
-    errors: list[FieldError] | None = Field(
-        None, description="Field-level problems (validation_failed)"
-    )
-
-
 
 
 def _phrase(status: int) -> str:

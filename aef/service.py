@@ -360,7 +360,8 @@ def respond_checkpoint(caller: Caller, checkpoint_id: str, request: Any) -> dict
                                  f"Checkpoint {status} by the user",
                                  step_id=checkpoint["step_id"])
         store.emit_event(conn, execution_id, "execution_update", {"logs": [entry]})
-    return {"status": status, "nextAction": next_action(checkpoint["type"], request.response)}
+    return {"status": "success", "decision": status,
+            "nextAction": next_action(checkpoint["type"], request.response)}
 
 
 def _decision(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
@@ -582,8 +583,9 @@ def read_live(caller: Caller, execution_id: str, *, after: int,
     assert snapshot is not None
     message = dict(snapshot["message"])
     key = (snapshot["browser"] or {}).get("screenshotKey")
-    if key:
-        message["browser"] = {**message["browser"], "screenshot": _sign_screenshot(key)}
+    signed = _sign_screenshot(key) if key else None
+    if signed:  # else the URL signed at upload stays (maybe expired, never null)
+        message["browser"] = {**message["browser"], "screenshot": signed}
     return {"message": message, "events": [e["message"] for e in events],
             "lastSeq": snapshot["last_seq"]}, etag
 

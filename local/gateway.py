@@ -636,9 +636,8 @@ class Gateway:
             response.headers["vary"] = "Origin"
         return response
 
-    @staticmethod
-    async def _too_large(scope: Scope, receive: Receive, send: Send) -> None:
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = problem_response(413, code="payload_too_large",
                                     detail="Request payloads are limited to 10 MB",
                                     instance=scope["path"])
-        await response(scope, receive, send)
+        await self._cors_headers(response, scope)(scope, receive, send)

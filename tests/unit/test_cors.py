@@ -144,6 +144,12 @@ async def test_gateway_cors_for_local_pages(capsys: pytest.CaptureFixture[str]) 
             # the function answers 401 (no token): the gateway's CORS headers are on it
             actual = await http.get(path, headers={"origin": "http://127.0.0.1:8765"})
             other = await http.get(path, headers={"origin": "https://evil.example"})
+            # the gateway's own problems are readable by the page too
+            wrong_method = await http.get("/api/aef/transform",
+                                          headers={"origin": "http://localhost:5173"})
+            too_large = await http.post("/api/aef/transform", content=b"x" * (10 * 2**20 + 1),
+                                        headers={"origin": "http://localhost:5173",
+                                                 "content-type": "application/json"})
     finally:
         gateway.close()
     assert vite.status_code == 204
@@ -157,6 +163,9 @@ async def test_gateway_cors_for_local_pages(capsys: pytest.CaptureFixture[str]) 
     assert {"etag", "ratelimit-limit", "ratelimit-remaining", "ratelimit-reset",
             "retry-after", "x-request-id"} <= exposed
     assert "access-control-allow-origin" not in other.headers
+    for own in (wrong_method, too_large):
+        assert own.status_code in (405, 413)
+        assert own.headers["access-control-allow-origin"] == "http://localhost:5173"
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()
              if line.startswith("{")]
     refusals = [line for line in lines if line["message"] == "CORS preflight refused"]

@@ -55,7 +55,7 @@ class Claims:
         return self.sub
 
 
-def _fail(detail: str, code: str = "invalid_token") -> Unauthorized:
+def _fail(detail: str, *, code: str = "invalid_token") -> Unauthorized:
     """401 with an RFC 6750 challenge; `code` is stable, `detail` is for humans."""
     challenge = f'Bearer error="invalid_token", error_description="{detail}"'
     if code == "missing_token":
@@ -190,7 +190,7 @@ def verify_token(
     (`jwks_unavailable`) when the keys were never reachable.
     """
     if not token or not token.strip():
-        raise _fail("no bearer token", "missing_token")
+        raise _fail("no bearer token", code="missing_token")
     if len(token) > MAX_TOKEN_BYTES:
         raise _fail("token too large")
     settings = settings or get_settings()
@@ -214,7 +214,7 @@ def verify_token(
             },
         )
     except jwt.ExpiredSignatureError:
-        raise _fail("token expired", "token_expired") from None
+        raise _fail("token expired", code="token_expired") from None
     except jwt.ImmatureSignatureError:
         raise _fail("token not yet valid") from None
     except jwt.InvalidAudienceError:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Annotated, Any
 
@@ -20,7 +22,6 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
@@ -29,9 +30,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from aef import __version__
 from aef.auth import Claims, verify_token
 from aef.deadline import deadline, lambda_deadline
-from aef.errors import AefError, Unauthorized
+from aef.errors import PROBLEM_CODES, AefError, Unauthorized
 from aef.logs import bind_execution_id as bind_execution_id  # re-exported for endpoints
 from aef.logs import bind_log_context, configure_logging, current_request_id, log_context
+from aef.models import ProblemDetails
 from aef.settings import Settings, get_settings
 
 log = logging.getLogger("aef.http")
@@ -39,55 +41,10 @@ log = logging.getLogger("aef.http")
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 REQUEST_ID_HEADER = "X-Request-Id"
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:=+/-]{1,128}$")
-# What a browser may send and read. template.yaml's HttpApi CorsConfiguration says the same
-# (API Gateway answers preflights itself); tests/deploy keeps the two equal.
-CORS_ALLOW_HEADERS = ("Authorization", "Content-Type", "X-Request-Id", "Idempotency-Key",
-                      "If-None-Match")
-CORS_EXPOSE_HEADERS = (REQUEST_ID_HEADER, "ETag", "Retry-After", "RateLimit-Limit",
-                       "RateLimit-Remaining", "RateLimit-Reset")
 
 # --------------------------------------------------------------------------------------------
 # Problem details
 # --------------------------------------------------------------------------------------------
-
-
-class FieldError(BaseModel):
-    field: str = Field(description="Where the problem is, e.g. `body.sopId` or `path.id`")
-    message: str
-
-
-class ProblemDetails(BaseModel):
-    """RFC 9457 problem details with AEF's stable `code`; more members may be present."""
-
-    model_config = ConfigDict(extra="allow", title="ProblemDetails")
-
-    type: str = Field(description="URI naming the problem type: `urn:aef:problem:<code>`")
-    title: str
-    status: int
-    detail: str | None = None
-    instance: str | None = Field(None, description="The request path")
-    code: str = Field(description="Stable machine-readable error code")
-    requestId: str | None = None
-    errors: list[FieldError] | None = Field(
-        None, description="Field-level problems (validation_failed)"
-    )
-
-
-_CODE_FOR_STATUS = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    406: "not_acceptable",
-    409: "conflict",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    422: "validation_failed",
-    429: "rate_limited",
-    500: "internal_error",
-    503: "service_unavailable",
-}
 
 
 def _phrase(status: int) -> str:
@@ -99,27 +56,33 @@ def _phrase(status: int) -> str:
 
 def problem_response(
     status: int,
-    code: str,
     *,
+    code: str,
     title: str | None = None,
     detail: str | None = None,
     instance: str | None = None,
     headers: dict[str, str] | None = None,
     **extra: Any,
 ) -> Response:
-    """Render one problem+json response; standard members win over `extra`."""
+    """Render one problem+json response; standard members win over `extra`.
+
+    A code missing from `PROBLEM_CODES` (or with another status there) is our bug: it is
+    logged, and the response still goes out as asked.
+    """
+    registered = PROBLEM_CODES.get(code)
+    if registered is None or registered.status != status:
+        log.error("problem code not in PROBLEM_CODES", extra={"code": code, "status": status})
     body: dict[str, Any] = {k: v for k, v in jsonable_encoder(extra).items() if v is not None}
-    body.update(
-        {
-            "type": f"urn:aef:problem:{code}",
-            "title": title or _phrase(status),
-            "status": status,
-            "code": code,
-            "detail": detail or title or _phrase(status),
-            "instance": instance,
-            "requestId": current_request_id(),
-        }
-    )
+    standard = {
+        "type": f"urn:aef:problem:{code}",
+        "title": title or _phrase(status),
+        "status": status,
+        "code": code,
+        "detail": detail or title or _phrase(status),
+        "instance": instance,
+        "requestId": current_request_id(),
+    }
+    body.update({k: v for k, v in standard.items() if v is not None})
     return Response(
         json.dumps(body, separators=(",", ":")).encode(),
         status_code=status,
@@ -129,9 +92,9 @@ def problem_response(
 
 
 async def _send_problem(
-    scope: Scope, receive: Receive, send: Send, status: int, code: str, detail: str
+    scope: Scope, receive: Receive, send: Send, status: int, *, code: str, detail: str
 ) -> None:
-    response = problem_response(status, code, detail=detail, instance=scope.get("path"))
+    response = problem_response(status, code=code, detail=detail, instance=scope.get("path"))
     await response(scope, receive, send)
 
 
@@ -151,7 +114,7 @@ async def _aef_error_handler(request: Request, exc: Exception) -> Response:
         log.error("request failed", extra={"code": exc.code, "status": exc.status})
     return problem_response(
         exc.status,
-        exc.code,
+        code=exc.code,
         title=exc.title,
         detail=exc.detail,
         instance=request.url.path,
@@ -166,7 +129,7 @@ async def _validation_error_handler(request: Request, exc: Exception) -> Respons
     if any(err.get("type") == "json_invalid" for err in errors):
         return problem_response(
             400,
-            "malformed_json",
+            code="malformed_json",
             title="The request body is not valid JSON",
             detail="The request body is not valid JSON",
             instance=request.url.path,
@@ -180,7 +143,7 @@ async def _validation_error_handler(request: Request, exc: Exception) -> Respons
         detail += f"; and {len(fields) - 3} more"
     return problem_response(
         422,
-        "validation_failed",
+        code="validation_failed",
         title="The request is not valid",
         detail=detail,
         instance=request.url.path,
@@ -189,19 +152,26 @@ async def _validation_error_handler(request: Request, exc: Exception) -> Respons
 
 
 async def _http_exception_handler(request: Request, exc: Exception) -> Response:
+    """The framework's own refusals: no route (404), wrong method (405, with `Allow`), and a
+    body it could not parse (400; BodyGuardMiddleware normally refuses those first)."""
     assert isinstance(exc, StarletteHTTPException)
     status = exc.status_code
-    detail = exc.detail if isinstance(exc.detail, str) else None
-    if status == 404 and detail == "Not Found":
-        detail = f"No route for {request.method} {request.url.path}"
-    if status == 405 and detail == "Method Not Allowed":
-        detail = f"{request.method} is not allowed on {request.url.path}"
+    path = request.url.path
+    if status == 404:
+        code, detail = "not_found", f"No route for {request.method} {path}"
+    elif status == 405:
+        code, detail = "method_not_allowed", f"{request.method} is not allowed on {path}"
+    elif status == 400:
+        code, detail = "malformed_json", "The request body could not be parsed as JSON"
+    else:
+        log.error("unexpected HTTP exception", extra={"status": status, "path": path})
+        status, code, detail = 500, "internal_error", "An unexpected error occurred"
     return problem_response(
         status,
-        _CODE_FOR_STATUS.get(status, f"http_{status}"),
+        code=code,
         detail=detail,
-        instance=request.url.path,
-        headers=dict(exc.headers) if exc.headers else None,
+        instance=path,
+        headers=dict(exc.headers) if exc.headers and status != 500 else None,
     )
 
 
@@ -289,7 +259,7 @@ async def _run_guarded(app: ASGIApp, scope: Scope, receive: Receive, send: Send)
         if response_started:
             raise
         await _send_problem(
-            scope, receive, send, 500, "internal_error", "An unexpected error occurred"
+            scope, receive, send, 500, code="internal_error", detail="An unexpected error occurred"
         )
 
 
@@ -302,8 +272,63 @@ def _is_json(content_type: str | None) -> bool:
     )
 
 
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:20]} is out of range")
+    return value
+
+
+def _unstorable(value: Any) -> bool:
+    """A string (or key) with NUL or an unpaired surrogate: Postgres cannot store either."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _UNSTORABLE.search(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def json_body_problem(body: bytes) -> str | None:
+    """Why `body` is not JSON this API accepts (None when it is).
+
+    RFC 8259: JSON between systems is UTF-8; numbers are finite. Python's parser also has
+    limits (nesting depth, 4300-digit integers), and Postgres cannot store NUL or unpaired
+    surrogates, both only reachable through `\\u` escapes. One code for all: `malformed_json`.
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"The request body is not UTF-8 (invalid byte at offset {exc.start})"
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except json.JSONDecodeError as exc:
+        return (f"The request body is not valid JSON: {exc.msg} "
+                f"(line {exc.lineno}, column {exc.colno})")
+    except RecursionError:
+        return "The request body nests arrays or objects too deeply"
+    except ValueError as exc:  # NaN/Infinity, 1e999, an integer with more than 4300 digits
+        return f"The request body has a number this API cannot represent: {str(exc)[:120]}"
+    if "\\u" in text and _unstorable(value):
+        return "The request body has a string with \\u0000 or an unpaired surrogate"
+    return None
+
+
 class BodyGuardMiddleware:
-    """Body size limit and JSON-only bodies, enforced before any parsing.
+    """Body size limit, JSON-only bodies and JSON this API accepts, before any model parsing.
 
     The declared Content-Length is checked first; then the body is read in full (Mangum hands it
     over in one message anyway) while counting, so a body without or with a lying
@@ -323,9 +348,8 @@ class BodyGuardMiddleware:
         declared = headers.get("content-length")
         if declared is not None:
             if not declared.strip().isdigit():
-                await _send_problem(
-                    scope, receive, send, 400, "bad_request", "Invalid Content-Length header"
-                )
+                await _send_problem(scope, receive, send, 400, code="invalid_content_length",
+                                    detail="The Content-Length header is not a number")
                 return
             if int(declared) > self.max_body_bytes:
                 await self._too_large(scope, receive, send)
@@ -351,9 +375,13 @@ class BodyGuardMiddleware:
                 receive,
                 send,
                 415,
-                "unsupported_media_type",
-                "Request bodies must be JSON (Content-Type: application/json)",
+                code="unsupported_media_type",
+                detail="Request bodies must be JSON (Content-Type: application/json)",
             )
+            return
+        problem = json_body_problem(body) if body else None
+        if problem is not None:
+            await _send_problem(scope, receive, send, 400, code="malformed_json", detail=problem)
             return
         delivered = False
 
@@ -372,9 +400,98 @@ class BodyGuardMiddleware:
             receive,
             send,
             413,
-            "payload_too_large",
-            f"Request body exceeds {self.max_body_bytes} bytes",
+            code="payload_too_large",
+            detail=f"Request body exceeds {self.max_body_bytes} bytes",
         )
+
+
+# --------------------------------------------------------------------------------------------
+# CORS (the same lists as the HttpApi's CorsConfiguration in template.yaml)
+# --------------------------------------------------------------------------------------------
+
+CORS_METHODS = ("GET", "POST", "DELETE", "OPTIONS")
+CORS_ALLOW_HEADERS = ("Authorization", "Content-Type", "Idempotency-Key", "If-None-Match",
+                      REQUEST_ID_HEADER)
+CORS_EXPOSE_HEADERS = ("ETag", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset",
+                       "Retry-After", REQUEST_ID_HEADER)
+CORS_MAX_AGE_SECONDS = 600
+
+
+@dataclass(frozen=True)
+class OriginPolicy:
+    """The browser origins allowed to call the API (settings: `AEF_CORS_ORIGINS`).
+
+    Each entry is an exact origin, `*` (any origin), or a pattern whose `*` stands for one
+    host label or a port: `http://localhost:*`, `https://*.example.com`.
+    """
+
+    origins: tuple[str, ...]
+
+    @property
+    def any_origin(self) -> bool:
+        return "*" in self.origins
+
+    @property
+    def exact(self) -> tuple[str, ...]:
+        return tuple(o for o in self.origins if "*" not in o)
+
+    @property
+    def pattern(self) -> str | None:
+        """One regular expression for the wildcard entries (None when there are none)."""
+        parts = [re.escape(o).replace(r"\*", "[A-Za-z0-9-]+")
+                 for o in self.origins if "*" in o and o != "*"]
+        return "|".join(f"(?:{p})" for p in parts) or None
+
+    def allows(self, origin: str) -> bool:
+        pattern = self.pattern
+        return (self.any_origin or origin in self.exact
+                or (pattern is not None and re.fullmatch(pattern, origin) is not None))
+
+
+def log_refused_preflight(origin: str, method: str, path: str, refused: Sequence[str],
+                          requested_headers: str | None = None) -> None:
+    """One structured line per refused preflight: the browser only says "CORS error"."""
+    log.warning("CORS preflight refused", extra={
+        "origin": origin, "method": method, "path": path, "refused": list(refused),
+        "requestHeaders": requested_headers})
+
+
+class CorsMiddleware:
+    """Starlette's CORS handling with AEF's origin patterns; a refused preflight is logged
+    and answered 403 problem+json (`cors_refused`) instead of a plain-text 400."""
+
+    def __init__(self, app: ASGIApp, *, policy: OriginPolicy) -> None:
+        from starlette.middleware.cors import CORSMiddleware
+
+        self._cors = CORSMiddleware(
+            app,
+            allow_origins=["*"] if policy.any_origin else list(policy.exact),
+            allow_origin_regex=None if policy.any_origin else policy.pattern,
+            allow_methods=CORS_METHODS,
+            allow_headers=CORS_ALLOW_HEADERS,
+            expose_headers=CORS_EXPOSE_HEADERS,
+            max_age=CORS_MAX_AGE_SECONDS,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = Headers(scope=scope) if scope["type"] == "http" else Headers()
+        origin = headers.get("origin")
+        method = headers.get("access-control-request-method")
+        if scope["type"] != "http" or scope["method"] != "OPTIONS" or not origin or not method:
+            await self._cors(scope, receive, send)
+            return
+        response = self._cors.preflight_response(request_headers=headers)
+        if response.status_code >= 400:
+            # Starlette names what it refused: "Disallowed CORS origin, headers"
+            refused = bytes(response.body).decode().removeprefix("Disallowed CORS ").split(", ")
+            requested = headers.get("access-control-request-headers")
+            log_refused_preflight(origin, method, scope["path"], refused, requested)
+            response = problem_response(
+                403, code="cors_refused", title="CORS preflight refused",
+                detail=f"This API does not allow the requested {' and '.join(refused)} "
+                       f"from {origin}", instance=scope["path"],
+                headers={"Vary": response.headers.get("vary", "Origin")})
+        await response(scope, receive, send)
 
 
 # --------------------------------------------------------------------------------------------
@@ -421,22 +538,43 @@ CurrentClaims = Annotated[Claims, Depends(current_claims)]
 # --------------------------------------------------------------------------------------------
 
 PROBLEM_REF = {"$ref": "#/components/schemas/ProblemDetails"}
-_ALWAYS = (400, 404, 422, 429, 500, 503)
+_HTTP_METHODS = frozenset({"get", "put", "post", "delete", "patch", "head", "options"})
+# Codes any operation may answer, by what it has: these come from the HTTP layer itself.
+_EVERY_OPERATION = ("invalid_content_length", "validation_failed", "rate_limited",
+                    "internal_error", "database_unavailable", "database_busy")
+_WITH_TOKEN = ("missing_token", "invalid_token", "token_expired", "unknown_user",
+               "jwks_unavailable")
+_WITH_BODY = ("malformed_json", "payload_too_large", "unsupported_media_type")
 
 
-def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """`responses=` entries for route-specific errors (e.g. 409); rendered as problem+json."""
-    return {
-        status: {
-            "description": _phrase(status),
-            "content": {PROBLEM_MEDIA_TYPE: {"schema": PROBLEM_REF}},
-        }
-        for status in statuses
-    }
+def _problem_content(codes: Iterable[str]) -> dict[str, Any]:
+    """problem+json whose `code` is one of `codes` (all with the same status)."""
+    enum = sorted(set(codes))
+    schema = {"allOf": [dict(PROBLEM_REF), {"properties": {"code": {"enum": enum}}}]}
+    return {PROBLEM_MEDIA_TYPE: {"schema": schema}}
+
+
+def _codes_of(response: dict[str, Any]) -> list[str]:
+    schema = response.get("content", {}).get(PROBLEM_MEDIA_TYPE, {}).get("schema", {})
+    for part in schema.get("allOf", []):
+        enum = part.get("properties", {}).get("code", {}).get("enum")
+        if enum:
+            return list(enum)
+    return []
+
+
+def problem_responses(*codes: str) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for the problem codes a route raises itself (`PROBLEM_CODES` names them);
+    the codes of the HTTP layer (auth, body, rate limit, database) are added to every route."""
+    by_status: dict[int, list[str]] = {}
+    for code in codes:
+        by_status.setdefault(PROBLEM_CODES[code].status, []).append(code)
+    return {status: {"description": _phrase(status), "content": _problem_content(found)}
+            for status, found in sorted(by_status.items())}
 
 
 def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
-    """Make every documented error response problem+json and add the ones the layer can emit.
+    """Make every documented error response problem+json, listing the codes it may carry.
 
     Idempotent; called on each app's schema and safe to call on a merged one.
     """
@@ -445,24 +583,28 @@ def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
     problem_schema = ProblemDetails.model_json_schema(ref_template="#/components/schemas/{model}")
     for name, definition in problem_schema.pop("$defs", {}).items():
         schemas[name] = definition
+    problem_schema["properties"]["code"]["enum"] = sorted(PROBLEM_CODES)
     schemas["ProblemDetails"] = problem_schema
     for path_item in schema.get("paths", {}).values():
         for method, operation in path_item.items():
-            if method not in {"get", "put", "post", "delete", "patch", "head", "options"}:
+            if method not in _HTTP_METHODS:
                 continue
-            responses: dict[str, Any] = operation.setdefault("responses", {})
-            wanted = set(_ALWAYS)
+            codes = list(_EVERY_OPERATION)
             if operation.get("security"):
-                wanted.add(401)
+                codes += _WITH_TOKEN
             if "requestBody" in operation:
-                wanted.update({413, 415})
-            for code in wanted:
-                responses.setdefault(str(code), {"description": _phrase(code)})
+                codes += _WITH_BODY
+            responses: dict[str, Any] = operation.setdefault("responses", {})
+            by_status: dict[str, set[str]] = {}
             for status, response in responses.items():
                 if status.isdigit() and int(status) >= 400:
-                    if response.get("description") in (None, "", "Validation Error"):
-                        response["description"] = _phrase(int(status))
-                    response["content"] = {PROBLEM_MEDIA_TYPE: {"schema": dict(PROBLEM_REF)}}
+                    by_status.setdefault(status, set()).update(_codes_of(response))
+            for code in codes:
+                by_status.setdefault(str(PROBLEM_CODES[code].status), set()).add(code)
+            for status, found in by_status.items():
+                listed = ", ".join(f"`{c}`" for c in sorted(found))
+                responses[status] = {"description": f"{_phrase(int(status))}: {listed}",
+                                     "content": _problem_content(found)}
             operation["responses"] = dict(sorted(responses.items()))
     text = json.dumps(schema.get("paths", {}))
     for unused in ("HTTPValidationError", "ValidationError"):
@@ -512,16 +654,7 @@ def create_app(
     # add_middleware prepends: the last added is the outermost.
     app.add_middleware(BodyGuardMiddleware, max_body_bytes=settings.max_body_bytes)
     if settings.cors_origins:
-        from starlette.middleware.cors import CORSMiddleware
-
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
-            allow_headers=list(CORS_ALLOW_HEADERS),
-            expose_headers=list(CORS_EXPOSE_HEADERS),
-            max_age=600,
-        )
+        app.add_middleware(CorsMiddleware, policy=OriginPolicy(tuple(settings.cors_origins)))
     app.add_middleware(RequestContextMiddleware)
 
     for router in routers:

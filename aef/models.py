@@ -22,6 +22,7 @@ from uuid import UUID
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -101,17 +102,41 @@ class _Source(BaseModel):
 class _Wire(BaseModel):
     """Our own JSON: camelCase on the wire, lenient to fields added by newer writers."""
 
+    # a field with a default is always sent, so responses document it as required
     model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="ignore", defer_build=True
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", defer_build=True,
+        json_schema_serialization_defaults_required=True,
     )
 
 
-class _CompactWire(_Wire):
-    """Wire JSON that leaves unset (None) fields out."""
+class _Sparse(_Wire):
+    """Our JSON where a field without a value is left out, never `null`: the seed ticket
+    types such fields `name?: T` (docs/api-contract.ts), and the schema says the same."""
 
+    # no return annotation on purpose: pydantic would document the annotated type (a bare
+    # object) instead of the model's fields
     @model_serializer(mode="wrap")
-    def _drop_unset(self, handler: Any) -> dict[str, Any]:
+    def _drop_none(self, handler):
         return {k: v for k, v in handler(self).items() if v is not None}
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: Any, handler: Any) -> dict[str, Any]:
+        reference: dict[str, Any] = handler(core_schema)
+        schema: dict[str, Any] = handler.resolve_ref_schema(reference)
+        for name, prop in schema.get("properties", {}).items():
+            branches = prop.get("anyOf", [])
+            if {"type": "null"} in branches:
+                rest = [b for b in branches if b != {"type": "null"}]
+                del prop["anyOf"]
+                prop.pop("default", None)
+                prop.update(rest[0] if len(rest) == 1 else {"anyOf": rest})
+                if name in schema.get("required", []):
+                    schema["required"].remove(name)
+        return reference
+
+
+# A string the seed types `string` (never null): a reader takes null as "" from older writers.
+Text = Annotated[str, BeforeValidator(lambda value: "" if value is None else value)]
 
 
 class _Request(BaseModel):
@@ -399,7 +424,7 @@ class WorkflowDocument(_Source):
 # --------------------------------------------------------------------------------------
 
 
-class Action(_CompactWire):
+class Action(_Sparse):
     """One concrete browser action. Flat; only `type` is required.
 
     `{{name}}` placeholders in url/value/selector/instruction are substituted at run time
@@ -526,7 +551,7 @@ class CheckpointConfig(_Wire):
     covers: list[str] = []
 
 
-class PlanInput(_CompactWire):
+class PlanInput(_Sparse):
     """A name the plan reads that no step produces: given to `POST /execute` as a `variables`
     entry (`kind: variable`, declared by the document) or a `secrets` entry (`kind:
     credential`). `requiredBy`: the steps that read it."""
@@ -628,27 +653,27 @@ class CheckpointState(_Wire):
     response: dict[str, Any] | None = None
 
 
-class RecoveryOption(_Wire):
+class RecoveryOption(_Sparse):
     action: Literal["retry", "skip", "manual_takeover", "stop", "resume"]
     label: str
     description: str | None = None
 
 
-class LiveExecution(_Wire):
+class LiveExecution(_Sparse):
     id: UUID
     status: ExecutionStatus
-    current_step: str | None = None
+    current_step: str | None = None  # absent until a step has run
     progress: int = Field(default=0, ge=0, le=100)  # percent of plan steps finished
 
 
-class LiveBrowser(_Wire):
-    screenshot: str | None = None  # short-lived signed URL, never base64
-    current_url: str | None = None
+class LiveBrowser(_Sparse):
+    screenshot: Text = ""  # short-lived signed URL, never base64; "" before the first one
+    current_url: Text = ""  # "" until the browser has a page
     is_ready: bool = False
     last_action: str | None = None
 
 
-class LiveError(_Wire):
+class LiveError(_Sparse):
     """The seed's error block; its keys are snake_case on the wire and stay so."""
 
     message: str
@@ -657,7 +682,7 @@ class LiveError(_Wire):
     auto_retry_in: int | None = Field(default=None, alias="auto_retry_in")  # seconds
 
 
-class LiveMessage(_Wire):
+class LiveMessage(_Sparse):
     type: Literal["execution_update", "checkpoint_required", "execution_complete", "error"]
     timestamp: datetime
     seq: int = Field(ge=0)
@@ -666,6 +691,32 @@ class LiveMessage(_Wire):
     logs: list[ExecutionLogEntry] = []
     checkpoints: list[CheckpointState] | None = None
     error: LiveError | None = None
+
+
+# --------------------------------------------------------------------------------------
+# Errors (every 4xx/5xx body; rendered by aef.http.problem_response)
+# --------------------------------------------------------------------------------------
+
+
+class FieldError(_Wire):
+    field: str = Field(description="Where the problem is, e.g. `body.sopId` or `path.id`")
+    message: str
+
+
+class ProblemDetails(_Sparse):
+    """RFC 9457 problem details with AEF's stable `code`; more members may be present."""
+
+    model_config = ConfigDict(extra="allow", title="ProblemDetails")
+
+    type: str = Field(description="URI naming the problem type: `urn:aef:problem:<code>`")
+    title: str
+    status: int
+    detail: str
+    instance: str = Field(description="The request path")
+    code: str = Field(description="Stable machine-readable error code")
+    request_id: str | None = None
+    errors: list[FieldError] | None = Field(
+        default=None, description="Field-level problems (validation_failed)")
 
 
 # --------------------------------------------------------------------------------------
@@ -765,9 +816,14 @@ class CheckpointRequest(_Request):
     data: dict[str, Any] | None = Field(default=None, max_length=50)
 
 
-class CheckpointResponse(_Wire):
-    status: CheckpointStatus
-    next_action: str
+class CheckpointResponse(_Sparse):
+    """The seed's `{status: 'success', nextAction?}`, with the decision in its own field."""
+
+    status: Literal["success"] = "success"
+    decision: Literal["approved", "rejected", "skipped"]
+    next_action: str | None = Field(default=None, description=(
+        "What the runner does next: run_step, skip_step, cancel_execution, take_yes_branch, "
+        "take_no_branch"))
 
 
 class StopResponse(_Wire):
@@ -778,6 +834,43 @@ class StopResponse(_Wire):
 class LogsResponse(_Wire):
     logs: list[ExecutionLogEntry]
     next_cursor: str | None = None
+
+
+class DocumentSummary(_Wire):
+    id: UUID
+    title: str
+    sop_id: UUID | None
+    created_at: datetime
+
+
+class DocumentsResponse(_Wire):
+    """The caller's AEF documents, newest first; pass `nextCursor` as `after` for more."""
+
+    documents: list[DocumentSummary]
+    next_cursor: str | None
+
+
+class ExecutionSummary(_Wire):
+    """One row of the execution history."""
+
+    id: UUID
+    document_id: UUID
+    document_title: str
+    status: ExecutionStatus
+    progress: int = Field(ge=0, le=100)
+    current_step: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration: float | None = Field(
+        description="Seconds from start to finish (to now while running); null before start")
+
+
+class ExecutionsResponse(_Wire):
+    """The caller's executions, newest first; pass `nextCursor` as `after` for more."""
+
+    executions: list[ExecutionSummary]
+    next_cursor: str | None
 
 
 class LiveResponse(_Wire):

@@ -13,7 +13,9 @@ import json
 import logging
 import secrets
 import time
+import uuid
 from collections.abc import Collection, Mapping
+from datetime import datetime
 from typing import Any
 
 from aef import states
@@ -390,7 +392,8 @@ def respond_checkpoint(caller: Caller, checkpoint_id: str, request: Any) -> dict
                                  f"Checkpoint {status} by the user",
                                  step_id=checkpoint["step_id"])
         store.emit_event(conn, execution_id, "execution_update", {"logs": [entry]})
-    return {"status": status, "nextAction": next_action(checkpoint["type"], request.response)}
+    return {"status": "success", "decision": status,
+            "nextAction": next_action(checkpoint["type"], request.response)}
 
 
 def _decision(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
@@ -495,8 +498,23 @@ def _force_cancel(execution_id: str) -> str:
 
 
 # Reads ---------------------------------------------------------------------------------------
+def _pack(value: dict[str, Any]) -> str:
+    """An opaque cursor: URL-safe base64 of a small JSON object."""
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+
+def _unpack(cursor: str) -> dict[str, Any]:
+    try:
+        value = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise ValidationFailed("`after` is not a cursor this API issued", code="invalid_cursor")
+    return value
+
+
 def encode_cursor(log_id: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"after": log_id}).encode()).decode().rstrip("=")
+    return _pack({"after": log_id})
 
 
 def decode_cursor(cursor: str | None) -> int:
@@ -504,15 +522,81 @@ def decode_cursor(cursor: str | None) -> int:
         return 0
     if cursor.isdigit():
         return int(cursor)
+    after = _unpack(cursor).get("after")
+    if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+        raise ValidationFailed("`after` is not a cursor this API issued", code="invalid_cursor")
+    return after
+
+
+def encode_keyset(kind: str, row: Mapping[str, Any]) -> str:
+    """The cursor after `row` in a newest-first list of `kind`."""
+    return _pack({"k": kind, "t": row["created_at"].isoformat(), "i": str(row["id"])})
+
+
+def decode_keyset(kind: str, cursor: str | None) -> tuple[datetime, str] | None:
+    """(created_at, id) of a cursor this list issued; a cursor of another list is refused."""
+    if not cursor:
+        return None
+    value = _unpack(cursor)
     try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        after = json.loads(base64.urlsafe_b64decode(padded))["after"]
-        if not isinstance(after, int) or after < 0:
-            raise ValueError
-    except (ValueError, KeyError, TypeError) as exc:
+        if value.get("k") != kind:
+            raise ValueError(kind)
+        created_at = datetime.fromisoformat(str(value["t"]))
+        if created_at.tzinfo is None:
+            raise ValueError("naive")
+        return created_at, str(uuid.UUID(str(value["i"])))
+    except (KeyError, ValueError) as exc:
         raise ValidationFailed("`after` is not a cursor this API issued",
                                code="invalid_cursor") from exc
-    return after
+
+
+def parse_statuses(text: str | None) -> list[str]:
+    """`status=running,waiting_checkpoint`: each one an execution status."""
+    wanted = [part.strip() for part in (text or "").split(",") if part.strip()]
+    unknown = [name for name in wanted if name not in states.EXECUTION_TRANSITIONS]
+    if unknown:
+        message = f"not an execution status: {', '.join(unknown[:5])}"
+        raise ValidationFailed(f"query.status: {message}", errors=[
+            {"field": "query.status", "message": message}])
+    return wanted
+
+
+def list_documents(caller: Caller, *, after: str | None, limit: int) -> dict[str, Any]:
+    before = decode_keyset("documents", after)
+    with _db().as_user(caller.claims) as conn:
+        rows = store.page_documents(conn, caller.user_id, before=before, limit=limit + 1)
+    page = rows[:limit]
+    return {
+        "documents": [{"id": str(r["id"]), "title": r["title"],
+                       "sopId": str(r["sop_id"]) if r["sop_id"] else None,
+                       "createdAt": r["created_at"].isoformat()} for r in page],
+        "nextCursor": encode_keyset("documents", page[-1]) if len(rows) > limit else None,
+    }
+
+
+def list_executions(caller: Caller, *, after: str | None, limit: int, status: str | None,
+                    document_id: str | None) -> dict[str, Any]:
+    before = decode_keyset("executions", after)
+    statuses = parse_statuses(status)
+    with _db().as_user(caller.claims) as conn:
+        rows = store.page_executions(conn, caller.user_id, before=before, limit=limit + 1,
+                                     statuses=statuses, document_id=document_id)
+    page = rows[:limit]
+
+    def when(value: datetime | None) -> str | None:
+        return value.isoformat() if value else None
+
+    return {
+        "executions": [{
+            "id": str(r["id"]), "documentId": str(r["document_id"]),
+            "documentTitle": r["document_title"], "status": r["status"],
+            "progress": r["progress"], "currentStep": r["current_step_id"],
+            "createdAt": when(r["created_at"]), "startedAt": when(r["started_at"]),
+            "finishedAt": when(r["finished_at"]),
+            "duration": round(r["duration"], 3) if r["duration"] is not None else None,
+        } for r in page],
+        "nextCursor": encode_keyset("executions", page[-1]) if len(rows) > limit else None,
+    }
 
 
 def read_logs(caller: Caller, execution_id: str, *, after: str | None, limit: int,
@@ -562,8 +646,9 @@ def read_live(caller: Caller, execution_id: str, *, after: int,
     assert snapshot is not None
     message = dict(snapshot["message"])
     key = (snapshot["browser"] or {}).get("screenshotKey")
-    if key:
-        message["browser"] = {**message["browser"], "screenshot": _sign_screenshot(key)}
+    signed = _sign_screenshot(key) if key else None
+    if signed:  # else the URL signed at upload stays (maybe expired, never null)
+        message["browser"] = {**message["browser"], "screenshot": signed}
     return {"message": message, "events": [e["message"] for e in events],
             "lastSeq": snapshot["last_seq"]}, etag
 

@@ -6,11 +6,44 @@ Manager secrets, and `get_settings()` reads them once per process (`aef.secrets`
 
 from __future__ import annotations
 
+import json
 import re
 from functools import lru_cache
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
+
+_ORIGIN = re.compile(r"^\*$|^https?://[^/?#\s]+$")
+
+
+def _text_list(value: Any) -> Any:
+    """A list setting given as a JSON list or as comma-separated words (what people type)."""
+    if isinstance(value, str):
+        text = value.strip()
+        return json.loads(text) if text.startswith("[") else [
+            part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+def _origin_list(value: Any) -> Any:
+    """`AEF_CORS_ORIGINS`: a JSON list or comma-separated origins.
+
+    An origin is `scheme://host[:port]` with no path; `*` inside one stands for one host label
+    or a port (`http://localhost:*`), and `*` alone for any origin.
+    """
+    value = _text_list(value)
+    if not isinstance(value, list | tuple):
+        return value
+    origins = [o.rstrip("/") if isinstance(o, str) else o for o in value]
+    bad = [o for o in origins if not isinstance(o, str) or not _ORIGIN.match(o)]
+    if bad:
+        raise ValueError(f"not a browser origin (scheme://host[:port]): {bad[0]!r}")
+    return origins
+
+
+OriginList = Annotated[list[str], NoDecode, BeforeValidator(_origin_list)]
+TextList = Annotated[list[str], NoDecode, BeforeValidator(_text_list)]
 
 
 class Settings(BaseSettings):
@@ -42,7 +75,7 @@ class Settings(BaseSettings):
 
     # HTTP.
     max_body_bytes: int = 1_048_576
-    cors_origins: list[str] = []
+    cors_origins: OriginList = []
 
     # Execution control.
     max_active_executions: int = 3
@@ -61,8 +94,8 @@ class Settings(BaseSettings):
     ecs_cluster: str = "aef"
     ecs_task_definition: str = "aef-runner"
     ecs_container_name: str = "runner"
-    ecs_subnets: list[str] = []
-    ecs_security_groups: list[str] = []
+    ecs_subnets: TextList = []
+    ecs_security_groups: TextList = []
     ecs_assign_public_ip: bool = False  # True only in public subnets without a NAT
     launch_time_budget_seconds: float = 20.0  # RunTask retries outside Lambda (no deadline)
     launch_reserve_seconds: float = 4.0  # kept for the writes after RunTask (task ARN, failure)

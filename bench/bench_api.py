@@ -12,6 +12,7 @@ pagination should make them equal).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -244,6 +245,18 @@ def run(n: int, log_rows: int, db: Any, jwt: Any, store: Any, apigw_event: Any,
             entry = store.insert_log(conn, e, "info", "user", "stopped")
             store.emit_event(conn, e, "execution_complete", {"logs": [entry]})
 
+    def raw_list(kind: str) -> Callable[[], None]:
+        def raw() -> None:
+            with db.as_user(claims) as conn:
+                rate(conn, "read")
+            with db.as_user(claims) as conn:
+                if kind == "documents":
+                    store.page_documents(conn, user_id, before=None, limit=21)
+                else:
+                    store.page_executions(conn, user_id, before=None, limit=21, statuses=None,
+                                          document_id=None)
+        return raw
+
     cp_handler, cp_raw = checkpoint_pair()
     rows = [
         ("POST /transform", lambda: call(transform_handler, "POST", "/api/aef/transform",
@@ -255,6 +268,10 @@ def run(n: int, log_rows: int, db: Any, jwt: Any, store: Any, apigw_event: Any,
          raw_logs),
         ("GET /live", lambda: call(logs_handler, "GET", f"/api/aef/live/{execution_id}"),
          raw_live),
+        ("GET /documents", lambda: call(logs_handler, "GET", "/api/aef/documents"),
+         raw_list("documents")),
+        ("GET /executions", lambda: call(logs_handler, "GET", "/api/aef/executions"),
+         raw_list("executions")),
     ]
     print(f"endpoint latency, n={n} each (ms): handler vs raw psycopg work; ratio of medians")
     print(f"{'endpoint':18} {'p50':>7} {'p99':>7} | {'raw p50':>7} {'raw p99':>7} | ratio")
@@ -266,6 +283,42 @@ def run(n: int, log_rows: int, db: Any, jwt: Any, store: Any, apigw_event: Any,
     for _ in range(2 * (n + 1)):
         raw_execute()
     report("DELETE /stop", measure(stop_via_handler, n), measure(raw_stop, n))
+
+    # The body guard's strict JSON check (UTF-8, depth, numbers, storable strings) against
+    # the whole POST /transform it guards, on the same SOP body
+    from aef.http import json_body_problem
+
+    body = json.dumps({"sop": sop}).encode()
+    guard = statistics.median(measure(lambda: json_body_problem(body), n))
+    whole = statistics.median(measure(lambda: call(transform_handler, "POST",
+                                                   "/api/aef/transform", {"sop": sop}), n))
+    print(f"\nbody guard JSON check of a {len(body) // 1024} KiB transform body: p50 "
+          f"{guard:.3f} ms = {guard / whole:.3f} of POST /transform's p50 {whole:.2f} ms")
+
+    # Execution history with 20,000 executions: the first page vs a page deep in it
+    from aef import service
+
+    with db.as_service() as conn:
+        conn.execute(
+            "insert into aef_executions (user_id, document_id, created_at)"
+            " select %s, %s, now() - make_interval(secs => g) from generate_series(1, 20000) g",
+            (user_id, doc_id))
+        conn.execute("reset role")
+        conn.execute("analyze aef_executions")
+        row = conn.execute("select id, created_at from aef_executions where user_id = %s"
+                           " order by created_at desc, id desc offset 19000 limit 1",
+                           (user_id,)).fetchone()
+    cursor = service.encode_keyset("executions", row)
+    first_ms: list[float] = []
+    deep_ms: list[float] = []
+    for _ in range(n):  # interleaved, so neither page gets the colder cache
+        first_ms += measure(lambda: call(logs_handler, "GET", "/api/aef/executions",
+                                         query={"limit": "50"}), 1)
+        deep_ms += measure(lambda: call(logs_handler, "GET", "/api/aef/executions",
+                                        query={"limit": "50", "after": cursor}), 1)
+    first_list, deep_list = statistics.median(first_ms), statistics.median(deep_ms)
+    print(f"executions list with 20,000 rows (limit 50): first p50 {first_list:.2f} ms, deep "
+          f"(row 19,000) p50 {deep_list:.2f} ms; deep/first = {deep_list / first_list:.2f}")
 
     # Log pages with --log-rows rows (100,000): first page vs a page 99% deep
     rows, depth = log_rows, log_rows * 99 // 100

@@ -167,7 +167,7 @@ class Driver:
         status, _, body = invoke(self.handler, apigw_event(
             "POST", f"/api/aef/checkpoint/{checkpoint_id}",
             headers={"authorization": f"Bearer {token}"}, body={"response": "approve"}))
-        if status != 200 or body.get("status") != "approved":
+        if status != 200 or body.get("decision") != "approved":
             raise RuntimeError(f"the approval failed: {status} {body}")
 
     def started(self, runner: RunnerThread, execution_id: str, step_id: str) -> float:

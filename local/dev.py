@@ -63,7 +63,8 @@ LOCAL_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 EMBEDDED_PREFERRED_PORT = 54322  # Supabase's local database port
 SWEEP_EVERY_SECONDS = 15.0
 RUNNER_STOP_GRACE_SECONDS = 0.5  # on shutdown, runners get this long to write their end
-LOCAL_CORS_ORIGINS = ["http://localhost:3000", "http://127.0.0.1:3000"]  # a local frontend
+# a page served from any local port (Vite, the console, a static server); AEF_CORS_ORIGINS wins
+LOCAL_CORS_ORIGINS = ["http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*"]
 JWKS_REFRESH_SECONDS = 60.0
 _DEV_USER_NAMESPACE = uuid.UUID("6f1f3c2e-4b7a-4d0e-9a57-2f4c8e1d9b30")
 
@@ -811,6 +812,9 @@ class DevStack:
             f"({len(self.gateway.routes)} routes from {self.options.template.name})")
         for spec in self.gateway.routes:
             say(f"                  {spec.route_key:<44} -> {spec.function}")
+        if self.gateway.cors is not None:
+            say(f"CORS origins    {', '.join(self.gateway.cors.allow_origins)}"
+                "  (AEF_CORS_ORIGINS: comma-separated or a JSON list)")
         say(f"JWKS            {info.supabase_url}{JWKS_PATH}")
         say(f"Realtime        {info.realtime_url}")
         say(f"Demo site       {info.supabase_url}/mail/  {info.supabase_url}/crm/")

@@ -7,9 +7,12 @@ Mangum `handler(event, context)` is called in a worker thread, and its response 
 the HTTP response. So the local path *is* the Lambda path: nothing is mounted as ASGI directly.
 
 Route selection follows API Gateway: the most specific route wins (literal segments over
-`{param}` over `{proxy+}`, a specific method over `ANY`), and a request no route matches gets
-404 (here as problem+json, the error format of every AEF response). CORS preflight requests
-are answered from the HttpApi's `CorsConfiguration`, as API Gateway does, before any function.
+`{param}` over `{proxy+}`, a specific method over `ANY`). A request no route matches gets
+problem+json in AEF's error format, where API Gateway would send its own `{"message":"Not
+Found"}`: 405 with `Allow` when the path has routes for other methods, else 404. CORS
+preflight requests are answered from the HttpApi's `CorsConfiguration`, as API Gateway does,
+before any function (a refused one is logged with its origin), and every response carries
+the configured CORS headers in place of the function's.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from aef.http import problem_response
+from aef.http import OriginPolicy, log_refused_preflight, problem_response
 
 log = logging.getLogger("aef.gateway")
 
@@ -178,7 +181,8 @@ def routes_from_template(template: Mapping[str, Any], root: Path = ROOT) -> list
 
 @dataclass(frozen=True)
 class CorsPolicy:
-    """The HttpApi's CorsConfiguration: API Gateway answers preflight requests itself."""
+    """The HttpApi's CorsConfiguration: API Gateway answers preflight requests itself and
+    puts its own CORS headers on every response (it ignores the function's)."""
 
     allow_origins: tuple[str, ...]
     allow_methods: tuple[str, ...] = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -188,7 +192,9 @@ class CorsPolicy:
     allow_credentials: bool = False
 
     def allows(self, origin: str) -> bool:
-        return "*" in self.allow_origins or origin in self.allow_origins
+        """Exact origins as API Gateway matches them, plus AEF's local `*` patterns
+        (`http://localhost:*`), which only the local stack uses."""
+        return OriginPolicy(self.allow_origins).allows(origin)
 
 
 def _strings(value: Any) -> tuple[str, ...] | None:
@@ -311,6 +317,11 @@ class RouteTable:
                 best = (compiled, params)
         return (best[0].spec, best[1]) if best else None
 
+    def methods_for(self, path: str) -> list[str]:
+        """The methods of the routes whose path matches (for a 405's `Allow` header)."""
+        return sorted({c.spec.method for c in self._compiled
+                       if c.pattern is not None and c.pattern.match(path)})
+
 
 # --------------------------------------------------------------------------------------------
 # Events and the Lambda context
@@ -380,7 +391,9 @@ def build_event(
     raw_path = raw_path.split("?", 1)[0]
     headers.setdefault("x-forwarded-for", str(client[0]))
     headers.setdefault("x-forwarded-proto", scope.get("scheme", "http"))
-    headers.setdefault("x-forwarded-port", str((scope.get("server") or ("", 80))[1]))
+    port = (scope.get("server") or ("", None))[1]  # None when the client gave no port
+    headers.setdefault("x-forwarded-port",
+                       str(port or (443 if scope.get("scheme") == "https" else 80)))
     event: dict[str, Any] = {
         "version": "2.0",
         "routeKey": spec.route_key,
@@ -520,10 +533,7 @@ class Gateway:
                 return
         matched = self.table.match(scope["method"], scope["path"])
         if matched is None:
-            response = problem_response(
-                404, "not_found", detail=f"No route for {scope['method']} {scope['path']}",
-                instance=scope["path"])
-            await response(scope, receive, send)
+            await self._cors_headers(self._no_route(scope), scope)(scope, receive, send)
             return
         spec, params = matched
         declared = Headers(scope=scope).get("content-length")
@@ -556,12 +566,41 @@ class Gateway:
                                    "timeout": spec.timeout_seconds})
         except Exception:
             log.exception("lambda invocation failed", extra={"function": spec.function})
-            response = problem_response(502, "bad_gateway",
+            response = problem_response(502, code="bad_gateway",
                                         detail="The function failed to produce a response",
                                         instance=scope["path"])
-            await response(scope, receive, send)
+            await self._cors_headers(response, scope)(scope, receive, send)
             return
-        await to_response(result, request_id)(scope, receive, send)
+        await self._cors_headers(to_response(result, request_id), scope)(scope, receive, send)
+
+    def _no_route(self, scope: Scope) -> Response:
+        """405 with `Allow` when the path has routes for other methods, else 404."""
+        method, path = scope["method"], scope["path"]
+        allowed = self.table.methods_for(path)
+        if allowed and "ANY" not in allowed:
+            return problem_response(405, code="method_not_allowed",
+                                    detail=f"{method} is not allowed on {path}", instance=path,
+                                    headers={"Allow": ", ".join(allowed)})
+        return problem_response(404, code="not_found", detail=f"No route for {method} {path}",
+                                instance=path)
+
+    def _cors_headers(self, response: Response, scope: Scope) -> Response:
+        """API Gateway's CORS on a response: the configured headers replace the function's."""
+        if self.cors is None:
+            return response
+        origin = Headers(scope=scope).get("origin")
+        raw = [(k, v) for k, v in response.raw_headers
+               if not k.startswith(b"access-control-") and k != b"vary"]
+        if origin is not None and self.cors.allows(origin):
+            raw.append((b"access-control-allow-origin", origin.encode("latin-1")))
+            if self.cors.expose_headers:
+                raw.append((b"access-control-expose-headers",
+                            ",".join(self.cors.expose_headers).encode("latin-1")))
+            if self.cors.allow_credentials:
+                raw.append((b"access-control-allow-credentials", b"true"))
+        raw.append((b"vary", b"Origin"))
+        response.raw_headers = raw
+        return response
 
     def _preflight(self, scope: Scope) -> Response | None:
         """A CORS preflight for a route that exists, answered as API Gateway does (204)."""
@@ -574,12 +613,18 @@ class Gateway:
         if self.table.match(wanted, scope["path"]) is None:
             return None
         response = Response(status_code=204)
-        if self.cors.allows(origin) and wanted in self.cors.allow_methods:
-            requested = [h.strip().lower() for h in
-                         (headers.get("access-control-request-headers") or "").split(",")
-                         if h.strip()]
-            allowed = [h for h in requested if "*" in self.cors.allow_headers
-                       or h in self.cors.allow_headers]
+        requested = [h.strip().lower() for h in
+                     (headers.get("access-control-request-headers") or "").split(",")
+                     if h.strip()]
+        allowed = [h for h in requested if "*" in self.cors.allow_headers
+                   or h in self.cors.allow_headers]
+        refused = [name for name, ok in (("origin", self.cors.allows(origin)),
+                                         ("method", wanted in self.cors.allow_methods),
+                                         ("headers", len(allowed) == len(requested))) if not ok]
+        if refused:
+            log_refused_preflight(origin, wanted, scope["path"], refused,
+                                  headers.get("access-control-request-headers"))
+        if "origin" not in refused and "method" not in refused:
             response.headers["access-control-allow-origin"] = origin
             response.headers["access-control-allow-methods"] = ",".join(self.cors.allow_methods)
             if allowed:
@@ -591,9 +636,8 @@ class Gateway:
             response.headers["vary"] = "Origin"
         return response
 
-    @staticmethod
-    async def _too_large(scope: Scope, receive: Receive, send: Send) -> None:
-        response = problem_response(413, "payload_too_large",
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = problem_response(413, code="payload_too_large",
                                     detail="Request payloads are limited to 10 MB",
                                     instance=scope["path"])
-        await response(scope, receive, send)
+        await self._cors_headers(response, scope)(scope, receive, send)

@@ -303,6 +303,53 @@ def events_after(conn: Connection, execution_id: str, after: int, limit: int
     ).fetchall()
 
 
+# Lists (newest first, keyset pages) ----------------------------------------------------------
+def page_documents(conn: Connection, user_id: str, *, before: tuple[Any, str] | None,
+                   limit: int) -> list[dict[str, Any]]:
+    """The caller's documents after the cursor `(created_at, id)`, newest first; RLS also
+    keeps every other user's rows out. Served by (user_id, created_at desc, id desc)."""
+    keyset = "and (created_at, id) < (%(t)s, %(id)s)" if before else ""
+    return conn.execute(
+        "select id, title, sop_id, created_at from aef_documents"
+        f" where user_id = %(user)s {keyset} order by created_at desc, id desc limit %(n)s",
+        {"user": user_id, "t": before[0] if before else None,
+         "id": before[1] if before else None, "n": limit},
+    ).fetchall()
+
+
+def page_executions(conn: Connection, user_id: str, *, before: tuple[Any, str] | None,
+                    limit: int, statuses: Sequence[str] | None,
+                    document_id: str | None) -> list[dict[str, Any]]:
+    """The caller's executions after the cursor, newest first, with their document's title
+    and how long they ran (seconds; until now while still running).
+
+    The page is cut first (an index range of (user_id, created_at desc, id desc)) and only
+    its rows are joined to their documents: joined before the limit, a planner that misjudges
+    the user's document count sorts the user's whole history for every page.
+    """
+    clauses = ["user_id = %(user)s"]
+    if before:
+        clauses.append("(created_at, id) < (%(t)s, %(id)s)")
+    if statuses:
+        clauses.append("status = any(%(statuses)s)")
+    if document_id:
+        clauses.append("document_id = %(document)s")
+    return conn.execute(
+        f"""
+        select e.id, e.document_id, d.title as document_title, e.status, e.progress,
+          e.current_step_id, e.created_at, e.started_at, e.finished_at,
+          extract(epoch from coalesce(e.finished_at, now()) - e.started_at)::float8 as duration
+        from (select * from aef_executions where {" and ".join(clauses)}
+              order by created_at desc, id desc limit %(n)s) e
+        join aef_documents d on d.id = e.document_id
+        order by e.created_at desc, e.id desc
+        """,
+        {"user": user_id, "t": before[0] if before else None,
+         "id": before[1] if before else None, "statuses": list(statuses or []),
+         "document": document_id, "n": limit},
+    ).fetchall()
+
+
 # Sweeper (service role) ----------------------------------------------------------------------
 def expired_leases(conn: Connection, limit: int) -> list[dict[str, Any]]:
     return conn.execute(

@@ -17,7 +17,9 @@ router = APIRouter()
 @router.post(
     "/api/aef/checkpoint/{checkpointId}",
     response_model=CheckpointResponse,
-    responses=problem_responses(401, 409, 413, 415),
+    responses=problem_responses(
+        "checkpoint_not_found", "checkpoint_already_answered", "checkpoint_expired",
+        "illegal_transition", "concurrent_update"),
     summary="Approve, reject or skip a pending checkpoint (a second answer is a 409)",
 )
 def respond(checkpointId: UUID, body: CheckpointRequest, claims: CurrentClaims,

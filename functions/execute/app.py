@@ -24,7 +24,10 @@ IdempotencyKey = Annotated[
     "/api/aef/execute",
     response_model=ExecuteResponse,
     status_code=202,
-    responses=problem_responses(401, 409, 413, 415),
+    responses=problem_responses(
+        "document_not_found", "execution_not_found", "document_mismatch", "invalid_state",
+        "too_many_active", "idempotency_key_reused", "idempotency_key_unusable", "unknown_step",
+        "illegal_transition", "concurrent_update", "missing_inputs"),
     summary="Start an execution of an AEF document (the runner launches after commit)",
     description=(
         "Every input the selected steps read (the document's `aef.inputs`: `variable`s go in "
@@ -45,7 +48,10 @@ def execute(body: ExecuteRequest, claims: CurrentClaims, response: Response,
 @router.post(
     "/api/aef/action/{executionId}",
     response_model=ActionResponse,
-    responses=problem_responses(401, 409, 413, 415),
+    responses=problem_responses(
+        "execution_not_found", "invalid_state", "runner_not_live", "too_many_active",
+        "unknown_step", "execution_finished", "illegal_transition", "concurrent_update",
+        "missing_inputs"),
     summary="Steer an execution: execute a step, retry, skip, pause, resume, takeover, stop",
     description=(
         "An action that starts a run again (execute, retry, skip or resume of an idle or failed "

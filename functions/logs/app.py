@@ -1,4 +1,5 @@
-"""GET /api/aef/logs/{executionId} and GET /api/aef/live/{executionId} (polling fallback)."""
+"""The reads: GET /api/aef/logs/{executionId}, /live/{executionId} (polling fallback), and the
+caller's lists GET /api/aef/documents and /api/aef/executions (newest first, keyset pages)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,19 @@ from fastapi.responses import JSONResponse
 
 from aef import service
 from aef.http import CurrentClaims, create_app, lambda_handler, problem_responses
-from aef.models import LiveResponse, LogsResponse
+from aef.models import DocumentsResponse, ExecutionsResponse, LiveResponse, LogsResponse
 
 router = APIRouter()
+
+Cursor = Annotated[str | None, Query(max_length=300, pattern=r"^[A-Za-z0-9_\-]*$",
+                                     description="`nextCursor` of the previous page")]
+PageSize = Annotated[int, Query(ge=1, le=100)]
 
 
 @router.get(
     "/api/aef/logs/{executionId}",
     response_model=LogsResponse,
-    responses=problem_responses(401),
+    responses=problem_responses("execution_not_found", "invalid_cursor"),
     summary="A page of an execution's logs (keyset pagination: pass nextCursor as `after`)",
 )
 def logs(
@@ -39,7 +44,8 @@ def logs(
 @router.get(
     "/api/aef/live/{executionId}",
     response_model=LiveResponse,
-    responses={**problem_responses(401), 304: {"description": "Not modified since the ETag"}},
+    responses={**problem_responses("execution_not_found"),
+               304: {"description": "Not modified since the ETag"}},
     summary="The live message snapshot plus the events after `after` (polling fallback)",
 )
 def live(
@@ -56,6 +62,40 @@ def live(
         return Response(status_code=304, headers={"ETag": etag, **headers})
     # The events go out byte-for-byte as they were broadcast (no re-serialization).
     return JSONResponse(body, headers={"ETag": etag, "Cache-Control": "no-cache", **headers})
+
+
+@router.get(
+    "/api/aef/documents",
+    response_model=DocumentsResponse,
+    responses=problem_responses("invalid_cursor"),
+    summary="The caller's AEF documents, newest first (keyset pages: pass nextCursor as `after`)",
+)
+def documents(claims: CurrentClaims, response: Response, after: Cursor = None,
+              limit: PageSize = 20) -> Any:
+    caller = service.Caller.from_claims(claims)
+    response.headers.update(service.rate_limit(caller, "read"))
+    return service.list_documents(caller, after=after, limit=limit)
+
+
+@router.get(
+    "/api/aef/executions",
+    response_model=ExecutionsResponse,
+    responses=problem_responses("invalid_cursor"),
+    summary="The caller's executions, newest first, by status and document (keyset pages)",
+)
+def executions(
+    claims: CurrentClaims,
+    response: Response,
+    after: Cursor = None,
+    limit: PageSize = 20,
+    status: Annotated[str | None, Query(max_length=300, description=(
+        "Comma-separated execution statuses, e.g. `running,waiting_checkpoint`"))] = None,
+    documentId: UUID | None = None,
+) -> Any:
+    caller = service.Caller.from_claims(claims)
+    response.headers.update(service.rate_limit(caller, "read"))
+    return service.list_executions(caller, after=after, limit=limit, status=status,
+                                   document_id=str(documentId) if documentId else None)
 
 
 app = create_app("AEF logs", routers=[router])

@@ -17,7 +17,8 @@ router = APIRouter()
 @router.delete(
     "/api/aef/stop/{executionId}",
     response_model=StopResponse,
-    responses=problem_responses(401, 409),
+    responses=problem_responses("execution_not_found", "execution_finished",
+                                "illegal_transition", "concurrent_update"),
     summary="Stop an execution; stopping a stopped execution answers the same body again",
 )
 def stop(executionId: UUID, claims: CurrentClaims, response: Response) -> Any:

@@ -17,7 +17,7 @@ router = APIRouter()
     "/api/aef/transform",
     response_model=TransformResponse,
     status_code=201,
-    responses=problem_responses(401, 413, 415),
+    responses=problem_responses("sop_not_found", "invalid_sop"),
     summary="Transform an SOP (stored by sopId, or inline) into an AEF document",
 )
 def transform(body: TransformRequest, claims: CurrentClaims, response: Response) -> Any:

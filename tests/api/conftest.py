@@ -42,28 +42,32 @@ class Reply:
 
 
 class Api:
-    """Calls the functions' Mangum handlers with API Gateway v2 events."""
+    """Calls the functions' Mangum handlers with API Gateway v2 events, routed by the HttpApi
+    routes of template.yaml (as API Gateway and the local gateway route them)."""
 
     def __init__(self) -> None:
-        from functions.checkpoint.app import handler as checkpoint
-        from functions.execute.app import handler as execute
-        from functions.logs.app import handler as logs
-        from functions.stop.app import handler as stop
-        from functions.transform.app import handler as transform
+        from local.gateway import RouteTable, load_template, routes_from_template
 
-        self.routes = {
-            ("POST", "transform"): transform, ("POST", "execute"): execute,
-            ("POST", "action"): execute, ("POST", "checkpoint"): checkpoint,
-            ("DELETE", "stop"): stop, ("GET", "logs"): logs, ("GET", "live"): logs,
-        }
+        self.table = RouteTable(routes_from_template(load_template()))
+
+    def handler_for(self, method: str, path: str) -> Any:
+        """The handler of the route for (method, path); for a method no route has, the
+        handler of a route with this path (so the function itself answers it)."""
+        import importlib
+
+        matched = self.table.match(method, path)
+        spec = matched[0] if matched else next(
+            (m[0] for r in self.table.routes if (m := self.table.match(r.method, path))), None)
+        if spec is None:
+            raise LookupError(f"no function serves {path}")
+        return getattr(importlib.import_module(spec.module), spec.attribute)
 
     def call(self, method: str, path: str, token: str | None = None, body: Any = None,
              headers: dict[str, str] | None = None, query: dict[str, str] | None = None
              ) -> Reply:
         from tests.apigw import apigw_event, invoke
 
-        family = path.split("/")[3]
-        handler = self.routes[(method, family)]
+        handler = self.handler_for(method, path)
         hdrs = dict(headers or {})
         if token is not None:
             hdrs["authorization"] = f"Bearer {token}"

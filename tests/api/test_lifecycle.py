@@ -63,7 +63,7 @@ def test_full_lifecycle(api: Any, db: Any, new_user: Any, moto_ecs: Any) -> None
     reply = api.call("POST", f"/api/aef/checkpoint/{checkpoint_id}", user.token,
                      {"response": "approve", "data": {"note": "looks right"}})
     assert reply.status == 200, reply.body
-    assert reply.body == {"status": "approved", "nextAction": "run_step"}
+    assert reply.body == {"status": "success", "decision": "approved", "nextAction": "run_step"}
     again = api.call("POST", f"/api/aef/checkpoint/{checkpoint_id}", user.token,
                      {"response": "reject"})
     assert again.status == 409

@@ -45,7 +45,7 @@ def test_parallel_approvals_exactly_one_wins(api: Any, db: Any, new_user: Any) -
         {"response": "approve" if i % 2 else "reject"}))
     statuses = sorted(r.status for r in replies)
     assert statuses == [200] + [409] * (PARALLEL - 1)
-    winner = next(r for r in replies if r.status == 200).body["status"]
+    winner = next(r for r in replies if r.status == 200).body["decision"]
     for loser in (r for r in replies if r.status == 409):
         assert loser.body["code"] == "checkpoint_already_answered"
         assert loser.body["firstDecision"]["status"] == winner

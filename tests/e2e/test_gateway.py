@@ -2,7 +2,7 @@
 
 In-process (no database needed): a request without a token is answered by the function itself
 (401 problem+json with the function's X-Request-Id), which proves the gateway reached the
-handler the template names; anything else is the gateway's 404.
+handler the template names; anything else is the gateway's 404 (or 405 for a known path).
 """
 
 from __future__ import annotations
@@ -89,10 +89,12 @@ async def test_unknown_path_is_a_404_problem(client: httpx.AsyncClient) -> None:
     assert body["instance"] == "/api/aef/nothing-here"
 
 
-async def test_known_path_with_another_method_is_a_404(client: httpx.AsyncClient) -> None:
+async def test_known_path_with_another_method_is_a_405(client: httpx.AsyncClient) -> None:
     response = await client.get("/api/aef/transform")  # the template has only POST
-    assert response.status_code == 404
-    assert response.json()["code"] == "not_found"
+    assert response.status_code == 405
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["allow"] == "POST"
+    assert response.json()["code"] == "method_not_allowed"
 
 
 async def test_oversized_request_is_refused_before_the_function(

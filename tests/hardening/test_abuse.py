@@ -56,7 +56,7 @@ class Result:
 
 def send(api: Any, request: Request, token: str) -> Result:
     """Through the function's Mangum handler; a body may be raw bytes without Content-Length."""
-    handler = api.routes[(request.method, request.path.split("/")[3])]
+    handler = api.handler_for(request.method, request.path)
     headers = {"authorization": f"Bearer {token}"}
     if request.body is not None:
         headers["content-type"] = "application/json"

@@ -115,8 +115,7 @@ def test_error_event_carries_the_error(db: Database, owner: User, document_id: A
     create_event(db, execution_id, "error", {"error": error})
     payload = broadcasts(db, execution_id)[0]["payload"]
     assert payload["error"] == error
-    assert payload["browser"] == {"screenshot": None, "currentUrl": None, "isReady": False,
-                                  "lastAction": None}
+    assert payload["browser"] == {"screenshot": "", "currentUrl": "", "isReady": False}
     assert payload["logs"] == [] and payload["checkpoints"] == []
 
 

@@ -61,14 +61,15 @@ def _router() -> APIRouter:
 
     @router.get("/conflict")
     async def conflict() -> dict[str, str]:
-        raise Conflict("already answered", decision="approve", respondedAt=None)
+        raise Conflict("already answered", code="invalid_state", decision="approve",
+                       respondedAt=None)
 
     return router
 
 
 def _refuse_deleted(claims: Claims) -> None:
     if claims.sub == DELETED_USER:
-        raise Unauthorized("user no longer exists", code="user_deleted")
+        raise Unauthorized("user no longer exists", code="unknown_user")
 
 
 def _settings() -> Settings:
@@ -168,7 +169,7 @@ def test_bad_content_length_is_400(handler: Mangum) -> None:
         body={"sopId": "s1"},
     )
     status, headers, problem = invoke(handler, event)
-    _assert_problem(status, headers, problem, 400, "bad_request")
+    _assert_problem(status, headers, problem, 400, "invalid_content_length")
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
@@ -228,7 +229,7 @@ def test_path_parameter_validation_names_the_field(handler: Mangum) -> None:
         (lambda: "Basic dXNlcjpwYXNz", "invalid_token"),
         (lambda: f"Bearer {_token(role='anon')}", "invalid_token"),
         (lambda: f"Bearer {_token(exp=int(time.time()) - 3600)}", "token_expired"),
-        (lambda: f"Bearer {_token(DELETED_USER)}", "user_deleted"),
+        (lambda: f"Bearer {_token(DELETED_USER)}", "unknown_user"),
     ],
     ids=["none", "not_a_jwt", "basic", "anon_role", "expired", "deleted_user"],
 )
@@ -240,7 +241,7 @@ def test_unauthenticated_is_401(
     event = apigw_event("POST", "/api/aef/things", headers=headers, body={"sopId": "s1"})
     status, resp_headers, problem = invoke(handler, event)
     _assert_problem(status, resp_headers, problem, 401, code)
-    if code != "user_deleted":
+    if code != "unknown_user":
         assert resp_headers["www-authenticate"].startswith("Bearer")
 
 
@@ -258,7 +259,7 @@ def test_wrong_method_is_405(handler: Mangum) -> None:
 
 def test_domain_error_keeps_its_code_and_extra_fields(handler: Mangum) -> None:
     status, headers, problem = invoke(handler, apigw_event("GET", "/api/aef/conflict"))
-    _assert_problem(status, headers, problem, 409, "conflict")
+    _assert_problem(status, headers, problem, 409, "invalid_state")
     assert problem["detail"] == "already answered"
     assert problem["decision"] == "approve"
     assert "respondedAt" not in problem
@@ -381,7 +382,7 @@ def test_lambda_handler_sends_problems_as_text(app: FastAPI) -> None:
     handler = lambda_handler(app)
     result = handler(apigw_event("GET", "/api/aef/conflict"), None)
     assert result["isBase64Encoded"] is False
-    assert json.loads(result["body"])["code"] == "conflict"
+    assert json.loads(result["body"])["code"] == "invalid_state"
 
 
 def test_openapi_documents_problem_responses(app: FastAPI) -> None:
@@ -394,9 +395,9 @@ def test_openapi_documents_problem_responses(app: FastAPI) -> None:
     for status in ("400", "401", "413", "415", "422", "500"):
         content = post["responses"][status]["content"]
         assert list(content) == ["application/problem+json"]
-        assert content["application/problem+json"]["schema"] == {
-            "$ref": "#/components/schemas/ProblemDetails"
-        }
+        schema = content["application/problem+json"]["schema"]
+        assert schema["allOf"][0] == {"$ref": "#/components/schemas/ProblemDetails"}
+        assert schema["allOf"][1]["properties"]["code"]["enum"]
     assert post["security"] == [{"HTTPBearer": []}]
     conflict = spec["paths"]["/api/aef/conflict"]["get"]["responses"]
     assert "401" not in conflict and "413" not in conflict

@@ -196,7 +196,7 @@ def test_runner_help_prints_its_usage() -> None:
 
 
 @pytest.mark.parametrize(("args", "env", "pattern"), [
-    ((), {}, r"^runner: AEF_EXECUTION_ID is not set; AEF_RUNNER_TOKEN is not set "
+    ((), {}, r"^runner: AEF_EXECUTION_ID is not set "
              r"\(see python -m runner --help\)$"),
     (("--execution", "x"), {}, r"^python -m runner: unrecognized arguments: --execution x "
                                r"\(see python -m runner --help\)$"),

@@ -28,6 +28,7 @@ export interface TransformResponse {
   executionId: string;
   aefDocumentId: string;       // AEF: the stored document, for POST /execute
   warnings: string[];          // AEF: what the transform guessed or could not map
+  inputs: PlanInput[];         // AEF: the variables and credentials POST /execute needs
   estimatedStepCount: number;  // AEF
   estimatedDuration: number;   // AEF: seconds
 }
@@ -41,6 +42,15 @@ export interface AEFDocument {
     transformedBy: string;
     version: string;
   };
+}
+
+/** AEF: a name the plan reads that no step produces (docs/architecture.md, "Inputs"). */
+export interface PlanInput {
+  name: string;
+  kind: 'variable' | 'credential';  // give it in `variables` / in `secrets`
+  requiredBy: string[];             // the ids of the steps that read it
+  example?: string;
+  description?: string;
 }
 
 /** The ticket's AEFExecutionConfig (seed ticket 001) and AEF's settings beside it. */
@@ -134,6 +144,7 @@ export interface ExecuteResponse {
   status: ExecutionStatus;  // AEF
   channel: string;          // AEF: the private Realtime channel, `execution:<id>`
   pollUrl: string;          // AEF: GET /live, the polling fallback
+  warnings: string[];       // AEF: given variables or secrets the document does not use
 }
 
 // ---------------------------------------------------------------- POST /api/aef/action/{id}
@@ -201,6 +212,7 @@ export interface LiveMessage {
   checkpoints?: CheckpointState[];
   error?: {
     message: string;
+    code?: string;  // AEF: a stable reason when there is one (e.g. the launcher's AWS code)
     recovery_options: RecoveryOption[];
     auto_retry_in?: number;  // seconds
   };

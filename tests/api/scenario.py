@@ -9,6 +9,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_SOP = ROOT / "local" / "demo" / "workflows" / "investor-crm-demo.json"
+# what the demo workflow reads (its `aef.inputs`); POST /execute refuses a run without them
+DEMO_INPUTS = {"variables": {"base_url": "http://127.0.0.1:8000"},
+               "secrets": {"demo_email": "demo@example.com", "demo_password": "demo-pass"}}
 
 
 def demo_sop(title: str | None = None) -> dict[str, Any]:
@@ -27,7 +30,7 @@ def transformed(api: Any, user: Any, title: str | None = None) -> dict[str, Any]
 def started(api: Any, user: Any, created: dict[str, Any]) -> dict[str, Any]:
     reply = api.call("POST", "/api/aef/execute", user.token,
                      {"aefDocumentId": created["aefDocumentId"],
-                      "executionId": created["executionId"]})
+                      "executionId": created["executionId"], **DEMO_INPUTS})
     assert reply.status == 202, reply.body
     return dict(reply.body)
 

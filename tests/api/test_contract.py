@@ -11,7 +11,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from tests.api.helpers import ScriptedRunner
-from tests.api.scenario import ROOT, admin_sql, started, transformed
+from tests.api.scenario import DEMO_INPUTS, ROOT, admin_sql, started, transformed
 from tests.api.typescript import Contract, Type, allows_null, check, describe, parse
 
 CONTRACT = parse((ROOT / "docs" / "api-contract.ts").read_text())
@@ -70,7 +70,7 @@ def session(api: Any, db: Any) -> dict[str, Any]:
     execution_id, document_id = created.body["executionId"], created.body["aefDocumentId"]
     idle = call("GET", "/api/aef/live/{executionId}", executionId=execution_id)
     queued = call("POST", "/api/aef/execute", {"aefDocumentId": document_id,
-                                                "executionId": execution_id})
+                                                "executionId": execution_id, **DEMO_INPUTS})
     assert queued.status == 202, queued.body
     queued_live = call("GET", "/api/aef/live/{executionId}", executionId=execution_id)
 

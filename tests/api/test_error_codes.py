@@ -18,7 +18,7 @@ import pytest
 from aef.errors import PROBLEM_CODES
 from tests.api.conftest import Reply, make_token
 from tests.api.helpers import ScriptedRunner
-from tests.api.scenario import ROOT, admin_sql, demo_sop, started, transformed
+from tests.api.scenario import DEMO_INPUTS, ROOT, admin_sql, demo_sop, started, transformed
 
 UNKNOWN = "6f1c8f43-2d0c-4f7e-9a1b-5a2d7c9e8b10"
 SOURCES = [*sorted((ROOT / "aef").rglob("*.py")), *sorted((ROOT / "functions").rglob("*.py")),
@@ -128,14 +128,15 @@ class World:
 
 def _too_many_active(w: World) -> Reply:
     for _ in range(3):
-        assert w.call("POST", "/api/aef/execute", {"aefDocumentId": w.doc}).status == 202
-    return w.call("POST", "/api/aef/execute", {"aefDocumentId": w.doc})
+        assert w.call("POST", "/api/aef/execute",
+                      {"aefDocumentId": w.doc, **DEMO_INPUTS}).status == 202
+    return w.call("POST", "/api/aef/execute", {"aefDocumentId": w.doc, **DEMO_INPUTS})
 
 
 def _idempotency_key_unusable(w: World) -> Reply:
     from aef.service import _request_hash
 
-    body = {"aefDocumentId": w.doc}
+    body = {"aefDocumentId": w.doc, **DEMO_INPUTS}
     admin_sql(w.db, "insert into aef_idempotency_keys (user_id, key, request_hash)"
                     " values (%s, 'half-written', %s)", (w.user.id, _request_hash(body)))
     return w.call("POST", "/api/aef/execute", body, headers={"idempotency-key": "half-written"})
@@ -143,9 +144,10 @@ def _idempotency_key_unusable(w: World) -> Reply:
 
 def _idempotency_key_reused(w: World) -> Reply:
     key = {"idempotency-key": f"k-{uuid.uuid4().hex}"}
-    assert w.call("POST", "/api/aef/execute", {"aefDocumentId": w.doc}, headers=key).status == 202
-    return w.call("POST", "/api/aef/execute", {"aefDocumentId": w.doc, "stepIds": ["review_crm"]},
-                  headers=key)
+    assert w.call("POST", "/api/aef/execute", {"aefDocumentId": w.doc, **DEMO_INPUTS},
+                  headers=key).status == 202
+    return w.call("POST", "/api/aef/execute", {"aefDocumentId": w.doc, "stepIds": ["review_crm"],
+                                               **DEMO_INPUTS}, headers=key)
 
 
 def _checkpoint(w: World, *, answered: bool = False, expired: bool = False) -> Reply:
@@ -255,6 +257,7 @@ PRODUCERS: dict[str, Callable[[World], Reply]] = {
     "unsupported_media_type": lambda w: w.call("POST", "/api/aef/execute", "a=b",
                                                headers={"content-type": "text/plain"}),
     "validation_failed": lambda w: w.call("POST", "/api/aef/execute", {"aefDocumentId": 42}),
+    "missing_inputs": lambda w: w.call("POST", "/api/aef/execute", {"aefDocumentId": w.doc}),
     "unknown_step": lambda w: w.call("POST", "/api/aef/execute",
                                      {"aefDocumentId": w.doc, "stepIds": ["no_such_step"]}),
     "invalid_cursor": lambda w: w.call("GET", f"/api/aef/logs/{w.exec}",

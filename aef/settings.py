@@ -21,8 +21,13 @@ def _text_list(value: Any) -> Any:
     """A list setting given as a JSON list or as comma-separated words (what people type)."""
     if isinstance(value, str):
         text = value.strip()
-        return json.loads(text) if text.startswith("[") else [
-            part.strip() for part in text.split(",") if part.strip()]
+        if not text.startswith("["):
+            return [part.strip() for part in text.split(",") if part.strip()]
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise ValueError("not valid JSON (give a JSON list or comma-separated values)"
+                             ) from exc
     return value
 
 
@@ -157,5 +162,5 @@ def describe_invalid(exc: ValidationError | SettingsError,
         field = str(error["loc"][0]) if error["loc"] else ""
         name = env_name(model, field) if field else "settings"
         problems.append(f"{name} is not set" if error["type"] == "missing"
-                        else f"{name}: {error['msg']}")
+                        else f"{name}: {error['msg'].removeprefix('Value error, ')}")
     return "; ".join(problems)

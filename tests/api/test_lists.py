@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tests.api.helpers import ScriptedRunner
-from tests.api.scenario import admin_sql, started, transformed
+from tests.api.scenario import DEMO_INPUTS, admin_sql, started, transformed
 
 
 def pages(api: Any, user: Any, path: str, key: str, **query: str) -> list[list[dict[str, Any]]]:
@@ -86,7 +86,8 @@ def test_executions_carry_what_a_history_page_needs(api: Any, db: Any,
     assert set(ids(status="queued,cancelled")) == {queued["executionId"],
                                                    stopped["executionId"]}
     assert set(ids(status="idle")) == {docs_a[3]["executionId"], docs_a[4]["executionId"]}
-    again = api.call("POST", "/api/aef/execute", a.token, {"aefDocumentId": done["aefDocumentId"]})
+    again = api.call("POST", "/api/aef/execute", a.token,
+                     {"aefDocumentId": done["aefDocumentId"], **DEMO_INPUTS})
     assert again.status == 202
     assert ids(documentId=done["aefDocumentId"]) == [again.body["executionId"],
                                                       done["executionId"]]
@@ -98,7 +99,8 @@ def test_ties_in_created_at_are_paged_without_gaps_or_repeats(api: Any, db: Any,
     user = new_user()
     created = transformed(api, user)
     extra = [api.call("POST", "/api/aef/execute", user.token,
-                      {"aefDocumentId": created["aefDocumentId"]}).body["executionId"]
+                      {"aefDocumentId": created["aefDocumentId"], **DEMO_INPUTS}
+                      ).body["executionId"]
              for _ in range(2)]
     everyone = {created["executionId"], *extra}
     admin_sql(db, "update aef_executions set created_at = '2026-01-01T00:00:00Z'"

@@ -115,7 +115,8 @@ CASES = {
         ["token"], r"^aef: invalid settings: AEF_SIGNED_URL_SECONDS: Input should be a valid "
         r"integer", env={"AEF_SIGNED_URL_SECONDS": "soon"}),
     "setting that is not JSON": Case(
-        ["token"], r"^aef: invalid settings: AEF_CORS_ORIGINS: not valid JSON$",
+        ["token"], r"^aef: invalid settings: AEF_CORS_ORIGINS: not valid JSON \(give a JSON "
+        r"list or comma-separated values\)$",
         env={"AEF_CORS_ORIGINS": "[http://x"}),
     "signing key file that is not a key": Case(
         ["token"], r"^aef: .*signing-key\.pem is not an EC private key in PEM; delete it",

@@ -82,5 +82,5 @@ def runner_token(db: Database, execution_id: str, *, given: str | None,
     if metadata_uri:
         return claim_with_task_arn(db, execution_id, task_arn_from_metadata(metadata_uri),
                                    wait_seconds=wait_seconds)
-    raise IdentityError("no runner_token (AEF_RUNNER_TOKEN) and no ECS task metadata endpoint "
-                        "(ECS_CONTAINER_METADATA_URI_V4)")
+    raise IdentityError("AEF_RUNNER_TOKEN is not set and this is not an ECS task "
+                        "(no ECS_CONTAINER_METADATA_URI_V4 to claim the execution with)")

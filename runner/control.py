@@ -15,8 +15,9 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 
@@ -26,6 +27,11 @@ from aef.store import runner as store
 from runner.retry import retry_unavailable
 
 log = logging.getLogger("aef.runner.control")
+T = TypeVar("T")
+
+
+class Stopped(Exception):
+    """A person asked to stop: unwind, close the browser, write `cancelled`."""
 
 
 def listen_url(settings: Settings) -> str | None:
@@ -74,6 +80,7 @@ class Control:
         self.status: str | None = None
         self.listening = False
         self._wake = asyncio.Event()
+        self._stop = asyncio.Event()  # set with stop_requested: cuts any work in progress
         self._poke = asyncio.Event()  # a notification arrived: read the rows now
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -95,12 +102,37 @@ class Control:
         """Any reader of the execution row reports the status here (heartbeat, writes)."""
         self.status = status
         if status == "cancelling" and not self.stop_requested:
-            self.stop_requested = True
-            self._wake.set()
+            self.request_stop()
 
     def request_stop(self) -> None:
         self.stop_requested = True
+        self._stop.set()
         self._wake.set()
+
+    async def unless_stopped(self, work: Awaitable[T]) -> T:
+        """`work`, cancelled the moment a stop is requested (then `Stopped`).
+
+        Every action and every manual input runs through this, so a stop never waits for a
+        long one (a 10,000-character input, a long wait) to end: it completes within the
+        wake-up latency, and the browser is closed right after.
+        """
+        task = asyncio.ensure_future(work)
+        if self.stop_requested:
+            task.cancel()
+        stop = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        finally:
+            stop.cancel()
+        if task.done() and not task.cancelled():
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        raise Stopped()
 
     def _on_notify(self) -> None:
         """Something changed: read the status and the commands now (the payload, whatever it

@@ -64,7 +64,7 @@ def test_sweeper_expires_checkpoints_and_wakes_runner(api: Any, db: Any, new_use
     from aef import service
 
     user = new_user()
-    execution_id, runner = started(api, db, user)
+    _, runner = started(api, db, user)
     checkpoint_id = runner.ask_checkpoint("enter_email", timeout=1)
     time.sleep(1.1)
     listener = psycopg.connect(db.url, autocommit=True)

@@ -8,7 +8,6 @@ on a channel derived from the runner token, runner.control.wake_channel) are che
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import uuid

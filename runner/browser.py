@@ -143,26 +143,27 @@ async def create_context(
     return GuardedContext(context, page, guard)
 
 
-@asynccontextmanager
-async def open_browser(
-    settings: Settings,
-    *,
-    work_dir: str | Path | None = None,
-    on_block: OnBlock | None = None,
-    resolver: Resolver = system_resolve,
-) -> AsyncIterator[BrowserSession]:
-    """Launch Chromium for one task; downloads land in ``<work_dir>/downloads``.
+@dataclass
+class LaunchedBrowser:
+    """A Chromium launched (with its own Playwright driver) but not yet given a context: what
+    a pool worker keeps warm for its next execution. ``close`` tears it all down."""
 
-    ``work_dir`` defaults to ``settings.work_dir``; the engine should pass a folder of its own
-    per execution. ``resolver`` is the guard's DNS lookup (tests pass one that never leaves
-    the machine).
-    """
-    work, downloads = prepare_work_dir(work_dir or settings.work_dir)
+    playwright: Playwright
+    browser: Browser
+    pid: int | None
+    marker: str
+
+    async def close(self) -> None:
+        pid = self.pid or find_browser_pid(self.marker)
+        await _shutdown(self.playwright, self.browser, [], pid)
+
+
+async def launch_chromium(settings: Settings, work_dir: str | Path) -> LaunchedBrowser:
+    """Start Playwright and Chromium; on any failure nothing is left running."""
+    work, _ = prepare_work_dir(work_dir)
     marker = f"--aef-browser-session={uuid.uuid4().hex}"  # Chromium ignores unknown switches
     playwright: Playwright | None = None
     browser: Browser | None = None
-    pid: int | None = None
-    session: BrowserSession | None = None
     try:
         playwright = await async_playwright().start()
         browser = await playwright.chromium.launch(
@@ -172,7 +173,39 @@ async def open_browser(
             downloads_path=str(work / ".browser-downloads"),
             timeout=60_000,
         )
-        pid = find_browser_pid(marker)
+        return LaunchedBrowser(playwright, browser, find_browser_pid(marker), marker)
+    except BaseException:
+        closing = asyncio.ensure_future(_shutdown(playwright, browser, [],
+                                                  find_browser_pid(marker)))
+        with contextlib.suppress(BaseException):
+            await asyncio.shield(closing)
+        raise
+
+
+@asynccontextmanager
+async def open_browser(
+    settings: Settings,
+    *,
+    work_dir: str | Path | None = None,
+    on_block: OnBlock | None = None,
+    resolver: Resolver = system_resolve,
+    launched: LaunchedBrowser | None = None,
+) -> AsyncIterator[BrowserSession]:
+    """Launch Chromium for one task (or take over ``launched``, a warm one nobody has used);
+    downloads land in ``<work_dir>/downloads``.
+
+    ``work_dir`` defaults to ``settings.work_dir``; the engine should pass a folder of its own
+    per execution. ``resolver`` is the guard's DNS lookup (tests pass one that never leaves
+    the machine). The context (network guard, cookies, storage) is always created here, for
+    this caller only.
+    """
+    work, downloads = prepare_work_dir(work_dir or settings.work_dir)
+    session: BrowserSession | None = None
+    if launched is None:
+        launched = await launch_chromium(settings, work)
+    playwright, browser, marker = launched.playwright, launched.browser, launched.marker
+    pid = launched.pid
+    try:
         main = await create_context(browser, settings, on_block=on_block, resolver=resolver)
         session = BrowserSession(settings, browser, pid, work, downloads, main, [main], resolver)
         yield session

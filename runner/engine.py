@@ -39,6 +39,7 @@ import logging
 import math
 import traceback
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -404,13 +405,24 @@ class _Run:
     scope: dict[str, Any] = field(default_factory=dict)
 
 
+# How an engine gets its browser: (work dir, on_block) -> a session context manager. The
+# default launches a fresh Chromium; a pool worker hands over the warm one it launched ahead.
+BrowserFactory = Callable[[Path, Callable[[str, str], None]],
+                          AbstractAsyncContextManager[BrowserSession]]
+
+
 class Engine:
     """Runs one claimed execution. Create with `run_execution`, not directly."""
 
     def __init__(self, settings: Settings, db: Database, execution_id: str, runner_token: str,
                  *, screenshots: ScreenshotStore | None = None,
-                 runner_id: str | None = None) -> None:
+                 runner_id: str | None = None,
+                 browser: BrowserFactory | None = None) -> None:
         self.settings = settings
+        self._browser = browser or (lambda work_dir, on_block: open_browser(
+            settings, work_dir=work_dir, on_block=on_block))
+        self._log_filter: logging.Filter | None = None
+        self._handed_back: str | None = None
         self.db = db
         self.execution_id = execution_id
         self._token = runner_token
@@ -445,6 +457,13 @@ class Engine:
         """The process is being shut down (SIGTERM): unwind like a stop, but end `failed`
         (resumable) unless a person had asked to stop."""
         self._terminated = reason
+        self.control.request_stop()
+
+    def hand_back(self, reason: str) -> None:
+        """A draining pool worker's last resort: unwind like a stop, write no end, release the
+        lease at once; the sweeper then resumes the execution from its last completed step
+        (on another worker when one is live)."""
+        self._handed_back = reason
         self.control.request_stop()
 
     # status bookkeeping ------------------------------------------------------------------------
@@ -484,6 +503,9 @@ class Engine:
             await self.journal.close()
             await self.control.close()
             await self.lease.close()
+            if self._log_filter is not None:  # a pool worker's next execution has other secrets
+                for handler in logging.getLogger().handlers:
+                    handler.removeFilter(self._log_filter)
         return outcome
 
     async def _run_with_limit(self, row: Mapping[str, Any]) -> Outcome:
@@ -509,8 +531,7 @@ class Engine:
             return Outcome("failed", f"The document cannot be run: {exc}")
         try:
             work_dir = Path(self.settings.work_dir) / self.execution_id
-            async with open_browser(self.settings, work_dir=work_dir,
-                                    on_block=self._on_block) as session:
+            async with self._browser(work_dir, self._on_block) as session:
                 self.session = session
                 try:
                     return await self._run_plan(session)
@@ -519,6 +540,8 @@ class Engine:
         except Stopped:
             if self.lease.lost.is_set():
                 return Outcome("lost", "Another runner holds this execution")
+            if self._handed_back is not None and self.status != "cancelling":
+                return Outcome("handed_back", self._handed_back)
             if self._terminated is not None and self.status != "cancelling":
                 return Outcome("failed", self._terminated)
             return Outcome("cancelled", "Execution stopped on request")
@@ -546,9 +569,9 @@ class Engine:
         self.secrets = Secrets(secret_values)
         self.journal.secrets = self.secrets
         if secret_values:  # process logs too (stderr / CloudWatch), whoever writes them
-            secret_filter = actions.Redactor(secret_values).logging_filter()
+            self._log_filter = actions.Redactor(secret_values).logging_filter()
             for handler in logging.getLogger().handlers:
-                handler.addFilter(secret_filter)
+                handler.addFilter(self._log_filter)
         if document is None:
             raise PlanError("the document is not readable")
         body = document["document"] if isinstance(document["document"], dict) else {}
@@ -1350,6 +1373,9 @@ class Engine:
         if outcome.status == "lost":
             log.error("stopping without a final write: %s", outcome.message)
             return
+        if outcome.status == "handed_back":
+            await self._release(outcome)
+            return
         self.browser_state.update(isReady=False, mode="closed")
         try:
             if outcome.status == "completed":
@@ -1396,6 +1422,18 @@ class Engine:
 
         await self.journal.commit(cancel, event=lambda kind: kind, says=(said,))
         self._saw_status("cancelled")
+
+    async def _release(self, outcome: Outcome) -> None:
+        """Hand the execution back: its steps stay as they are, the lease ends now."""
+        runner_id = self.lease.runner_id
+
+        def release(conn: Connection) -> None:
+            store.release_lease(conn, self.execution_id, runner_id)
+
+        await self._commit(browser={**self.browser_state, "lastAction": "Handed back"},
+                           extra=release, says=self.journal.entry(
+                               "warn", f"{outcome.message}: the execution is handed back and "
+                               "resumes from its last completed step"))
 
     async def _write_failed(self, outcome: Outcome) -> None:
         error = {"message": outcome.message, "recovery_options": list(RESUME_OPTIONS)}

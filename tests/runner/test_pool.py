@@ -217,15 +217,15 @@ async def test_kill_9_of_a_worker_resumes_its_executions_on_another(
 @BROWSER
 async def test_sigterm_drains_then_hands_back_what_is_left(
         db: Database, settings: Settings, site: Site, new_execution: Any, workers: Any) -> None:
-    first = workers(settings, 2, AEF_POOL_DRAIN_SECONDS="4")
+    first = workers(settings, 2, AEF_POOL_DRAIN_SECONDS="12")
     await worker_ready(db, 2)
     short = new_execution([task(f"s{i}", [{"type": "navigate",
                                           "url": f"{site.base_url}/page?n={i}"},
                                          {"type": "wait", "timeoutMs": 600}])
                            for i in range(3)], config={"stepTimeout": 20})
     long = new_execution([task("open", [{"type": "navigate", "url": f"{site.base_url}/page"}]),
-                          task("long", [{"type": "wait", "timeoutMs": 8000}])],
-                         config={"stepTimeout": 30})
+                          task("long", [{"type": "wait", "timeoutMs": 25_000}])],
+                         config={"stepTimeout": 60})
     await dispatched(db, long)
     await eventually(lambda: (step_rows(db, long).get(("long", 0)) or {}).get("status")
                      == "running", within=60, what="the long step")

@@ -40,7 +40,6 @@ from tests.runner.helpers import (
 from tests.runner.pages import Site
 from tests.runner.test_process import ROOT, browser_pid, runner_env
 
-
 BROWSER = pytest.mark.browser
 
 
@@ -278,6 +277,8 @@ def test_a_worker_acts_only_for_the_executions_it_claimed(
             assert store.get_secrets(conn, theirs) == {}
         with db.as_runner(theirs, my_token) as conn:  # its token names one execution only
             assert store.get_execution(conn, theirs) is None
+        with db.as_runner(theirs, their_token) as conn:  # the other worker's own token does
+            assert store.get_execution(conn, theirs) is not None
         with db.as_runner("", "") as conn:  # a draining worker claims nothing
             store.pool_heartbeat(conn, "pool:w1", 1, 0, True)
             assert store.claim_for_pool(conn, "pool:w1") is None

@@ -187,7 +187,7 @@ def memory(db: Any, settings: Any, launcher: Any, base: str, slots: int,
         doc = document(base, 6, 300)
         ids = []
         for _ in range(slots):
-            execution_id, token = _new_execution(db, doc)
+            execution_id, _ = _new_execution(db, doc)
             if not launcher.dispatch(execution_id):
                 raise RuntimeError("the pool refused an execution within its slots")
             ids.append(execution_id)
@@ -234,7 +234,7 @@ def bench(args: argparse.Namespace) -> None:
         Bucket=BUCKET)
     server, base = _serve()
     db = Database(url, min_size=1, max_size=4)
-    work = Path(f"/tmp/aef-bench-{name}")  # noqa: S108 - a throwaway folder of this run
+    work = Path(f"/tmp/aef-bench-{name}")  # a throwaway folder of this run
     settings = get_settings().model_copy(update={
         "database_url": url, "allow_loopback": True, "headless": True,
         "chromium_path": get_settings().chromium_path or "/usr/bin/chromium",

@@ -143,23 +143,41 @@ async def create_context(
     return GuardedContext(context, page, guard)
 
 
+class BlockRelay:
+    """The on_block of a context made before its execution is known: it forwards to the
+    execution's own callback, set at hand-over (nothing can be blocked before: the context
+    has not loaded anything)."""
+
+    def __init__(self) -> None:
+        self.target: OnBlock | None = None
+
+    def __call__(self, url: str, reason: str) -> None:
+        if self.target is not None:
+            self.target(url, reason)
+
+
 @dataclass
 class LaunchedBrowser:
-    """A Chromium launched (with its own Playwright driver) but not yet given a context: what
-    a pool worker keeps warm for its next execution. ``close`` tears it all down."""
+    """A Chromium launched (with its own Playwright driver) for an execution not known yet:
+    what a pool worker keeps warm. With ``main``, its guarded context and page are made too
+    (fresh: no page loaded, no cookie, no storage), so the hand-over costs nothing; the
+    context's guard reports blocks through ``relay``. ``close`` tears it all down."""
 
     playwright: Playwright
     browser: Browser
     pid: int | None
     marker: str
+    main: GuardedContext | None = None
+    relay: BlockRelay = field(default_factory=BlockRelay)
 
     async def close(self) -> None:
         pid = self.pid or find_browser_pid(self.marker)
-        await _shutdown(self.playwright, self.browser, [], pid)
+        await _shutdown(self.playwright, self.browser, [self.main] if self.main else [], pid)
 
 
-async def launch_chromium(settings: Settings, work_dir: str | Path) -> LaunchedBrowser:
-    """Start Playwright and Chromium; on any failure nothing is left running."""
+async def launch_chromium(settings: Settings, work_dir: str | Path, *,
+                          with_context: bool = False) -> LaunchedBrowser:
+    """Start Playwright and Chromium (and its guarded context); on failure nothing is left."""
     work, _ = prepare_work_dir(work_dir)
     marker = f"--aef-browser-session={uuid.uuid4().hex}"  # Chromium ignores unknown switches
     playwright: Playwright | None = None
@@ -173,7 +191,10 @@ async def launch_chromium(settings: Settings, work_dir: str | Path) -> LaunchedB
             downloads_path=str(work / ".browser-downloads"),
             timeout=60_000,
         )
-        return LaunchedBrowser(playwright, browser, find_browser_pid(marker), marker)
+        launched = LaunchedBrowser(playwright, browser, find_browser_pid(marker), marker)
+        if with_context:
+            launched.main = await create_context(browser, settings, on_block=launched.relay)
+        return launched
     except BaseException:
         closing = asyncio.ensure_future(_shutdown(playwright, browser, [],
                                                   find_browser_pid(marker)))
@@ -206,7 +227,14 @@ async def open_browser(
     playwright, browser, marker = launched.playwright, launched.browser, launched.marker
     pid = launched.pid
     try:
-        main = await create_context(browser, settings, on_block=on_block, resolver=resolver)
+        if launched.main is not None and resolver is system_resolve:
+            launched.relay.target = on_block
+            main = launched.main
+        else:
+            if launched.main is not None:  # made for another resolver: not this one's
+                await launched.main.close()
+            main = await create_context(browser, settings, on_block=on_block,
+                                        resolver=resolver)
         session = BrowserSession(settings, browser, pid, work, downloads, main, [main], resolver)
         yield session
     finally:

@@ -66,7 +66,8 @@ class WarmBrowser:
         if not self.enabled or self._closed or self._task is not None:
             return
         work = Path(self.settings.work_dir) / f"warm-{uuid.uuid4().hex[:12]}"
-        self._task = asyncio.create_task(launch_chromium(self.settings, work), name="aef-warm")
+        self._task = asyncio.create_task(
+            launch_chromium(self.settings, work, with_context=True), name="aef-warm")
 
     def prepare_later(self, seconds: float = WARM_DELAY_SECONDS) -> None:
         if self._later is None:

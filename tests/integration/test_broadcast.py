@@ -49,11 +49,16 @@ def new_execution(db: Database, owner: User, document_id: Any,
 
 
 def broadcasts(db: Database, execution_id: str) -> list[dict[str, Any]]:
+    """The execution's broadcasts, each payload as AEF sent it: Supabase's realtime.send adds
+    the message's id to a payload that has none (checked here, then taken off)."""
     with admin_connection(db) as conn:
-        return conn.execute(
-            "select topic, extension, event, private, payload from realtime.messages "
+        rows = conn.execute(
+            "select id, topic, extension, event, private, payload from realtime.messages "
             "where topic = %s order by (payload ->> 'seq')::bigint, inserted_at",
             (f"execution:{execution_id}",)).fetchall()
+    for row in rows:
+        assert row["payload"].pop("id") == str(row.pop("id"))
+    return rows
 
 
 def event_seqs(db: Database, execution_id: str) -> list[int]:
@@ -200,7 +205,7 @@ def test_event_owner_comes_from_the_execution(db: Database, owner: User,
 
 @pytest.fixture
 def listener(db: Database) -> Iterator[psycopg.Connection[Any]]:
-    with psycopg.connect(db.url, autocommit=True) as conn:
+    with psycopg.connect(db.admin_url, autocommit=True) as conn:
         yield conn
 
 

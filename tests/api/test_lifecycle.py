@@ -11,9 +11,12 @@ def realtime_rows(db: Any, execution_id: str) -> list[dict[str, Any]]:
     from tests.integration.factories import admin_connection
 
     with admin_connection(db) as conn:
-        return conn.execute(
-            "select event, payload, private from realtime.messages where topic = %s"
+        rows = conn.execute(
+            "select id, event, payload, private from realtime.messages where topic = %s"
             " order by (payload->>'seq')::int", (f"execution:{execution_id}",)).fetchall()
+    for row in rows:  # Supabase's realtime.send adds the message id to the payload
+        assert row["payload"].pop("id") == str(row.pop("id"))
+    return rows
 
 
 def live(api: Any, user: Any, execution_id: str, after: int = 0) -> dict[str, Any]:

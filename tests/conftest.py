@@ -27,11 +27,6 @@ PG_VERSION = os.environ.get("AEF_TEST_PG", "15")
 ADMIN_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "supabase: database-facing; CI runs these on Postgres 15 and 17")
-
-
 def pytest_report_header() -> str:
     return f"AEF: Supabase-shaped PostgreSQL {PG_VERSION} (AEF_TEST_PG)"
 

@@ -481,3 +481,7 @@ def test_realtime_probe_leaves_no_message(db: Database, world: World) -> None:
                               "where topic = %s and event = 'probe'", (topic,)).fetchone()
     assert probes == {"n": 0}
 
+
+
+# CI runs this module on Postgres 15 and 17 (scripts/test.sh)
+pytestmark = pytest.mark.supabase

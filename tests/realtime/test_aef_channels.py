@@ -284,3 +284,7 @@ async def test_forced_disconnect_is_caught_up_by_polling(
         e["seq"] for e in missed["events"]]
     assert sorted(seen) == list(range(first + 1, rows[-1]["seq"] + 1))
     assert_delivered(resumed, rows, after=n)
+
+
+# CI runs this module on Postgres 15 and 17 (scripts/test.sh)
+pytestmark = pytest.mark.supabase

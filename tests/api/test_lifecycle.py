@@ -10,15 +10,9 @@ from tests.api.helpers import ScriptedRunner, transform
 
 
 def realtime_rows(db: Any, execution_id: str) -> list[dict[str, Any]]:
-    from tests.integration.factories import admin_connection
+    from tests.integration.factories import broadcast_rows
 
-    with admin_connection(db) as conn:
-        rows = conn.execute(
-            "select id, event, payload, private from realtime.messages where topic = %s"
-            " order by (payload->>'seq')::int", (f"execution:{execution_id}",)).fetchall()
-    for row in rows:  # Supabase's realtime.send adds the message id to the payload
-        assert row["payload"].pop("id") == str(row.pop("id"))
-    return rows
+    return broadcast_rows(db, execution_id)
 
 
 def live(api: Any, user: Any, execution_id: str, after: int = 0) -> dict[str, Any]:

@@ -49,6 +49,24 @@ def admin_connection(db: Database) -> Iterator[psycopg.Connection[Row]]:
         yield conn
 
 
+def broadcast_rows(db: Database, execution_id: Any,
+                   columns: str = "event, payload, private") -> list[Row]:
+    """The execution's broadcasts in realtime.messages, in seq order, each payload as AEF sent
+    it: Supabase's realtime.send adds the message's id to a payload without one (checked here,
+    then taken off). `columns` is a literal from the caller."""
+    with admin_connection(db) as conn:
+        rows = conn.execute(
+            f"select id as message_id, {columns} from realtime.messages "
+            "where topic = %s and extension = 'broadcast' and payload ? 'seq' "
+            "order by (payload->>'seq')::int, inserted_at",
+            (f"execution:{execution_id}",)).fetchall()
+    for row in rows:
+        message_id = str(row.pop("message_id"))
+        if "payload" in row:
+            assert row["payload"].pop("id") == message_id
+    return rows
+
+
 def create_user(db: Database, email: str | None = None) -> User:
     user_id = str(uuid.uuid4())
     email = email or f"user-{user_id[:8]}@example.test"

@@ -21,7 +21,7 @@ from psycopg.types.json import Jsonb
 from aef.db import Database
 from tests.integration.factories import (
     User,
-    admin_connection,
+    broadcast_rows,
     create_checkpoint,
     create_command,
     create_document,
@@ -49,16 +49,7 @@ def new_execution(db: Database, owner: User, document_id: Any,
 
 
 def broadcasts(db: Database, execution_id: str) -> list[dict[str, Any]]:
-    """The execution's broadcasts, each payload as AEF sent it: Supabase's realtime.send adds
-    the message's id to a payload that has none (checked here, then taken off)."""
-    with admin_connection(db) as conn:
-        rows = conn.execute(
-            "select id, topic, extension, event, private, payload from realtime.messages "
-            "where topic = %s order by (payload ->> 'seq')::bigint, inserted_at",
-            (f"execution:{execution_id}",)).fetchall()
-    for row in rows:
-        assert row["payload"].pop("id") == str(row.pop("id"))
-    return rows
+    return broadcast_rows(db, execution_id, "topic, extension, event, private, payload")
 
 
 def event_seqs(db: Database, execution_id: str) -> list[int]:

@@ -41,6 +41,14 @@ create policy rt_test_write_own_room on realtime.messages for insert to authenti
 """
 
 
+def as_sent(payload: dict[str, Any]) -> dict[str, Any]:
+    """A delivered broadcast's payload as it was sent: Supabase's realtime.send adds the
+    message's id (a UUID) to a payload that has none; checked here, then taken off."""
+    rest = dict(payload)
+    uuid.UUID(rest.pop("id"))
+    return rest
+
+
 def make_token(
     sub: str | None,
     *,

@@ -55,14 +55,15 @@ class SupabaseDatabase:
 class SupabaseCluster:
     """initdb + start a cluster owned by supabase_admin; `database()` makes Supabase-shaped DBs."""
 
-    def __init__(self, version: str, base_dir: Path | None = None) -> None:
+    def __init__(self, version: str, base_dir: Path | None = None,
+                 server_class: type[EmbeddedPostgres] = EmbeddedPostgres) -> None:
         self.version = version
         self._tmp = None if base_dir else tempfile.TemporaryDirectory(prefix=f"aef-pg{version}-")
         base = base_dir or Path(self._tmp.name)  # type: ignore[union-attr]
         # the server runs as the postgres system user when we are root: it must reach its dir
         os.chmod(base, 0o755)  # noqa: S103
-        self.server = EmbeddedPostgres(base / "data", base / "postgres.log", bin_dir(version),
-                                       superuser="supabase_admin")
+        self.server = server_class(base / "data", base / "postgres.log", bin_dir(version),
+                                   superuser="supabase_admin")
         self.url = ""
 
     def start(self) -> SupabaseCluster:

@@ -43,9 +43,11 @@ class User:
 def admin_connection(db: Database) -> Iterator[psycopg.Connection[Row]]:
     """`postgres` (the operator, no superuser), for what no AEF role may do: auth.users, reads.
 
-    Commits on success, like `Database` transactions.
+    Commits on success, like `Database` transactions. A plain `Database` (the benchmarks, on
+    a plain server) is its own admin.
     """
-    with psycopg.connect(db.admin_url, row_factory=dict_row, prepare_threshold=None) as conn:
+    url = getattr(db, "admin_url", db.url)
+    with psycopg.connect(url, row_factory=dict_row, prepare_threshold=None) as conn:
         yield conn
 
 

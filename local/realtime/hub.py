@@ -52,9 +52,25 @@ from realtime.messages m
 where m.extension = 'broadcast' and m.inserted_at > %s
 order by m.inserted_at, m.id
 """
+# What Supabase Realtime's create_messages_partitions does (lib/realtime/tenants.ex): daily
+# partitions from yesterday to three days ahead, owned by supabase_realtime_admin.
 _ENSURE_PARTITIONS = """
-select case when to_regprocedure('realtime.ensure_partitions(integer)') is not null
-            then realtime.ensure_partitions() is not null end
+do $$
+declare
+  d date;
+  name text;
+begin
+  for d in select generate_series(current_date - 1, current_date + 3, interval '1 day')::date
+  loop
+    name := 'messages_' || to_char(d, 'YYYY_MM_DD');
+    if to_regclass('realtime.' || name) is null then
+      execute format('create table if not exists realtime.%I partition of realtime.messages '
+                     'for values from (%L) to (%L)', name, d, d + 1);
+      execute format('alter table realtime.%I owner to supabase_realtime_admin', name);
+    end if;
+  end loop;
+end
+$$
 """
 
 Broadcast = dict[str, Any] | UserBroadcast

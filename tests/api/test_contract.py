@@ -11,7 +11,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from tests.api.helpers import ScriptedRunner
-from tests.api.scenario import DEMO_INPUTS, ROOT, admin_sql, started, transformed
+from tests.api.scenario import DEMO_INPUTS, ROOT, started, transformed
 from tests.api.typescript import Contract, Type, allows_null, check, describe, parse
 
 CONTRACT = parse((ROOT / "docs" / "api-contract.ts").read_text())
@@ -37,8 +37,9 @@ class Recorder:
 
 
 def realtime_rows(db: Any, execution_id: str) -> list[dict[str, Any]]:
-    return admin_sql(db, "select event, payload from realtime.messages where topic = %s"
-                         " order by (payload->>'seq')::int", (f"execution:{execution_id}",))
+    from tests.integration.factories import broadcast_rows
+
+    return broadcast_rows(db, execution_id, "event, payload")
 
 
 def set_browser(runner: ScriptedRunner, browser: dict[str, Any]) -> None:

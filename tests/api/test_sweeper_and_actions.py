@@ -65,7 +65,7 @@ def test_sweeper_expires_checkpoints_and_wakes_runner(api: Any, db: Any, new_use
     user = new_user()
     _, runner = started(api, db, user)
     checkpoint_id = runner.ask_checkpoint("enter_email", timeout=1, overdue=True)
-    listener = psycopg.connect(db.url, autocommit=True)
+    listener = psycopg.connect(db.admin_url, autocommit=True)
     listener.execute(f"listen {wake_channel(runner.token)}")
     try:
         assert service.sweep(db=db)["checkpointsExpired"] == 1
@@ -92,7 +92,7 @@ def test_expired_but_unswept_checkpoint_is_refused(api: Any, db: Any, new_user: 
 def test_action_reaches_live_runner_as_command(api: Any, db: Any, new_user: Any) -> None:
     user = new_user()
     execution_id, runner = started(api, db, user)
-    listener = psycopg.connect(db.url, autocommit=True)
+    listener = psycopg.connect(db.admin_url, autocommit=True)
     listener.execute(f"listen {wake_channel(runner.token)}")
     try:
         reply = api.call("POST", f"/api/aef/action/{execution_id}", user.token,

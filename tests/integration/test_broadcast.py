@@ -22,6 +22,7 @@ from aef.db import Database
 from runner.control import wake_channel
 from tests.integration.factories import (
     User,
+    admin_connection,
     broadcast_rows,
     create_checkpoint,
     create_command,

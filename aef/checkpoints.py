@@ -208,6 +208,8 @@ class CheckpointPolicy:
     def __init__(self, config: AefConfig, custom: set[str], copies: Mapping[str, str]) -> None:
         self.mode = config.checkpoint_mode
         self.timeout = config.checkpoint_timeout
+        # what an unanswered before_step or manual checkpoint does (default: pause the run)
+        self.on_timeout = config.checkpoint_timeout_action
         self.custom = custom
         self.copies = copies  # a step copied into a second branch -> the source node id
         self.required_count = 0
@@ -255,7 +257,7 @@ class CheckpointPolicy:
                 title=f"Manual step: {step.label}",
                 description=_manual_description(step),
                 timeout_seconds=self.timeout,
-                default_action="reject",
+                default_action=self.on_timeout,
                 covers=covers,
             )
         if step.decision is not None and step.decision.rule is None:
@@ -292,12 +294,13 @@ class CheckpointPolicy:
             )
         else:
             description = f"Review before it runs: {what}."
+        del risky  # the document's timeout action decides, whatever the risk
         return StepCheckpoint(
             type="before_step",
             title=title,
             description=description,
             timeout_seconds=self.timeout,
-            default_action="reject" if risky else "approve",
+            default_action=self.on_timeout,
             covers=covers,
         )
 

@@ -328,9 +328,11 @@ def act(caller: Caller, execution_id: str, request: Any) -> dict[str, Any]:
         if runner_listening:
             store.insert_command(conn, execution_id, command, request.step_id, payload)
             delivered = "runner"
-        elif status in (states.IDLE, states.FAILED) and action in (
-                "execute", "retry", "skip", "resume"):
-            _check_active_cap(conn, caller.user_id, get_settings())
+        elif (status in (states.IDLE, states.FAILED) and action in (
+                "execute", "retry", "skip", "resume")) or (
+                status == states.PAUSED and action == "resume"):
+            if status != states.PAUSED:  # a paused execution already counts as active
+                _check_active_cap(conn, caller.user_id, get_settings())
             if action == "skip":
                 # the new runner reads pending commands when it claims the execution
                 store.insert_command(conn, execution_id, "skip", request.step_id, payload)

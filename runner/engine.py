@@ -455,6 +455,7 @@ class Engine:
         self.preskip: set[str] = set()
         # steps a checkpoint's skip covered, skipped when reached: (step id, iteration)
         self.skip_covered: set[tuple[str, int]] = set()
+        self.back_to: str | None = None
         self.resolver = build_resolver(settings)
 
     def terminate(self, reason: str) -> None:
@@ -587,6 +588,10 @@ class Engine:
         self.variables = dict(row.get("variables") or {})
         self.step_ids = set(row["step_ids"]) if row.get("step_ids") else None
         self.resume_target = row.get("resume_from") or None
+        before = row.get("browser") if isinstance(row.get("browser"), dict) else {}
+        # a pause released the browser: the resumed run goes back to the page it was on
+        self.back_to = (str(before.get("currentUrl") or "") or None
+                        if before.get("mode") == "released" else None)
         for step_row in steps:
             key = (str(step_row["step_id"]), int(step_row["iteration"]))
             if step_row["status"] in ("completed", "skipped"):
@@ -629,6 +634,8 @@ class Engine:
                                details={"runnerId": self.lease.runner_id,
                                         "steps": len(self.plan)}))
         await self._launch_commands()
+        if self.back_to is not None and self.back_to.startswith(("http://", "https://")):
+            await self._return_to(self.back_to)
         try:
             weight = 1.0 / max(1, len(self.plan))
             for step in self.plan:
@@ -636,6 +643,18 @@ class Engine:
         except EndOfPlan:
             pass
         return Outcome("completed", "Execution completed")
+
+    async def _return_to(self, url: str) -> None:
+        """Open the page a released pause left (through the network guard, like any
+        navigation); a failure is a warning: the next step's own recovery applies."""
+        try:
+            result = await self._perform(Action(type="navigate", url=url), _Run(), None, 1)
+            self.browser_state["currentUrl"] = result.url
+            self.journal.log("info", f"Back on the page the paused run was on: {result.url}",
+                             category="browser")
+        except Exception as exc:
+            self.journal.log("warn", f"Could not reopen the page the paused run was on: "
+                             f"{self._describe(exc)}", category="browser")
 
     async def _launch_commands(self) -> None:
         """Commands written before this runner existed (the API queues them with a launch).
@@ -1533,7 +1552,8 @@ class Engine:
     async def _write_released(self, outcome: Outcome) -> None:
         """The execution stays `paused` without a browser; a resume starts a new runner that
         continues from the last completed step."""
-        await self._commit(browser={**self.browser_state, "lastAction": "Paused; browser released"},
+        await self._commit(browser={**self.browser_state, "mode": "released",
+                                    "lastAction": "Paused; browser released"},
                            says=self.journal.entry("warn", outcome.message,
                                                    category="checkpoint"))
 

@@ -1,0 +1,167 @@
+"""The checkpoint preview on the demo site (issue 15): the demo workflow as transformed, run by
+the engine with real Chromium against the local webmail + CRM.
+
+The password step (given a checkpoint here) previews its grounded Password field with the
+value masked; the CRM write previews the real values of that iteration; the preview
+screenshot shows the outlined targets (pixels read back in Chromium); the secret's value is
+nowhere in the checkpoint rows, events or logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from playwright.async_api import async_playwright
+
+from aef.db import Database
+from aef.settings import Settings
+from aef.transform import transform
+from local.demo import DEMO_EMAIL, DEMO_PASSWORD, WORKFLOW_PATH, DemoServer, serve_demo
+from runner.preview import OUTLINE_WIDTH, PREVIEW_MASK
+from tests.runner.helpers import (
+    answer_checkpoint,
+    before_step,
+    dump,
+    events,
+    execution_row,
+    logs,
+    pending_checkpoint,
+    request_stop,
+    run_engine,
+)
+
+pytestmark = pytest.mark.browser
+
+CRM_WRITES = {"add_investor_record", "update_investor_record"}
+SAMPLE_JS = """
+async ([src, points]) => {
+  const img = new Image();
+  img.src = src;
+  await img.decode();
+  const canvas = document.createElement('canvas');
+  canvas.width = img.width; canvas.height = img.height;
+  const ctx = canvas.getContext('2d');
+  ctx.drawImage(img, 0, 0);
+  return points.map(([x, y]) => Array.from(ctx.getImageData(x, y, 1, 1).data.slice(0, 3)));
+}
+"""
+
+
+@pytest.fixture
+def demo() -> Iterator[DemoServer]:
+    with serve_demo() as server:
+        yield server
+
+
+def demo_plan() -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The demo workflow's plan, with a checkpoint on the password step too."""
+    document = transform(json.loads(WORKFLOW_PATH.read_text())).document
+    plan, config = document["aef"]["plan"], document["aef"]["config"]
+    login = next(s for s in plan if s["id"] == "demo_login_flow")
+    password = next(s for s in login["children"] if s["id"] == "enter_password")
+    password["checkpoint"] = before_step("Type the password?")
+    return plan, {**config, "stepTimeout": 10}
+
+
+async def sample(jpeg: bytes, points: list[tuple[float, float]]) -> list[list[int]]:
+    """The colours of the screenshot at `points`, decoded by Chromium itself."""
+    src = "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path="/usr/bin/chromium",
+                                           args=["--no-sandbox"])
+        try:
+            page = await browser.new_page()
+            colours: list[list[int]] = await page.evaluate(
+                SAMPLE_JS, [src, [[round(x), round(y)] for x, y in points]])
+            return colours
+        finally:
+            await browser.close()
+
+
+def orange(rgb: list[int]) -> bool:
+    r, g, b = rgb
+    return r > 200 and 60 < g < 190 and b < 100
+
+
+async def test_preview_shows_real_values_masks_the_password_and_outlines_targets(
+        db: Database, settings: Settings, demo: DemoServer, new_execution: Any) -> None:
+    plan, config = demo_plan()
+    execution = new_execution(plan, config=config, variables={"base_url": demo.base_url},
+                              secret_values={"demo_email": DEMO_EMAIL,
+                                             "demo_password": DEMO_PASSWORD})
+    runner = asyncio.create_task(run_engine(settings, db, execution))
+    try:
+        # 1. the password: grounded on the live page, its value never shown
+        checkpoint = await pending_checkpoint(db, execution, within=60)
+        assert checkpoint["step_id"] == "enter_password"
+        [typed] = checkpoint["preview"]["actions"]
+        assert typed["kind"] == "act" and typed["value"] == PREVIEW_MASK
+        assert typed["target"]["resolved"] is True
+        assert typed["target"]["role"] == "textbox" and "Password" in typed["target"]["name"]
+        assert typed["description"] == "Type \u2022\u2022\u2022\u2022 into the Password field"
+        assert "/mail/login/password" in checkpoint["preview"]["url"]
+        answer_checkpoint(db, execution, "approved")
+
+        # 2. the first CRM write: every value of every action of this iteration
+        while True:
+            checkpoint = await pending_checkpoint(db, execution, within=90)
+            if checkpoint["step_id"] in CRM_WRITES:
+                break
+            answer_checkpoint(db, execution, "approved")
+        variables = execution_row(db, execution)["variables"]
+        preview = checkpoint["preview"]
+        values = {a["value"] for a in preview["actions"] if a["kind"] in ("fill", "act")}
+        expected = ({"investor_focus", "message_summary"} if checkpoint["step_id"] ==
+                    "update_investor_record" else
+                    {"investor_name", "investor_company", "investor_email", "investor_phone",
+                     "investor_focus", "message_summary"})
+        assert {str(variables[name]) for name in expected} <= values
+        assert all(variables[name] for name in expected)
+        assert all("{{" not in str(a["value"]) for a in preview["actions"]
+                   if a["kind"] == "fill")
+        assert {a["stepId"] for a in preview["actions"]} == {checkpoint["step_id"]}
+        # the choices say what each answer does in this loop
+        assert {c["response"] for c in checkpoint["choices"]} == {"approve", "skip", "reject"}
+        # the live message carries the same preview, without the storage key
+        message = [e for e in events(db, execution)
+                   if e["type"] == "checkpoint_required"][-1]["message"]
+        [live] = message["checkpoints"]
+        assert live["preview"]["actions"] == preview["actions"]
+        assert "screenshotKey" not in live["preview"] and live["choices"]
+
+        # 3. the screenshot outlines the targets found on the page now
+        outlined = [a["target"]["box"] for a in preview["actions"]
+                    if a["target"] and a["target"]["resolved"] and a["target"].get("box")]
+        assert outlined, preview["actions"]
+        async with httpx.AsyncClient() as http:
+            shot = await http.get(preview["screenshot"])
+        assert shot.status_code == 200 and shot.content[:3] == b"\xff\xd8\xff"
+        box = outlined[0]
+        edge = OUTLINE_WIDTH / 2
+        border = [(box["x"] - edge, box["y"] + box["height"] / 2),
+                  (box["x"] + box["width"] + edge, box["y"] + box["height"] / 2),
+                  (box["x"] + box["width"] / 2, box["y"] + box["height"] + edge)]
+        colours = await sample(shot.content, border)
+        assert all(orange(c) for c in colours), colours
+        # the orange is the overlay's: the same page in the previous step's screenshot
+        plain_url = execution_row(db, execution)["browser"]["screenshot"]
+        async with httpx.AsyncClient() as http:
+            plain = await http.get(plain_url)
+        assert not any(orange(c) for c in await sample(plain.content, border[:1]))
+    finally:
+        request_stop(db, execution)
+        await asyncio.wait_for(runner, 60)
+
+    # 4. the secret's value is nowhere
+    with db.as_service() as conn:
+        rows = conn.execute("select * from aef_checkpoints where execution_id = %s",
+                            (execution.id,)).fetchall()
+    written = dump([rows, events(db, execution), logs(db, execution)])
+    assert DEMO_PASSWORD not in written
+    assert PREVIEW_MASK in written

@@ -245,10 +245,10 @@ class CheckpointPolicy:
         if not wanted:
             return None
         if unit is None and step.risky and inside_unit:
-            return self._before(step, [step.id], "is part of a record write", risky=True)
+            return self._before(step, [step.id], "is part of a record write")
         if unit is None:
-            return self._before(step, covers, None, risky=False)
-        return self._before(step, covers, unit.reason, risky=True)
+            return self._before(step, covers, None)
+        return self._before(step, covers, unit.reason)
 
     def _required(self, step: PlanStep, covers: list[str]) -> StepCheckpoint | None:
         if step.method == "manual":
@@ -277,9 +277,7 @@ class CheckpointPolicy:
             )
         return None
 
-    def _before(
-        self, step: PlanStep, covers: list[str], risk: str | None, *, risky: bool
-    ) -> StepCheckpoint:
+    def _before(self, step: PlanStep, covers: list[str], risk: str | None) -> StepCheckpoint:
         what = step.instruction or "; ".join(a.instruction or a.type for a in step.actions)
         what = what.strip().rstrip(".") or step.label
         title = f"Approve: {step.label}"
@@ -294,7 +292,6 @@ class CheckpointPolicy:
             )
         else:
             description = f"Review before it runs: {what}."
-        del risky  # the document's timeout action decides, whatever the risk
         return StepCheckpoint(
             type="before_step",
             title=title,

@@ -646,6 +646,13 @@ class ExecutionLogEntry(_Wire):
     details: dict[str, Any] | None = None
 
 
+class PreviewBox(_Wire):
+    x: float
+    y: float
+    width: float
+    height: float
+
+
 class PreviewTarget(_Wire):
     """An action's target as grounded on the live page when the checkpoint opened."""
 
@@ -653,6 +660,7 @@ class PreviewTarget(_Wire):
     name: str | None = None  # the accessible name
     selector: str | None = None
     resolved: bool = False  # exactly one element matched (approving runs normal escalation)
+    box: PreviewBox | None = None  # where its outline is drawn (viewport px); null: none
 
 
 class PreviewAction(_Wire):

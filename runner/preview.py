@@ -183,8 +183,8 @@ async def _target(page: Page, action: Action, filler: _Filler, resolver: Resolve
             value = filler.fill(parsed.value) if parsed and parsed.value else None
             if action.credential_field:
                 value = filler.credential(action.credential_field)
-            return ({"role": None, "name": None, "selector": None, "resolved": False},
-                    value, None)
+            return ({"role": None, "name": None, "selector": None, "resolved": False,
+                     "box": None}, value, None)
         value = filler.fill(outcome.value)
         if action.credential_field:
             value = filler.credential(action.credential_field)
@@ -196,8 +196,8 @@ async def _target(page: Page, action: Action, filler: _Filler, resolver: Resolve
         role = role or (spec.get("role") if spec.get("strategy") == "role" else None)
         name = name if name is not None else (spec.get("name") or spec.get("text"))
         return ({"role": role, "name": filler.fill(name) if name else None,
-                 "selector": filler.fill(_selector_text(spec)), "resolved": resolved},
-                value, box)
+                 "selector": filler.fill(_selector_text(spec)), "resolved": resolved,
+                 "box": None}, value, box)
     if action.type == "navigate":
         return None, filler.fill(action.url or action.value), None
     value = (filler.credential(action.credential_field) if action.credential_field
@@ -209,7 +209,7 @@ async def _target(page: Page, action: Action, filler: _Filler, resolver: Resolve
     if "{{" not in selector and "\u2022" not in selector:
         resolved, role, name, box = await _describe_element(page.locator(selector))
     return ({"role": role, "name": filler.fill(name) if name else None, "selector": selector,
-             "resolved": resolved}, value, box)
+             "resolved": resolved, "box": None}, value, box)
 
 
 def _description(action: Action, filler: _Filler) -> str:

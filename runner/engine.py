@@ -588,7 +588,8 @@ class Engine:
         self.variables = dict(row.get("variables") or {})
         self.step_ids = set(row["step_ids"]) if row.get("step_ids") else None
         self.resume_target = row.get("resume_from") or None
-        before = row.get("browser") if isinstance(row.get("browser"), dict) else {}
+        browser = row.get("browser")
+        before: Mapping[str, Any] = browser if isinstance(browser, Mapping) else {}
         # a pause released the browser: the resumed run goes back to the page it was on
         self.back_to = (str(before.get("currentUrl") or "") or None
                         if before.get("mode") == "released" else None)

@@ -35,6 +35,7 @@ PREVIEW_MASK = "\u2022" * 4  # a secret in a preview: never its value, never its
 OVERLAY_ID = "aef-preview-overlay"
 OUTLINE_COLOR = "#ff7a00"  # not Playwright's magenta mask colour, so the two never mix
 OUTLINE_WIDTH = 4
+NAME_LIMIT = 120
 _TARGETED = frozenset({"click", "fill", "type", "select", "check", "uncheck", "press", "scroll",
                        "wait", "extract", "verify", "upload", "download"})
 _ARIA_LINE = re.compile(r'^\s*-\s*([\w-]+)(?:\s+"((?:[^"\\]|\\.)*)")?')
@@ -161,6 +162,8 @@ async def _describe_element(loc: Locator) -> tuple[bool, str | None, str | None,
             match = _ARIA_LINE.match(snapshot.splitlines()[0]) if snapshot else None
             if match:
                 role, name = match.group(1), match.group(2)
+                if name and len(name) > NAME_LIMIT:  # a row's name is all of its text
+                    name = name[:NAME_LIMIT - 3] + "..."
         except Exception as exc:  # an element outside the accessibility tree
             log.debug("no aria snapshot: %s", type(exc).__name__)
         box = await loc.bounding_box(timeout=2000)

@@ -23,6 +23,7 @@ from aef.db import Database
 from aef.settings import Settings
 from aef.transform import transform
 from local.demo import DEMO_EMAIL, DEMO_PASSWORD, WORKFLOW_PATH, DemoServer, serve_demo
+from local.demo.seed import seed_emails
 from runner.preview import OUTLINE_WIDTH, PREVIEW_MASK
 from tests.runner.helpers import (
     answer_checkpoint,
@@ -38,7 +39,6 @@ from tests.runner.helpers import (
 
 pytestmark = pytest.mark.browser
 
-CRM_WRITES = {"add_investor_record", "update_investor_record"}
 SAMPLE_JS = """
 async ([src, points]) => {
   const img = new Image();
@@ -108,24 +108,34 @@ async def test_preview_shows_real_values_masks_the_password_and_outlines_targets
         assert "/mail/login/password" in checkpoint["preview"]["url"]
         answer_checkpoint(db, execution, "approved")
 
-        # 2. the first CRM write: every value of every action of this iteration
+        # 2. the CRM write that adds Marcus Adeyemi: every value of this iteration, each
+        #    from his email (the update of the known investor before it is approved)
         while True:
             checkpoint = await pending_checkpoint(db, execution, within=90)
-            if checkpoint["step_id"] in CRM_WRITES:
+            if checkpoint["step_id"] == "add_investor_record":
                 break
             answer_checkpoint(db, execution, "approved")
-        variables = execution_row(db, execution)["variables"]
+        marcus = next(e for e in seed_emails() if e.sender == "Marcus Adeyemi")
         preview = checkpoint["preview"]
-        values = {a["value"] for a in preview["actions"] if a["kind"] in ("fill", "act")}
-        expected = ({"investor_focus", "message_summary"} if checkpoint["step_id"] ==
-                    "update_investor_record" else
-                    {"investor_name", "investor_company", "investor_email", "investor_phone",
-                     "investor_focus", "message_summary"})
-        assert {str(variables[name]) for name in expected} <= values
-        assert all(variables[name] for name in expected)
-        assert all("{{" not in str(a["value"]) for a in preview["actions"]
-                   if a["kind"] == "fill")
-        assert {a["stepId"] for a in preview["actions"]} == {checkpoint["step_id"]}
+        values = {a["description"]: a["value"] for a in preview["actions"]}
+        assert values["Fill the Name field"] == "Marcus Adeyemi"
+        assert values["Fill the Company field"] == "Northwind Capital"
+        assert values["Fill the Email field"] == marcus.sender_email
+        assert values["Fill the Phone field"] == marcus.phone
+        assert values[f"Type {marcus.investment_focus} into the Investment focus field"] \
+            == marcus.investment_focus
+        assert values["Fill the Notes field"] == marcus.summary
+        assert execution_row(db, execution)["variables"]["investor_name"] == "Marcus Adeyemi"
+        assert {a["stepId"] for a in preview["actions"]} == {"add_investor_record"}
+        # the button is on the page now; the form fields appear only after its click
+        button, *_ = [a for a in preview["actions"] if a["kind"] == "click"]
+        assert button["target"]["resolved"] is True
+        assert button["target"]["role"] in ("link", "button")
+        assert "Add" in button["target"]["name"]
+        name_field = next(a for a in preview["actions"]
+                          if a["description"] == "Fill the Name field")
+        assert name_field["target"] == {"role": None, "name": None, "selector": "#name",
+                                        "resolved": False, "box": None}
         # the choices say what each answer does in this loop
         assert {c["response"] for c in checkpoint["choices"]} == {"approve", "skip", "reject"}
         # the live message carries the same preview, without the storage key

@@ -54,7 +54,7 @@ from aef.storage import ScreenshotStore
 from aef.store import runner as store
 from runner import actions
 from runner.browser import BrowserSession, capture_jpeg, open_browser
-from runner.control import Command, Control, listen_url
+from runner.control import Command, Control, Stopped, listen_url
 from runner.grounding import build_resolver
 from runner.lease import Lease, LeaseLost, NotClaimable
 from runner.preview import build_preview, covered_steps, outlined_screenshot
@@ -91,10 +91,6 @@ CHECKPOINT_DEFAULT_OUTCOME: Final = {"approve": "approved", "reject": "rejected"
 
 
 # --- control flow signals -------------------------------------------------------------------
-class Stopped(Exception):
-    """A person asked to stop: unwind, close the browser, write `cancelled`."""
-
-
 class Rejected(Exception):
     """A checkpoint was rejected (or expired with reject): the execution ends `cancelled`."""
 
@@ -1157,7 +1153,10 @@ class Engine:
     async def _apply_input(self, takeover: Takeover, command: Command,
                            step_id: str | None) -> None:
         try:
-            described = await takeover.apply(command.payload)
+            described = await self.control.unless_stopped(takeover.apply(command.payload))
+        except Stopped:
+            await self.control.finish(command, "rejected")
+            raise
         except InputRefused as exc:
             await self.control.finish(command, "rejected")
             self.journal.log("warn", f"Input refused: {exc.detail}", category="takeover",
@@ -1490,7 +1489,8 @@ class Engine:
         bound = self.config.step_timeout + (action.timeout_ms or 0) / 1000 + 30
         try:
             async with asyncio.timeout(bound):
-                return await actions.perform(self.page, action, ctx)
+                return await self.control.unless_stopped(
+                    actions.perform(self.page, action, ctx))
         except TimeoutError:
             raise actions.TransientError(
                 f"{action.type} did not finish within {bound:.0f} s") from None

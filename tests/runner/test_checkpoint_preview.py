@@ -173,5 +173,51 @@ async def test_preview_shows_real_values_masks_the_password_and_outlines_targets
         rows = conn.execute("select * from aef_checkpoints where execution_id = %s",
                             (execution.id,)).fetchall()
     written = dump([rows, events(db, execution), logs(db, execution)])
-    assert DEMO_PASSWORD not in written
+    assert DEMO_PASSWORD not in written and DEMO_EMAIL not in written
     assert PREVIEW_MASK in written
+
+
+async def test_the_overlay_outlines_only_for_the_shot_and_never_shows_a_secret() -> None:
+    """The outline is drawn in the page for the screenshot and removed right after; a
+    password field's value is masked in the shot and absent from the preview."""
+    from aef.models import PlanStep
+    from runner.grounding import GroundingResolver
+    from runner.preview import OVERLAY_ID, build_preview, outlined_screenshot
+
+    step = PlanStep.model_validate({
+        "id": "login", "label": "Log in", "kind": "task", "method": "automated", "actions": [
+            {"type": "fill", "selector": "#user", "value": "{{user}}"},
+            {"type": "act", "instruction": "Type {{pw}} into the Password field",
+             "credentialField": "pw"},
+            {"type": "click", "selector": "#missing"}]})
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path="/usr/bin/chromium",
+                                           args=["--no-sandbox"])
+        try:
+            page = await browser.new_page()
+            await page.set_content(
+                "<label>User <input id='user'></label>"
+                "<label>Password <input id='pw' type='password' value='hunter2-secret'></label>")
+            seen: list[int] = []
+            preview = await build_preview(page, [step], variables={"user": "ada"},
+                                          secrets={"pw": "hunter2-secret"},
+                                          resolver=GroundingResolver())
+            await page.expose_function("aefSeen", lambda n: seen.append(n))
+            await page.evaluate(
+                """() => new MutationObserver(() => window.aefSeen(
+                     document.querySelectorAll('[data-aef-preview-outline]').length))
+                   .observe(document.documentElement, {childList: true, subtree: true})""")
+            shot = await outlined_screenshot(page, preview, secrets=["hunter2-secret"])
+            await page.wait_for_timeout(50)  # let the observer's calls arrive
+            remaining = await page.evaluate(f"document.getElementById('{OVERLAY_ID}')")
+        finally:
+            await browser.close()
+    assert shot is not None and remaining is None
+    assert 2 in seen and seen[-1] == 0  # two outlines were in the page, then none
+    user, password, missing = preview.actions
+    assert user["value"] == "ada" and user["target"]["resolved"] is True
+    assert password["value"] == PREVIEW_MASK and password["target"]["name"] == "Password"
+    assert missing["target"]["resolved"] is False
+    assert "hunter2" not in json.dumps(preview.as_json())
+    box = user["target"]["box"]
+    assert orange((await sample(shot, [(box["x"] - OUTLINE_WIDTH / 2, box["y"] + 5)]))[0])

@@ -28,6 +28,8 @@ from tests.runner.helpers import (
     execution_row,
     logs,
     run_engine,
+    send_command,
+    status_becomes,
     step_rows,
     task,
 )
@@ -184,9 +186,10 @@ async def time_runs_out(db: Database, execution: Execution, *, index: int) -> No
                      " where id = %s", (row["id"],))
 
 
-async def answer_each_again(db: Database, execution: Execution, *, skip_first: int) -> None:
-    """Approve the checkpoints that open after the first `skip_first` ones."""
-    for index in range(skip_first, skip_first + 2):
+async def answer_each_again(db: Database, execution: Execution, *, skip_first: int,
+                            count: int = 2) -> None:
+    """Approve `count` checkpoints that open after the first `skip_first` ones."""
+    for index in range(skip_first, skip_first + count):
         def probe(index: int = index) -> dict[str, Any] | None:
             rows = checkpoints(db, execution)
             return rows[index] if len(rows) > index and rows[index]["status"] == "pending" \
@@ -223,3 +226,22 @@ async def test_skip_outside_a_loop_skips_the_unit_it_covers(
     meanings = {c["response"]: c["meaning"] for c in checkpoint["choices"]}
     assert meanings["approve"] == "Run this step and the 1 step(s) it covers (Save it)"
     assert meanings["skip"] == "Skip this step and the steps it covers and go on"
+
+
+async def test_a_resume_within_the_grace_period_asks_again_in_the_same_browser(
+        db: Database, settings: Settings, site: Site, new_execution: Any) -> None:
+    execution = new_execution(loop_plan(site.base_url, default="pause"), config=FAST,
+                              variables={"items": ITEMS[:1]})
+    patient = settings.model_copy(update={"checkpoint_pause_grace_seconds": 120.0})
+    runner = asyncio.create_task(run_engine(patient, db, execution))
+    await time_runs_out(db, execution, index=0)
+    await status_becomes(db, execution, "paused")
+    assert execution_row(db, execution)["lease_expires_at"] is not None  # the runner holds on
+    send_command(db, execution, "resume")
+    await answer_each_again(db, execution, skip_first=1, count=1)
+    outcome = await asyncio.wait_for(runner, 60)
+
+    assert outcome.status == "completed"
+    assert [c["status"] for c in checkpoints(db, execution)] == ["expired", "approved"]
+    assert body_status(db, execution)[1] == ["completed"] * 3
+    assert any("asking again" in line["message"] for line in logs(db, execution))

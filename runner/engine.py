@@ -1552,9 +1552,11 @@ class Engine:
 
     async def _write_released(self, outcome: Outcome) -> None:
         """The execution stays `paused` without a browser; a resume starts a new runner that
-        continues from the last completed step."""
+        continues from the last completed step (offered in `error.recovery_options`, so a
+        client shows the button)."""
+        error = {"message": outcome.message, "recovery_options": list(RESUME_OPTIONS)}
         await self._commit(browser={**self.browser_state, "mode": "released",
-                                    "lastAction": "Paused; browser released"},
+                                    "lastAction": "Paused; browser released"}, error=error,
                            says=self.journal.entry("warn", outcome.message,
                                                    category="checkpoint"))
 

@@ -138,6 +138,7 @@ async def test_unanswered_checkpoint_pauses_then_a_resume_completes_the_run(
     row = execution_row(db, execution)
     assert row["status"] == "paused" and row["lease_expires_at"] is None
     assert row["finished_at"] is None
+    assert [o["action"] for o in row["error"]["recovery_options"]] == ["resume"]
     assert body_status(db, execution)[1] == ["completed"] * 3
     assert body_status(db, execution)[2][:2] == ["completed", "waiting_checkpoint"]
     lines = [line["message"] for line in logs(db, execution)]
@@ -165,6 +166,7 @@ async def test_unanswered_checkpoint_pauses_then_a_resume_completes_the_run(
     outcome = await asyncio.wait_for(runner, 60)
 
     assert outcome.status == "completed"
+    assert execution_row(db, execution)["error"] is None
     assert body_status(db, execution) == {i: ["completed"] * 3 for i in (1, 2, 3)}
     # item 1 was not run again: one completion line per step of it
     opened = [line for line in logs(db, execution)

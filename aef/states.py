@@ -59,8 +59,10 @@ EXECUTION_TRANSITIONS: Final[dict[str, frozenset[str]]] = {
     STARTING: frozenset({RUNNING, FAILED, CANCELLING}),
     RUNNING: frozenset({PAUSED, WAITING_CHECKPOINT, WAITING_RECOVERY, COMPLETED, FAILED,
                         CANCELLING}),
-    PAUSED: frozenset({RUNNING, FAILED, CANCELLING}),
-    WAITING_CHECKPOINT: frozenset({RUNNING, FAILED, CANCELLING, CANCELLED}),
+    # paused -> queued: a resume after the runner released the browser (checkpoint timeout)
+    PAUSED: frozenset({RUNNING, FAILED, CANCELLING, QUEUED}),
+    # -> paused: nobody answered a checkpoint whose timeout action is `pause`
+    WAITING_CHECKPOINT: frozenset({RUNNING, FAILED, CANCELLING, CANCELLED, PAUSED}),
     WAITING_RECOVERY: frozenset({RUNNING, FAILED, CANCELLING}),
     CANCELLING: frozenset({CANCELLED}),
     COMPLETED: frozenset(),

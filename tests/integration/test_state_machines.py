@@ -46,9 +46,10 @@ EXECUTION_MOVES: dict[str, set[str]] = {
     "starting": {"running", "failed", "cancelling"},
     "running": {"paused", "waiting_checkpoint", "waiting_recovery", "completed", "failed",
                 "cancelling"},
-    "paused": {"running", "failed", "cancelling"},
-    # a rejected checkpoint may end the run at once
-    "waiting_checkpoint": {"running", "failed", "cancelling", "cancelled"},
+    # a user's resume after the runner released its browser (unanswered checkpoint) re-queues
+    "paused": {"running", "failed", "cancelling", "queued"},
+    # a rejected checkpoint may end the run at once; one nobody answered may pause it
+    "waiting_checkpoint": {"running", "failed", "cancelling", "cancelled", "paused"},
     # the person picks retry / skip / takeover (running) or stop
     "waiting_recovery": {"running", "failed", "cancelling"},
     # the runner acknowledges the stop (or the sweeper does, for a dead runner)

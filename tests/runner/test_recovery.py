@@ -72,7 +72,8 @@ async def test_next_item_abandons_only_that_iteration(
         "completed", "skipped", "completed"]
     assert ("note", 2) not in steps, "the rest of item 2 was abandoned"
     assert steps[("note", 1)]["status"] == steps[("note", 3)]["status"] == "completed"
-    assert any("Iteration 2 abandoned" in m for m in messages(db, execution))
+    assert any(m.startswith("Item 2 of 3 abandoned by its error handler")
+               for m in messages(db, execution))
 
 
 async def test_stop_policy_fails_the_execution(

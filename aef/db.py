@@ -29,8 +29,10 @@ _SET_IDENTITY = (
     "set_config('aef.execution_id', %(execution_id)s, true), "
     "set_config('aef.runner_token', %(runner_token)s, true)"
 )
-# The API also refuses callers whose user row is gone (a token outlives its user).
-_SET_IDENTITY_CHECK_USER = _SET_IDENTITY + ", aef_private.user_is_active(%(sub)s::uuid) as active"
+# The API also refuses callers whose user row is gone (a token outlives its user). A statement
+# of its own, after the role switch: the functions' login (aef_functions, NOINHERIT) may not use
+# schema aef_private itself, and names are resolved before set_config('role') takes effect.
+_CHECK_USER = "select aef_private.user_is_active(%(sub)s::uuid) as active"
 
 
 def connect_kwargs() -> dict[str, Any]:
@@ -111,15 +113,14 @@ class Database:
         self._ensure_open()
         try:
             with self._pool.connection(timeout=self.connect_timeout) as conn, conn.transaction():
+                conn.execute(_SET_IDENTITY, dict(identity))
                 if check_user:
-                    row = conn.execute(_SET_IDENTITY_CHECK_USER, dict(identity)).fetchone()
+                    row = conn.execute(_CHECK_USER, dict(identity)).fetchone()
                     if not row or not row["active"]:
                         raise Unauthorized(
                             "The token's user does not exist", code="unknown_user",
                             headers={"WWW-Authenticate": 'Bearer error="invalid_token", '
                                      'error_description="The token\'s user does not exist"'})
-                else:
-                    conn.execute(_SET_IDENTITY, dict(identity))
                 yield conn
         except psycopg.Error as exc:
             translated = translate_error(exc)

@@ -258,7 +258,7 @@ def bench(args: argparse.Namespace) -> None:
         finally:
             stop_worker(worker)
         result: dict[str, Any] = {
-            "n": args.n,
+            "bench": "start", "n": args.n,
             "fresh_p50_ms": round(statistics.median(fresh_ms), 1),
             "fresh_p95_ms": round(percentile(fresh_ms, 0.95), 1),
             "pool_p50_ms": round(statistics.median(pool_ms), 1),

@@ -235,8 +235,10 @@ class EmbeddedPostgres:
     through `runuser`.
     """
 
-    def __init__(self, data_dir: Path, log_file: Path, bin_dir: Path | None = None) -> None:
+    def __init__(self, data_dir: Path, log_file: Path, bin_dir: Path | None = None,
+                 superuser: str = "postgres") -> None:
         self.data_dir = data_dir
+        self.superuser = superuser
         self.log_file = log_file
         self.bin_dir = bin_dir or postgres_bin_dir()
         if self.bin_dir is None:
@@ -260,7 +262,7 @@ class EmbeddedPostgres:
 
     @property
     def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        return f"postgresql://{self.superuser}@127.0.0.1:{self.port}/postgres"
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         assert self.bin_dir is not None
@@ -292,7 +294,7 @@ class EmbeddedPostgres:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             self.data_dir.chmod(0o700)
             self._chown(self.data_dir)
-            self._run("initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth=trust",
+            self._run("initdb", "-D", str(self.data_dir), "-U", self.superuser, "--auth=trust",
                       "-E", "UTF8", "--locale=C.UTF-8", "--no-instructions")
         running = self._running_port()
         if running is not None:

@@ -23,7 +23,6 @@ from pydantic_settings import SettingsError
 
 from aef.errors import ServiceUnavailable
 from aef.settings import Settings, describe_invalid
-from runner.logs import configure_logging
 
 
 class RunnerSettings(Settings):
@@ -46,6 +45,17 @@ def named_connections(settings: RunnerSettings) -> RunnerSettings:
         "db_listen_url": make_conninfo(listen,
                                        application_name=f"aef-runner-listen:{execution}"),
     })
+
+
+def _configure_logging(execution_id: str | None) -> None:
+    """The functions' JSON lines (aef.logs), with this execution's id on every line, so one
+    CloudWatch Insights query reads functions, sweeper and runners alike. A pool worker binds
+    none here: each execution's task sets its own (runner/pool.py)."""
+    from aef.logs import bind_execution_id, configure_logging
+
+    configure_logging()
+    if execution_id:
+        bind_execution_id(execution_id)
 
 
 async def _pool(settings: RunnerSettings) -> int:
@@ -181,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"runner: DATABASE_URL is not a PostgreSQL connection URL ({_first_line(exc)})",
               file=sys.stderr)
         return 2
-    configure_logging(None if args.pool else settings.execution_id)
+    _configure_logging(None if args.pool else settings.execution_id)
     try:
         settings = named_connections(resolve_secrets(settings))
     except SecretUnavailable as exc:

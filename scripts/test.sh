@@ -15,5 +15,10 @@ python -m aef.openapi --check
 echo "==> SAM template: cfn-lint, sam validate --lint, sam build"
 bash scripts/lint-template.sh
 bash scripts/sam-build.sh
-echo "==> pytest"
-python -m pytest -q -p no:cacheprovider "$@"
+echo "==> pytest (Postgres 15: the whole suite)"
+AEF_TEST_PG=15 python -m pytest -q -p no:cacheprovider "$@"
+# New Supabase projects run Postgres 17: the database-facing tests (marker `supabase`:
+# migrations, RLS, broadcast, identity, the production-login cycle) run there too.
+echo "==> pytest (Postgres 17: -m supabase)"
+bash scripts/pg17.sh
+AEF_TEST_PG=17 python -m pytest -q -p no:cacheprovider -m supabase "$@"

@@ -52,9 +52,25 @@ from realtime.messages m
 where m.extension = 'broadcast' and m.inserted_at > %s
 order by m.inserted_at, m.id
 """
+# What Supabase Realtime's create_messages_partitions does (lib/realtime/tenants.ex): daily
+# partitions from yesterday to three days ahead, owned by supabase_realtime_admin.
 _ENSURE_PARTITIONS = """
-select case when to_regprocedure('realtime.ensure_partitions(integer)') is not null
-            then realtime.ensure_partitions() is not null end
+do $$
+declare
+  d date;
+  name text;
+begin
+  for d in select generate_series(current_date - 1, current_date + 3, interval '1 day')::date
+  loop
+    name := 'messages_' || to_char(d, 'YYYY_MM_DD');
+    if to_regclass('realtime.' || name) is null then
+      execute format('create table if not exists realtime.%I partition of realtime.messages '
+                     'for values from (%L) to (%L)', name, d, d + 1);
+      execute format('alter table realtime.%I owner to supabase_realtime_admin', name);
+    end if;
+  end loop;
+end
+$$
 """
 
 Broadcast = dict[str, Any] | UserBroadcast
@@ -240,11 +256,23 @@ class RealtimeHub:
             batch = [await self._queue.get()]
             while len(batch) < MAX_BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            await self._dispatch_until_done(batch)
+
+    async def _dispatch_until_done(self, batch: list[str | _CatchUp]) -> None:
+        """Retry a batch the database refused (restart, dropped connection) with backoff:
+        the rows are in realtime.messages, so waiting loses nothing, and a retry delivers
+        nothing twice (delivered ids are remembered). Later batches wait behind it: order
+        is kept."""
+        backoff = 0.2
+        while True:
             try:
                 await self._dispatch(batch)
+                return
             except (psycopg.Error, TimeoutError) as exc:
-                log.error("realtime dispatch failed; messages of this batch are lost",
-                          extra={"error": str(exc), "count": len(batch)})
+                log.warning("realtime dispatch failed; retrying the batch",
+                            extra={"error": str(exc), "count": len(batch), "retryIn": backoff})
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
 
     async def _dispatch(self, batch: list[str | _CatchUp]) -> None:
         notes: list[_Note] = []

@@ -32,13 +32,34 @@ end
 $$;
 
 -- aef_api acts as the user: it inherits what `authenticated` may read (e.g. `sops` under its
--- existing policies) and adds writes to the user's own AEF rows.
-grant authenticated to aef_api;
+-- existing policies, `auth.uid()`) and adds writes to the user's own AEF rows. On Postgres 16+
+-- granting `authenticated` needs ADMIN OPTION on it, which `postgres` lacks on Supabase images
+-- built before June 2025: say what to do instead of stopping half-way with a bare error.
+do $$
+begin
+  if not pg_has_role('aef_api', 'authenticated', 'MEMBER') then
+    begin
+      grant authenticated to aef_api;
+    exception when insufficient_privilege then
+      raise exception 'AEF setup: % may not grant the role authenticated to aef_api', current_user
+        using detail = 'On Postgres 16 and later granting a role needs ADMIN OPTION on it; '
+                       'Supabase projects whose image predates June 2025 do not give postgres '
+                       'ADMIN OPTION on authenticated.',
+              hint = 'Upgrade the project''s Postgres image (Dashboard > Project Settings > '
+                     'Infrastructure), or ask Supabase support to run "grant authenticated to '
+                     'aef_api;" on the project; then apply the migrations again (they are safe to '
+                     're-run).';
+    end;
+  end if;
+end
+$$;
 grant aef_api, aef_service to aef_functions;
 grant aef_runner to aef_runner_login;
 grant usage on schema public to aef_api, aef_runner, aef_service;
 grant usage on schema aef_private to authenticated, aef_api, aef_runner, aef_service;
-grant usage on schema auth to aef_api, aef_runner, aef_service;
+-- No `grant usage on schema auth`: on Supabase `postgres` holds no grant option on auth, so it
+-- would be a silent no-op. aef_api reaches auth.uid() through `authenticated`; everything else
+-- that reads auth.users is a security definer function owned by `postgres`.
 
 -- The existing application's SOP table: created only when absent, never altered -----------
 do $$

@@ -11,7 +11,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from tests.api.helpers import ScriptedRunner
-from tests.api.scenario import DEMO_INPUTS, ROOT, admin_sql, started, transformed
+from tests.api.scenario import DEMO_INPUTS, ROOT, started, transformed
 from tests.api.typescript import Contract, Type, allows_null, check, describe, parse
 
 CONTRACT = parse((ROOT / "docs" / "api-contract.ts").read_text())
@@ -37,8 +37,9 @@ class Recorder:
 
 
 def realtime_rows(db: Any, execution_id: str) -> list[dict[str, Any]]:
-    return admin_sql(db, "select event, payload from realtime.messages where topic = %s"
-                         " order by (payload->>'seq')::int", (f"execution:{execution_id}",))
+    from tests.integration.factories import broadcast_rows
+
+    return broadcast_rows(db, execution_id, "event, payload")
 
 
 def set_browser(runner: ScriptedRunner, browser: dict[str, Any]) -> None:
@@ -201,16 +202,22 @@ def _strip_null(contract: Contract, t: Type) -> Type:
         return _strip_null(contract, contract.types[t[1]])
     if t[0] == "union":
         rest = [b for b in t[1] if b != ("prim", "null")]
-        return rest[0] if len(rest) == 1 else ("union", rest)
+        return _strip_null(contract, rest[0]) if len(rest) == 1 else ("union", rest)
     return t
 
 
-def _literals(contract: Contract, t: Type) -> set[Any] | None:
+def _flat(contract: Contract, t: Type) -> list[Type]:
+    """The members of a union, named unions expanded (`CheckpointAnswer | 'pause'`)."""
     t = _strip_null(contract, t)
-    if t[0] == "lit":
-        return {t[1]}
-    if t[0] == "union" and all(b[0] == "lit" for b in t[1]):
-        return {b[1] for b in t[1]}
+    if t[0] == "union":
+        return [m for b in t[1] for m in _flat(contract, b)]
+    return [t]
+
+
+def _literals(contract: Contract, t: Type) -> set[Any] | None:
+    members = _flat(contract, t)
+    if all(b[0] == "lit" for b in members):
+        return {b[1] for b in members}
     return None
 
 

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.api.helpers import ScriptedRunner, transform
 
 
 def realtime_rows(db: Any, execution_id: str) -> list[dict[str, Any]]:
-    from tests.integration.factories import admin_connection
+    from tests.integration.factories import broadcast_rows
 
-    with admin_connection(db) as conn:
-        return conn.execute(
-            "select event, payload, private from realtime.messages where topic = %s"
-            " order by (payload->>'seq')::int", (f"execution:{execution_id}",)).fetchall()
+    return broadcast_rows(db, execution_id)
 
 
 def live(api: Any, user: Any, execution_id: str, after: int = 0) -> dict[str, Any]:
@@ -110,3 +109,7 @@ def test_full_lifecycle(api: Any, db: Any, new_user: Any, moto_ecs: Any) -> None
         left = conn.execute("select count(*) as n from aef_execution_secrets"
                             " where execution_id = %s", (execution_id,)).fetchone()
     assert left["n"] == 0
+
+
+# CI runs this module on Postgres 15 and 17 (scripts/test.sh)
+pytestmark = pytest.mark.supabase

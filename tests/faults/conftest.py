@@ -234,7 +234,7 @@ def person(db: Database) -> Person:
 
 
 @pytest.fixture
-def spawn(database_url: str, s3_endpoint: str, work_dir: Path, tmp_path: Path
+def spawn(runner_database_url: str, s3_endpoint: str, work_dir: Path, tmp_path: Path
           ) -> Iterator[Any]:
     """Factory: `spawn(**env_overrides)` installs a SpawnLauncher as the API's launcher.
 
@@ -245,7 +245,7 @@ def spawn(database_url: str, s3_endpoint: str, work_dir: Path, tmp_path: Path
 
     def make(**overrides: str) -> SpawnLauncher:
         launcher = SpawnLauncher(
-            runner_env(overrides.pop("DATABASE_URL", database_url),
+            runner_env(overrides.pop("DATABASE_URL", runner_database_url),
                        s3_endpoint=overrides.pop("AEF_S3_ENDPOINT_URL", s3_endpoint),
                        work_dir=work_dir, **overrides),
             tmp_path)

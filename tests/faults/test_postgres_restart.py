@@ -1,8 +1,8 @@
 """Fault a: PostgreSQL restarts (`pg_ctl restart -m fast`) while a real runner works.
 
-The server is a PRIVATE embedded cluster (Debian's binaries, as `aef dev --embedded-postgres`
-starts it) so restarting it disturbs nobody else; the functions are pointed at it with
-`aef.db.set_database`, the runner subprocess with DATABASE_URL.
+The server is a PRIVATE Supabase-shaped cluster (local/supabase_pg.py, the suite's version)
+so restarting it disturbs nobody else; the functions (aef_functions) are pointed at it with
+`aef.db.set_database`, the runner subprocess (aef_runner_login) with DATABASE_URL.
 
 Three moments, each with a deterministic outcome:
 
@@ -33,8 +33,9 @@ import psycopg
 import pytest
 
 from aef.db import Database
-from local.dev import EmbeddedPostgres, postgres_bin_dir
-from local.schema import apply_schema, create_database
+from local.dev import EmbeddedPostgres
+from local.supabase_pg import SupabaseCluster
+from tests.conftest import PG_VERSION, TestBed
 from tests.faults.checks import (
     assert_outbox_intact,
     assert_steps_journaled,
@@ -67,29 +68,26 @@ class PrivatePostgres(EmbeddedPostgres):
 @dataclass(frozen=True)
 class Private:
     server: PrivatePostgres
-    url: str
-    db: Database
+    url: str  # postgres (the operator): inspection, row locks
+    runner_url: str  # aef_runner_login: the runner tasks' DATABASE_URL
+    db: TestBed
 
 
 @pytest.fixture(scope="module")
 def private() -> Iterator[Private]:
-    # scripts/bootstrap.sh installs Debian's postgresql; without it this proof cannot run
-    assert postgres_bin_dir() is not None, (
-        "no PostgreSQL server binaries (Debian's postgresql package) to run a private server")
+    """A private Supabase-shaped cluster (the suite's Postgres version) that may be restarted."""
     base = Path(tempfile.mkdtemp(prefix="aef-faults-pg-"))
-    base.chmod(0o755)  # the cluster belongs to the `postgres` system user when we are root
-    server = PrivatePostgres(base / "pgdata", base / "postgres.log")
-    admin_url = server.start()
+    cluster = SupabaseCluster(PG_VERSION, base, server_class=PrivatePostgres).start()
     try:
-        url = create_database(admin_url, "aef_faults")
-        apply_schema(url)
-        db = Database(url, min_size=1, max_size=8)
+        urls = cluster.database("aef_faults")
+        db = TestBed(urls)
         try:
-            yield Private(server, url, db)
+            assert isinstance(cluster.server, PrivatePostgres)
+            yield Private(cluster.server, urls.postgres, urls.runner, db)
         finally:
             db.close()
     finally:
-        server.stop()
+        cluster.stop()
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -104,7 +102,7 @@ def plan(site: Site) -> list[dict[str, Any]]:
 async def start_run(api: Any, private: Private, person: Person, site: Site,
                     spawn: Any, *, lease_seconds: int = 15) -> tuple[str, SpawnLauncher]:
     """A run through the API; the runner retries a failed state write for lease/2 seconds."""
-    launcher = spawn(DATABASE_URL=private.url, AEF_LEASE_SECONDS=str(lease_seconds))
+    launcher = spawn(DATABASE_URL=private.runner_url, AEF_LEASE_SECONDS=str(lease_seconds))
     document = create_document(private.db, person.user,
                                document=aef_document(plan(site), {"stepTimeout": 10}))
     reply = await blocking(api.call, "POST", "/api/aef/execute", person.token,

@@ -80,7 +80,7 @@ def active_monitor(db: Any, user_id: str) -> Iterator[list[int]]:
     done = threading.Event()
 
     def watch() -> None:
-        with psycopg.connect(db.url, autocommit=True) as conn:
+        with psycopg.connect(db.admin_url, autocommit=True) as conn:
             while not done.is_set():
                 samples.append(count_active(conn, user_id))
                 time.sleep(0.005)

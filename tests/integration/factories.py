@@ -41,12 +41,32 @@ class User:
 
 @contextmanager
 def admin_connection(db: Database) -> Iterator[psycopg.Connection[Row]]:
-    """The login (superuser) connection, for what no AEF role may do: auth.users, inspection.
+    """`postgres` (the operator, no superuser), for what no AEF role may do: auth.users, reads.
 
-    Commits on success, like `Database` transactions.
+    Commits on success, like `Database` transactions. A plain `Database` (the benchmarks, on
+    a plain server) is its own admin.
     """
-    with psycopg.connect(db.url, row_factory=dict_row, prepare_threshold=None) as conn:
+    url = getattr(db, "admin_url", db.url)
+    with psycopg.connect(url, row_factory=dict_row, prepare_threshold=None) as conn:
         yield conn
+
+
+def broadcast_rows(db: Database, execution_id: Any,
+                   columns: str = "event, payload, private") -> list[Row]:
+    """The execution's broadcasts in realtime.messages, in seq order, each payload as AEF sent
+    it: Supabase's realtime.send adds the message's id to a payload without one (checked here,
+    then taken off). `columns` is a literal from the caller."""
+    with admin_connection(db) as conn:
+        rows = conn.execute(
+            f"select id as message_id, {columns} from realtime.messages "
+            "where topic = %s and extension = 'broadcast' and payload ? 'seq' "
+            "order by (payload->>'seq')::int, inserted_at",
+            (f"execution:{execution_id}",)).fetchall()
+    for row in rows:
+        message_id = str(row.pop("message_id"))
+        if "payload" in row:
+            assert row["payload"].pop("id") == message_id
+    return rows
 
 
 def create_user(db: Database, email: str | None = None) -> User:

@@ -18,7 +18,8 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from aef.db import Database
-from local.schema import SHIM, apply_schema, apply_sql_file, create_database, drop_database
+from local.schema import apply_schema
+from local.supabase_pg import enable_logins, with_user
 from tests import fixtures
 from tests.integration.factories import User, admin_connection, create_user
 
@@ -105,15 +106,13 @@ def snapshot(conn: psycopg.Connection[Any], tables: list[str]) -> dict[str, Any]
 
 
 @pytest.fixture
-def existing_app_db(database_url: str) -> Iterator[str]:
-    """A fresh database with the Supabase shim and the existing app, but no AEF yet."""
+def existing_app_db(supabase_cluster: Any) -> Iterator[str]:
+    """A fresh Supabase-shaped database with the existing app, but no AEF yet (as `postgres`)."""
     name = f"aef_existing_{uuid.uuid4().hex[:10]}"
-    url = create_database(database_url, name)
     try:
-        apply_sql_file(url, SHIM)
-        yield url
+        yield supabase_cluster.database(name, migrate=False).postgres
     finally:
-        drop_database(database_url, name)
+        supabase_cluster.drop(name)
 
 
 def load_sop() -> dict[str, Any]:
@@ -164,7 +163,8 @@ def test_api_reads_existing_sops_under_their_own_policies(existing_app_db: str) 
     """aef_api inherits `authenticated`, so the app's policies decide what the API may read."""
     users, jobs = seed_existing_app(existing_app_db)
     apply_schema(existing_app_db, shim=False)
-    database = Database(existing_app_db, min_size=0, max_size=2)
+    enable_logins(existing_app_db)
+    database = Database(with_user(existing_app_db, "aef_functions"), min_size=0, max_size=2)
     try:
         claims = {"sub": users[0], "role": "authenticated", "aud": "authenticated"}
         with database.as_user(claims) as conn:
@@ -242,3 +242,7 @@ def test_created_sops_are_owner_only(db: Database,
         kept = conn.execute("select count(*) as n from public.sops where job_id = %s",
                             (job_b,)).fetchone()
     assert kept == {"n": 1}
+
+
+# CI runs this module on Postgres 15 and 17 (scripts/test.sh)
+pytestmark = pytest.mark.supabase

@@ -405,7 +405,7 @@ def realtime_can_read(db: Database, role: str, claims: dict[str, Any], topic: st
     (transaction-local), SELECT the probe back under that role, and roll back. Readable means
     the user may join the channel and receive its broadcasts.
     """
-    with psycopg.connect(db.url, row_factory=dict_row, prepare_threshold=None) as conn:
+    with psycopg.connect(db.admin_url, row_factory=dict_row, prepare_threshold=None) as conn:
         probe = conn.execute(
             "insert into realtime.messages (topic, extension, event, private) "
             "values (%s, 'broadcast', 'probe', true) returning id", (topic,)).fetchone()
@@ -425,7 +425,7 @@ def realtime_can_read(db: Database, role: str, claims: dict[str, Any], topic: st
 def realtime_can_write(db: Database, role: str, claims: dict[str, Any], topic: str) -> bool:
     """Realtime's write check (get_write_policies_for_connection): with the user's role and
     claims set, try to insert a broadcast message for the topic; roll back either way."""
-    with psycopg.connect(db.url, prepare_threshold=None) as conn:
+    with psycopg.connect(db.admin_url, prepare_threshold=None) as conn:
         conn.execute(
             "select set_config('role', %s, true), set_config('realtime.topic', %s, true), "
             "set_config('request.jwt.claims', %s, true), set_config('request.headers', %s, true)",
@@ -481,3 +481,7 @@ def test_realtime_probe_leaves_no_message(db: Database, world: World) -> None:
                               "where topic = %s and event = 'probe'", (topic,)).fetchone()
     assert probes == {"n": 0}
 
+
+
+# CI runs this module on Postgres 15 and 17 (scripts/test.sh)
+pytestmark = pytest.mark.supabase

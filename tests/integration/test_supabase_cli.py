@@ -22,10 +22,6 @@ import pytest
 
 from local.schema import (
     MIGRATIONS,
-    SHIM,
-    apply_sql_file,
-    create_database,
-    drop_database,
     migration_files,
 )
 
@@ -60,15 +56,13 @@ def cli_db_url(conninfo: str) -> str:
 
 
 @pytest.fixture
-def shim_only_db(database_url: str) -> Iterator[str]:
-    """A fresh database that looks like a new Supabase project: the shim, no AEF."""
+def shim_only_db(supabase_cluster: Any) -> Iterator[str]:
+    """A fresh database that looks like a new Supabase project, no AEF (as `postgres`)."""
     name = f"aef_cli_{uuid.uuid4().hex[:10]}"
-    url = create_database(database_url, name)
     try:
-        apply_sql_file(url, SHIM)
-        yield url
+        yield supabase_cluster.database(name, migrate=False).postgres
     finally:
-        drop_database(database_url, name)
+        supabase_cluster.drop(name)
 
 
 @pytest.fixture

@@ -145,10 +145,6 @@ def event_rows(db: Any, execution_id: str) -> list[dict[str, Any]]:
 
 def realtime_messages(db: Any, execution_id: str) -> list[dict[str, Any]]:
     """What `realtime.send` stored for the execution's topic (what Realtime delivers)."""
-    from tests.integration.factories import admin_connection
+    from tests.integration.factories import broadcast_rows
 
-    with admin_connection(db) as conn:
-        return conn.execute(
-            "select event, payload, private from realtime.messages where topic = %s"
-            " and extension = 'broadcast' and payload ? 'seq'"
-            " order by (payload->>'seq')::int", (f"execution:{execution_id}",)).fetchall()
+    return broadcast_rows(db, execution_id)

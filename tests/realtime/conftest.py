@@ -21,7 +21,6 @@ import jwt
 import psycopg
 import pytest
 import uvicorn
-from psycopg import conninfo, sql
 from psycopg.types.json import Jsonb
 from pydantic import SecretStr
 
@@ -40,6 +39,14 @@ create policy rt_test_write_own_room on realtime.messages for insert to authenti
   with check (realtime.topic() = 'room:' || auth.uid()::text
               and extension in ('broadcast', 'presence'));
 """
+
+
+def as_sent(payload: dict[str, Any]) -> dict[str, Any]:
+    """A delivered broadcast's payload as it was sent: Supabase's realtime.send adds the
+    message's id (a UUID) to a payload that has none; checked here, then taken off."""
+    rest = dict(payload)
+    uuid.UUID(rest.pop("id"))
+    return rest
 
 
 def make_token(
@@ -90,21 +97,16 @@ class RunningServer:
 
 
 @pytest.fixture(scope="session")
-def realtime_database() -> Iterator[str]:
-    admin_url = Settings().database_url
+def realtime_database(supabase_cluster: Any) -> Iterator[str]:
+    """A Supabase-shaped database without AEF: the server's own tests; used as `postgres`."""
     name = f"aef_rt_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    url = conninfo.make_conninfo(admin_url, dbname=name)
+    urls = supabase_cluster.database(name, migrate=False)
     try:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(SHIM.read_text())
+        with psycopg.connect(urls.postgres, autocommit=True) as conn:
             conn.execute(TEST_POLICIES)
-        yield url
+        yield urls.postgres
     finally:
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("drop database if exists {} with (force)").format(
-                sql.Identifier(name)))
+        supabase_cluster.drop(name)
 
 
 def _free_port() -> int:

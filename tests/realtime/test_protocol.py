@@ -11,7 +11,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 
 from local.realtime.serializers import encode_user_broadcast_push
-from tests.realtime.conftest import RunningServer, make_token, seconds_to_expiry
+from tests.realtime.conftest import RunningServer, as_sent, make_token, seconds_to_expiry
 from tests.realtime.phx import PhxClient
 
 VSNS = ["1.0.0", "2.0.0"]
@@ -78,7 +78,8 @@ async def test_private_channel_gets_database_broadcasts_in_order(
         frames = [await client.recv() for _ in range(20)]
     finally:
         await client.close()
-    assert [f.payload["payload"] for f in frames] == [{"n": n, "text": "é"} for n in range(20)]
+    assert [as_sent(f.payload["payload"]) for f in frames] == [
+        {"n": n, "text": "é"} for n in range(20)]
     for frame in frames:
         assert frame.topic == f"realtime:{topic}"
         assert frame.event == "broadcast"
@@ -165,7 +166,7 @@ async def test_access_token_refresh_keeps_the_channel_open(realtime_server: Runn
         # Past the first token's expiry: no system message, no close.
         await client.expect_silence(seconds_to_expiry(first) + 0.5)
         await send(realtime_server, topic, "step", [{"after": "refresh"}])
-        assert (await client.recv()).payload["payload"] == {"after": "refresh"}
+        assert as_sent((await client.recv()).payload["payload"]) == {"after": "refresh"}
     finally:
         await client.close()
 

@@ -64,10 +64,10 @@ def runner_work_dir() -> Iterator[Path]:
 
 
 @pytest.fixture
-def settings(database_url: str, s3_endpoint: str, runner_work_dir: Path) -> Settings:
+def settings(runner_database_url: str, s3_endpoint: str, runner_work_dir: Path) -> Settings:
     """Fast, loopback-allowed settings for one test."""
     return get_settings().model_copy(update={
-        "database_url": database_url,
+        "database_url": runner_database_url,  # aef_runner_login, as in production
         "allow_loopback": True,
         "headless": True,
         "chromium_path": "/usr/bin/chromium",

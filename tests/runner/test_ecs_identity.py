@@ -163,7 +163,7 @@ def test_a_fast_task_waits_for_its_arn_to_be_stored(db: Database) -> None:
 
 @contextmanager
 def login(db: Database, *grants: str) -> Iterator[Database]:
-    """A real login role (not the superuser the harness uses), granted `grants`."""
+    """A fresh login role, made by `postgres` as an operator would, granted `grants`."""
     name = f"aef_t_{uuid.uuid4().hex[:10]}"
     with admin_connection(db) as conn:
         conn.execute(f"create role {name} login")

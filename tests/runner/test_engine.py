@@ -15,6 +15,7 @@ import pytest
 
 from aef.db import Database
 from aef.settings import Settings
+from tests.integration.factories import admin_connection
 from tests.runner.helpers import (
     answer_checkpoint,
     before_step,
@@ -357,8 +358,7 @@ async def test_secrets_never_reach_logs_events_or_realtime(
             "checkpoints": conn.execute("select * from aef_checkpoints where execution_id = %s",
                                         (execution.id,)).fetchall(),
         }
-    with db.as_service() as conn:
-        conn.execute("set local role postgres")
+    with admin_connection(db) as conn:
         rows["realtime"] = conn.execute(
             "select * from realtime.messages where topic = %s",
             (f"execution:{execution.id}",)).fetchall()

@@ -175,7 +175,7 @@ def assert_outbox_intact(db: Database, execution: Execution) -> list[dict[str, A
     found = events(db, execution)
     seqs = [e["seq"] for e in found]
     assert seqs == list(range(1, execution_row(db, execution)["last_seq"] + 1))
-    with psycopg.connect(db.url) as conn:
+    with psycopg.connect(db.admin_url) as conn:
         broadcast = [r[0] for r in conn.execute(
             "select (payload->>'seq')::int from realtime.messages where topic = %s"
             " and extension = 'broadcast' order by 1", (f"execution:{execution.id}",))]
@@ -185,10 +185,10 @@ def assert_outbox_intact(db: Database, execution: Execution) -> list[dict[str, A
 
 @pytest.mark.parametrize("how", ["reply", "request"])
 async def test_a_commit_cut_by_the_network_is_written_exactly_once(
-        db: Database, database_url: str, how: str, caplog: pytest.LogCaptureFixture) -> None:
+        db: Database, runner_database_url: str, how: str, caplog: pytest.LogCaptureFixture) -> None:
     execution = claimed(db)
     statuses: list[str] = []
-    async with proxied(database_url) as (proxy, database, _url):
+    async with proxied(runner_database_url) as (proxy, database, _url):
         journal = journal_for(database, execution, 10, statuses)
         journal.log("info", "progress line")
         proxy.cut(how)
@@ -208,10 +208,10 @@ async def test_a_commit_cut_by_the_network_is_written_exactly_once(
 
 
 async def test_an_outage_longer_than_the_budget_abandons_the_write_truthfully(
-        db: Database, database_url: str) -> None:
+        db: Database, runner_database_url: str) -> None:
     execution = claimed(db)
     statuses: list[str] = []
-    async with proxied(database_url, connect_timeout=0.3) as (proxy, database, _url):
+    async with proxied(runner_database_url, connect_timeout=0.3) as (proxy, database, _url):
         journal = journal_for(database, execution, 1.0, statuses)
         journal.log("info", "progress before the outage")
         proxy.down()
@@ -261,12 +261,12 @@ async def test_a_refused_write_is_not_retried_and_its_line_is_not_written(
 @pytest.mark.browser
 @pytest.mark.parametrize("how", ["reply", "request"])
 async def test_the_engine_rides_out_a_lost_commit_of_a_step_completion(
-        db: Database, database_url: str, settings: Settings, site: Site, how: str,
+        db: Database, runner_database_url: str, settings: Settings, site: Site, how: str,
         caplog: pytest.LogCaptureFixture) -> None:
     plan = [task(f"s{i}", [{"type": "navigate", "url": f"{site.base_url}/page?n={i}"},
                            {"type": "click", "selector": "#go"}]) for i in range(3)]
     execution = make_execution(db, plan, config={"stepTimeout": 5})
-    async with proxied(database_url) as (proxy, database, url):
+    async with proxied(runner_database_url) as (proxy, database, url):
         proxy.cut(how, after=b"Step completed: s1")
         outcome = await asyncio.wait_for(
             run_engine(settings.model_copy(update={"database_url": url}), database,

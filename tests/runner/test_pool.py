@@ -26,6 +26,7 @@ from aef.settings import Settings
 from aef.store import api as api_store
 from aef.store import runner as store
 from runner.browser import kill_process_tree, process_alive
+from tests.integration.factories import admin_connection
 from tests.runner.helpers import (
     Execution,
     dump,
@@ -56,8 +57,7 @@ async def dispatched(db: Database, execution: Execution, within: float = 60) -> 
 
 
 def forget_workers(db: Database) -> None:
-    with db.as_service() as conn:
-        conn.execute("set local role postgres")
+    with admin_connection(db) as conn:  # the tables' owner: no AEF role may touch them
         conn.execute("delete from aef_private.runner_pool_workers")
         conn.execute("delete from aef_private.runner_pool_dispatch")
 

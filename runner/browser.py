@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import uuid
 from collections.abc import AsyncIterator, Iterable
@@ -169,10 +170,16 @@ class LaunchedBrowser:
     marker: str
     main: GuardedContext | None = None
     relay: BlockRelay = field(default_factory=BlockRelay)
+    scratch: Path | None = None  # its own folder (Chromium's download staging), removed with it
 
     async def close(self) -> None:
         pid = self.pid or find_browser_pid(self.marker)
         await _shutdown(self.playwright, self.browser, [self.main] if self.main else [], pid)
+        self.forget_scratch()
+
+    def forget_scratch(self) -> None:
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 async def launch_chromium(settings: Settings, work_dir: str | Path, *,
@@ -192,7 +199,8 @@ async def launch_chromium(settings: Settings, work_dir: str | Path, *,
             timeout=60_000,
         )
         launched = LaunchedBrowser(playwright, browser, find_browser_pid(marker), marker)
-        if with_context:
+        if with_context:  # a warm launch: its folder is its own
+            launched.scratch = work
             launched.main = await create_context(browser, settings, on_block=launched.relay)
         return launched
     except BaseException:
@@ -217,8 +225,8 @@ async def open_browser(
 
     ``work_dir`` defaults to ``settings.work_dir``; the engine should pass a folder of its own
     per execution. ``resolver`` is the guard's DNS lookup (tests pass one that never leaves
-    the machine). The context (network guard, cookies, storage) is always created here, for
-    this caller only.
+    the machine). The context (network guard, cookies, storage) is this caller's only: made
+    here, or made with ``launched`` and never used before.
     """
     work, downloads = prepare_work_dir(work_dir or settings.work_dir)
     session: BrowserSession | None = None
@@ -239,9 +247,8 @@ async def open_browser(
         yield session
     finally:
         pid = pid or find_browser_pid(marker)
-        closing = asyncio.ensure_future(
-            _shutdown(playwright, browser, session.contexts if session else [], pid)
-        )
+        contexts = session.contexts if session else [launched.main] if launched.main else []
+        closing = asyncio.ensure_future(_shutdown(playwright, browser, contexts, pid))
         try:
             await asyncio.shield(closing)
         except asyncio.CancelledError:
@@ -249,6 +256,8 @@ async def open_browser(
             if pid is not None and process_alive(pid):
                 kill_process_tree(pid)
             raise
+        finally:
+            launched.forget_scratch()
 
 
 def prepare_work_dir(work_dir: str | Path) -> tuple[Path, Path]:

@@ -1,5 +1,6 @@
-"""The reads: GET /api/aef/logs/{executionId}, /live/{executionId} (polling fallback), and the
-caller's lists GET /api/aef/documents (and one document by id) and /api/aef/executions (newest first, keyset pages)."""
+"""The reads: GET /api/aef/logs/{executionId}, /live/{executionId} (polling fallback), one
+document by id, and the caller's lists GET /api/aef/documents and /api/aef/executions (newest
+first, keyset pages)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,13 @@ from fastapi.responses import JSONResponse
 
 from aef import service
 from aef.http import CurrentClaims, create_app, lambda_handler, problem_responses
-from aef.models import DocumentResponse, DocumentsResponse, ExecutionsResponse, LiveResponse, LogsResponse
+from aef.models import (
+    DocumentResponse,
+    DocumentsResponse,
+    ExecutionsResponse,
+    LiveResponse,
+    LogsResponse,
+)
 
 router = APIRouter()
 

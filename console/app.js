@@ -110,7 +110,7 @@ function walk(steps, visit) {
   }
 }
 
-function planTree(plan, inputs, { selectable = false } = {}) {
+function planTree(plan, inputs) {
   const needs = {}
   for (const input of inputs || []) {
     for (const stepId of input.requiredBy || []) (needs[stepId] ||= []).push(input)
@@ -130,10 +130,7 @@ function planTree(plan, inputs, { selectable = false } = {}) {
     if (step.method === 'manual' || step.kind === 'manual') {
       marks.push(h('span', { class: 'mark manual' }, 'By hand'))
     }
-    const label = selectable && level === 0
-      ? h('label', {}, h('input', { type: 'checkbox', name: 'step', value: step.id, checked: true }),
-        ' ', step.label)
-      : h('span', { class: 'label' }, step.label)
+    const label = h('span', { class: 'label' }, step.label)
     const nested = []
     if (step.children?.length) nested.push(branch(step.children, level + 1))
     if (step.decision) {
@@ -232,7 +229,9 @@ async function documentPage(documentId) {
     h('h2', {}, 'Start a run'),
     fields.length ? h('fieldset', {}, h('legend', {}, 'Inputs'), fields)
       : h('p', { class: 'muted' }, 'This plan needs no inputs.'),
-    h('fieldset', {}, h('legend', {}, 'Steps to run (all by default)'), planTree(aef.plan, inputs, { selectable: true })),
+    h('fieldset', { class: 'steps' }, h('legend', {}, 'Steps to run (all by default)'),
+      (aef.plan || []).map((step) => h('label', { class: 'check' },
+        h('input', { type: 'checkbox', name: 'step', value: step.id, checked: true }), ' ', step.label))),
     problems,
     h('button', { type: 'submit' }, 'Start execution'))
   form.addEventListener('submit', async (event) => {

@@ -94,7 +94,7 @@ async def sign_in(page: Page, stack: RunningStack, email: str) -> None:
     await page.get_by_label("Email").fill(email)
     await page.get_by_label("Password").fill(DEV_PASSWORD)
     await page.get_by_role("button", name="Sign in").click()
-    await page.get_by_role("heading", name="Documents").wait_for()
+    await page.get_by_role("heading", name="Documents", exact=True).wait_for()
     await page.get_by_text(f"Signed in as {email}").wait_for()
 
 
@@ -134,7 +134,7 @@ async def test_sign_in_run_answer_and_watch(stack: RunningStack, browser: Browse
     (await http("POST", f"{stack.url}/demo/reset")).raise_for_status()
     page = await new_page(browser)
     await page.goto(f"{stack.url}/console/")
-    await page.get_by_role("heading", name="Sign in").wait_for()
+    await page.get_by_role("heading", name="Sign in", exact=True).wait_for()
     await no_serious_violations(page, "sign-in")
     await snap(page, "01-sign-in")
     await page.get_by_label("Email").fill("demo@aef.local")
@@ -223,7 +223,7 @@ async def test_sign_in_run_answer_and_watch(stack: RunningStack, browser: Browse
 
     # another user sees none of it
     await page.get_by_role("button", name="Sign out").click()
-    await page.get_by_role("heading", name="Sign in").wait_for()
+    await page.get_by_role("heading", name="Sign in", exact=True).wait_for()
     await sign_in(page, stack, "reviewer@aef.local")
     await page.locator("#no-documents").wait_for()
     await page.get_by_role("link", name="History").click()

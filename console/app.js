@@ -304,7 +304,7 @@ async function executionPage(executionId, params) {
     checkpoint: h('section', { id: 'checkpoint-panel', class: 'card attention', 'aria-labelledby': 'cp-h', hidden: true }),
     recovery: h('section', { id: 'recovery-panel', class: 'card danger', 'aria-labelledby': 'rec-h', hidden: true }),
     takeover: h('section', { id: 'takeover-panel', class: 'card', 'aria-labelledby': 'to-h', hidden: true }),
-    logs: h('ol', { id: 'log-stream', class: 'logs' }),
+    logs: h('ol', { id: 'log-stream', class: 'logs', tabindex: 0, 'aria-label': 'Log lines, oldest first' }),
     stop: h('button', { type: 'button', id: 'stop', class: 'danger' }, 'Stop execution'),
     tree: planTree(plan, []),
   }
@@ -315,7 +315,7 @@ async function executionPage(executionId, params) {
       h('a', { href: `#/executions/${executionId}/logs` }, 'All logs')),
     el.connection,
     h('div', { class: 'exec-grid' },
-      h('section', { class: 'card plan', 'aria-labelledby': 'plan-h' }, h('h2', { id: 'plan-h' }, 'Plan'), el.current, el.tree),
+      h('section', { class: 'card plan', 'aria-labelledby': 'plan-h', tabindex: 0 }, h('h2', { id: 'plan-h' }, 'Plan'), el.current, el.tree),
       h('div', { class: 'live' }, el.checkpoint, el.recovery, el.takeover, figure,
         h('p', {}, 'Page: ', el.url),
         h('section', { class: 'card', 'aria-labelledby': 'log-h' }, h('h2', { id: 'log-h' }, 'Log'), el.logs))))
@@ -455,7 +455,10 @@ async function executionPage(executionId, params) {
     renderRecovery(message)
     el.takeover.hidden = !state.takingOver || stopped()
     el.stop.hidden = stopped()
-    if (stopped()) finish()
+    if (stopped()) {
+      el.current.textContent = `Finished: ${STATUS_WORDS[ex.status]}`
+      finish()
+    }
     return true
   }
 
@@ -496,6 +499,7 @@ async function executionPage(executionId, params) {
           state.takingOver = false
           el.takeover.hidden = true
           figure.classList.remove('driving')
+          el.shotCaption.textContent = 'The browser, as the runner last saw it'
           toast('Released: the run continues.')
         } catch (error) { toast(error.message) }
       } }, 'Release the browser'))
@@ -525,6 +529,7 @@ async function executionPage(executionId, params) {
       try {
         const code = await catchUp()
         el.connection.dataset.last = String(code)
+        if (stopped()) { state.polling = null; return }
         setConnection('polling', code === 304 ? 'Last check: no change.' : 'Last check: new events.')
       } catch (error) { setConnection('polling', `Last check failed: ${error.message}`) }
       state.polling = setTimeout(loop, POLL_MS)

@@ -56,3 +56,14 @@ def test_wrong_password_unknown_user_and_bad_tokens_are_refused(stack: RunningSt
                      headers={"Authorization": "Bearer not-a-jwt"}).status_code == 401
     assert httpx.post(f"{stack.url}/auth/v1/token?grant_type=id_token", json={},
                       timeout=10).status_code == 400
+
+
+def test_dev_prints_and_serves_the_console(stack: RunningStack) -> None:
+    assert f"Console         {stack.url}/console/" in stack.log_file.read_text()
+    page = httpx.get(f"{stack.url}/console/", timeout=10)
+    assert page.status_code == 200 and "AEF console" in page.text
+    config = httpx.get(f"{stack.url}/console/config.json", timeout=10).json()
+    assert config == {"supabaseUrl": stack.url, "anonKey": stack.info.anon_key,
+                      "apiBase": stack.url}
+    bundle = httpx.get(f"{stack.url}/console/vendor/supabase.js", timeout=10)
+    assert bundle.status_code == 200 and "signInWithPassword" in bundle.text

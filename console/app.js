@@ -31,9 +31,13 @@ function h(tag, attrs = {}, ...children) {
 
 function show(...nodes) {
   const main = $('#main')
-  main.replaceChildren(...nodes)
+  main.replaceChildren(...nodes.filter(Boolean))
   const heading = $('h1', main)
   document.title = heading ? `${heading.textContent} · AEF console` : 'AEF console'
+}
+
+function fill(el, ...nodes) {
+  el.replaceChildren(...nodes.filter(Boolean)) // replaceChildren would print null as "null"
 }
 
 function toast(text) {
@@ -380,7 +384,7 @@ async function executionPage(executionId, params) {
     if (el.checkpoint.dataset.id === pending.id && !el.checkpoint.hidden) return
     el.checkpoint.dataset.id = pending.id
     const preview = pending.preview
-    el.checkpoint.replaceChildren(
+    fill(el.checkpoint,
       h('h2', { id: 'cp-h' }, `Your answer is needed: ${pending.title}`),
       pending.description ? h('p', {}, pending.description) : null,
       preview?.actions?.length ? h('table', { class: 'preview' },
@@ -440,6 +444,8 @@ async function executionPage(executionId, params) {
     if (ex.currentStep) {
       const li = el.tree.querySelector(`[data-step="${CSS.escape(ex.currentStep)}"]`)
       li?.setAttribute('aria-current', 'step')
+      const box = li?.closest('.plan')
+      if (li && box) box.scrollTop = Math.max(0, li.offsetTop - box.offsetTop - 80)
       el.current.textContent = `Now: ${labels[ex.currentStep] || ex.currentStep}`
     }
     const browser = message.browser || {}

@@ -170,6 +170,8 @@ async def test_sign_in_run_answer_and_watch(stack: RunningStack, browser: Browse
             break
         checkpoint_id = str(await panel.get_attribute("data-id"))
         if not answered:
+            text = await panel.inner_text()
+            assert "null" not in text and "undefined" not in text, text
             await no_serious_violations(page, "checkpoint")
             await snap(page, "04-checkpoint")
             # keyboard only: the panel puts focus on its first answer, Approve

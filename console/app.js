@@ -192,7 +192,8 @@ async function documentsPage() {
     try {
       const sop = JSON.parse(await file.files[0].text())
       const made = await api('POST', '/api/aef/transform', { body: { sop } })
-      location.hash = `#/documents/${made.aefDocumentId}`
+      // the transform made an idle execution: the first start runs that one
+      location.hash = `#/documents/${made.aefDocumentId}?execution=${made.executionId}`
     } catch (error) {
       status.replaceChildren(errorBox(error instanceof SyntaxError
         ? new Error(`That file is not JSON: ${error.message}`) : error))
@@ -209,7 +210,8 @@ async function documentsPage() {
   } catch (error) { list.replaceChildren(errorBox(error)) }
 }
 
-async function documentPage(documentId) {
+async function documentPage(documentId, params) {
+  let idle = params.get('execution') // the transform's execution, started by the first click
   show(h('p', { class: 'muted' }, 'Loading…'))
   let doc
   try { doc = await api('GET', `/api/aef/documents/${documentId}`) } catch (error) {
@@ -253,9 +255,11 @@ async function documentPage(documentId) {
     if (!chosen.length) { problems.replaceChildren(errorBox(new Error('Choose at least one step.'))); return }
     const body = { aefDocumentId: documentId, variables, secrets }
     if (chosen.length < boxes.length) body.stepIds = chosen
+    if (idle) body.executionId = idle
     try {
       // a new key per click: a double-submitted request is answered once, a new click runs again
       const started = await api('POST', '/api/aef/execute', { body, headers: { 'Idempotency-Key': crypto.randomUUID() } })
+      idle = null
       location.hash = `#/executions/${started.executionId}?document=${documentId}`
     } catch (error) { problems.replaceChildren(errorBox(error)) }
   })
@@ -302,7 +306,8 @@ async function executionPage(executionId, params) {
     progressText: h('span', { class: 'muted' }),
     current: h('p', { id: 'current-step' }),
     connection: h('p', { id: 'connection', role: 'status', class: 'connection' }, 'Connecting…'),
-    shot: h('img', { id: 'screenshot', alt: 'No screenshot yet', width: 1280, height: 800 }),
+    shot: h('img', { id: 'screenshot', alt: '', width: 1280, height: 800, hidden: true }),
+    noShot: h('p', { class: 'no-shot' }, 'No screenshot yet: the first one arrives when the browser has a page.'),
     shotCaption: h('figcaption', { class: 'muted' }, 'The browser, as the runner last saw it'),
     url: h('span', { id: 'browser-url', class: 'mono' }),
     checkpoint: h('section', { id: 'checkpoint-panel', class: 'card attention', 'aria-labelledby': 'cp-h', hidden: true }),
@@ -312,7 +317,7 @@ async function executionPage(executionId, params) {
     stop: h('button', { type: 'button', id: 'stop', class: 'danger' }, 'Stop execution'),
     tree: planTree(plan, []),
   }
-  const figure = h('figure', { class: 'shot' }, el.shot, el.shotCaption)
+  const figure = h('figure', { class: 'shot' }, el.shot, el.noShot, el.shotCaption)
   show(
     h('h1', {}, doc ? doc.title : 'Execution'),
     h('div', { class: 'exec-head' }, el.status, el.progress, el.progressText, el.stop,
@@ -451,6 +456,8 @@ async function executionPage(executionId, params) {
     const browser = message.browser || {}
     if (browser.screenshot && browser.screenshot !== el.shot.getAttribute('src')) {
       el.shot.src = browser.screenshot
+      el.shot.hidden = false
+      el.noShot.hidden = true
       el.shot.alt = `The browser at ${browser.currentUrl || 'its current page'}${browser.lastAction ? `, after: ${browser.lastAction}` : ''}`
       state.shots.add(browser.screenshot.split('?')[0])
       el.shot.dataset.count = String(state.shots.size)
@@ -646,7 +653,7 @@ async function route() {
     link.toggleAttribute('aria-current', link.getAttribute('href') === `#/${parts[0] || 'documents'}`)
     if (link.hasAttribute('aria-current')) link.setAttribute('aria-current', 'page')
   }
-  if (parts[0] === 'documents' && parts[1]) await documentPage(parts[1])
+  if (parts[0] === 'documents' && parts[1]) await documentPage(parts[1], params)
   else if (parts[0] === 'executions' && parts[1] && parts[2] === 'logs') await logsPage(parts[1])
   else if (parts[0] === 'executions' && parts[1]) await executionPage(parts[1], params)
   else if (parts[0] === 'history') await historyPage()

@@ -102,7 +102,7 @@ async def upload(page: Page, path: Path, title: str) -> str:
     await page.get_by_label("SOP or workflow file (JSON)").set_input_files(str(path))
     await page.get_by_role("button", name="Upload and transform").click()
     await page.get_by_role("heading", name=title, exact=True).wait_for()
-    return page.url.rsplit("/", 1)[-1]
+    return page.url.rsplit("/", 1)[-1].split("?", 1)[0]
 
 
 async def start_run(page: Page, *, credentials: dict[str, str] | None = None) -> str:

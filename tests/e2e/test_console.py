@@ -6,8 +6,9 @@ Two long scenarios (Chromium is heavy on a small machine):
    workflow, start it from the inputs form, watch screenshots arrive over Realtime, approve a
    checkpoint by keyboard, skip one, see it complete; history and paged logs; a second run is
    stopped by keyboard; another user sees none of it.
-2. The Realtime websocket blocked: the page says it polls, sends If-None-Match and gets 304s,
-   and applies every event once, in order. A step escalates; the person takes over by
+2. The Realtime websocket blocked: the page says it polls, sends If-None-Match and gets 304s;
+   unblocked, supabase-js reconnects and the page catches up; every event applied once, in
+   order. A step escalates; the person takes over by
    clicking on the screenshot and typing; the demo CRM proves the input landed; release; the
    run completes.
 
@@ -27,7 +28,14 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, Page, Request, Response, async_playwright
+from playwright.async_api import (
+    Browser,
+    Page,
+    Request,
+    Response,
+    WebSocketRoute,
+    async_playwright,
+)
 
 from aef.settings import get_settings
 from local.auth import DEV_PASSWORD
@@ -274,8 +282,15 @@ async def test_polling_fallback_and_takeover(stack: RunningStack, browser: Brows
     name_at = await field_point(browser, f"{stack.url}/crm/new", "input[name='name']")
     email_at = await field_point(browser, f"{stack.url}/crm/new", "input[name='email']")
     page = await new_page(browser)
-    await page.context.route_web_socket("**/realtime/v1/websocket**",
-                                        lambda ws: ws.close())
+    blocked = True
+
+    async def realtime_socket(ws: WebSocketRoute) -> None:
+        if blocked:
+            await ws.close()
+        else:
+            ws.connect_to_server()
+
+    await page.context.route_web_socket("**/realtime/v1/websocket**", realtime_socket)
     polls: list[tuple[str | None, int]] = []
 
     async def seen(response: Response) -> None:
@@ -297,6 +312,11 @@ async def test_polling_fallback_and_takeover(stack: RunningStack, browser: Brows
         timeout=RUN_TIMEOUT_MS)
     await no_serious_violations(page, "recovery")
     await snap(page, "10-recovery-polling")
+    assert any(tag and status == 304 for tag, status in polls), polls
+    # the websocket comes back: supabase-js reconnects, the page says so and stops polling
+    blocked = False
+    await page.locator("#connection[data-mode=realtime]").wait_for(timeout=60_000)
+    polled = len(polls)
     await send_after_fresh_shot(page, lambda: recovery.get_by_role(
         "button", name="Take over the browser").click())
     takeover = page.locator("#takeover-panel")
@@ -328,9 +348,10 @@ async def test_polling_fallback_and_takeover(stack: RunningStack, browser: Brows
     assert await status_of(page) == "completed"
     assert await page.locator("#connection").inner_text() == "The run has ended."
 
-    # polled with If-None-Match, answered 304 while nothing changed
-    assert any(tag and status == 304 for tag, status in polls), polls
+    # polled with If-None-Match, answered 304 while nothing changed; after the reconnect only
+    # the one catch-up request
     assert all(status in (200, 304) for _, status in polls), polls
+    assert len(polls) <= polled + 1, polls[polled:]
     # every event once, in order: the applied sequence numbers have no gap and no repeat
     applied = await page.evaluate("window.__aefExecution.seen")
     assert applied == list(range(applied[0], applied[-1] + 1)), applied

@@ -224,7 +224,13 @@ async def test_sign_in_run_answer_and_watch(stack: RunningStack, browser: Browse
                                                 "demo_password": DEMO_PASSWORD})
     assert second != execution_id
     await page.locator("#exec-status .badge").wait_for()
-    await page.locator("#stop").focus()
+    await page.locator("h1").click()  # from the heading, Tab to the Stop button
+    for _ in range(10):
+        await page.keyboard.press("Tab")
+        if await page.evaluate("document.activeElement.id") == "stop":
+            break
+    assert await page.evaluate("document.activeElement.id") == "stop"
+    await snap(page, "08a-stop-focused")  # the focus ring is visible
     await page.keyboard.press("Enter")  # the confirmation dialog is accepted
     await wait_status(page, "cancelled")
     await no_serious_violations(page, "stopped execution")

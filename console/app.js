@@ -119,7 +119,7 @@ function planTree(plan, inputs) {
   for (const input of inputs || []) {
     for (const stepId of input.requiredBy || []) (needs[stepId] ||= []).push(input)
   }
-  const branch = (steps, level) => h('ul', { class: 'tree', role: level === 0 ? 'tree' : 'group' },
+  const branch = (steps, level) => h('ul', { class: level === 0 ? 'tree top' : 'tree' },
     steps.map((step) => item(step, level)))
   const item = (step, level) => {
     const marks = []
@@ -142,9 +142,7 @@ function planTree(plan, inputs) {
       if (step.decision.yes?.length) nested.push(h('p', { class: 'branch' }, 'Yes →'), branch(step.decision.yes, level + 1))
       if (step.decision.no?.length) nested.push(h('p', { class: 'branch' }, 'No →'), branch(step.decision.no, level + 1))
     }
-    return h('li', { role: 'treeitem', 'aria-level': level + 1, 'data-step': step.id,
-      'aria-expanded': nested.length ? 'true' : null },
-    h('div', { class: 'step' }, label, ...marks), ...nested)
+    return h('li', { 'data-step': step.id }, h('div', { class: 'step' }, label, ...marks), ...nested)
   }
   return branch(plan || [], 0)
 }
@@ -324,7 +322,8 @@ async function executionPage(executionId, params) {
       h('a', { href: `#/executions/${executionId}/logs` }, 'All logs')),
     el.connection,
     h('div', { class: 'exec-grid' },
-      h('section', { class: 'card plan', 'aria-labelledby': 'plan-h', tabindex: 0 }, h('h2', { id: 'plan-h' }, 'Plan'), el.current, el.tree),
+      h('section', { class: 'card plan', 'aria-labelledby': 'plan-h' }, h('h2', { id: 'plan-h' }, 'Plan'), el.current,
+        h('div', { class: 'plan-steps', tabindex: 0, role: 'region', 'aria-label': 'Plan steps' }, el.tree)),
       h('div', { class: 'live' }, el.checkpoint, el.recovery, el.takeover, figure,
         h('p', {}, 'Page: ', el.url),
         h('section', { class: 'card', 'aria-labelledby': 'log-h' }, h('h2', { id: 'log-h' }, 'Log'), el.logs))))
@@ -449,8 +448,12 @@ async function executionPage(executionId, params) {
     if (ex.currentStep) {
       const li = el.tree.querySelector(`[data-step="${CSS.escape(ex.currentStep)}"]`)
       li?.setAttribute('aria-current', 'step')
-      const box = li?.closest('.plan')
-      if (li && box) box.scrollTop = Math.max(0, li.offsetTop - box.offsetTop - 80)
+      const box = li?.closest('.plan-steps')
+      if (li && box) { // keep the current step in view inside the plan's own scroll area
+        const item = li.getBoundingClientRect()
+        const area = box.getBoundingClientRect()
+        if (item.top < area.top || item.top > area.bottom - 40) box.scrollTop += item.top - area.top - area.height / 3
+      }
       el.current.textContent = `Now: ${labels[ex.currentStep] || ex.currentStep}`
     }
     const browser = message.browser || {}

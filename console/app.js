@@ -119,7 +119,7 @@ function planTree(plan, inputs) {
   for (const input of inputs || []) {
     for (const stepId of input.requiredBy || []) (needs[stepId] ||= []).push(input)
   }
-  const branch = (steps, level) => h('ul', { class: level === 0 ? 'tree top' : 'tree' },
+  const branch = (steps, level) => h('ul', { class: level === 0 ? 'tree root' : 'tree' },
     steps.map((step) => item(step, level)))
   const item = (step, level) => {
     const marks = []

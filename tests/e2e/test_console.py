@@ -92,7 +92,7 @@ async def no_serious_violations(page: Page, where: str) -> None:
         await page.add_script_tag(path=str(AXE))
     result = await page.evaluate("axe.run(document, {resultTypes: ['violations']})")
     bad = [f"{v['id']} ({v['impact']}): {v['help']} at "
-           f"{[n['target'] for n in v['nodes']][:3]}"
+           f"{[n['target'] for n in v['nodes']][:3]}: {v['nodes'][0].get('failureSummary')}"
            for v in result["violations"] if v["impact"] in ("serious", "critical")]
     assert not bad, f"{where}: " + "; ".join(bad)
 

@@ -206,6 +206,8 @@ async def test_sign_in_run_answer_and_watch(stack: RunningStack, browser: Browse
     await page.get_by_role("link", name="History").click()
     row = page.locator("#executions tbody tr").filter(has_text=title).first
     await row.get_by_text("Completed").wait_for()
+    # the first start ran the execution the transform made: no idle one left behind
+    assert await page.locator("#executions [data-status=idle]").count() == 0
     await no_serious_violations(page, "history")
     await snap(page, "06-history")
     await page.goto(f"{stack.url}/console/#/executions/{execution_id}/logs")
@@ -220,8 +222,15 @@ async def test_sign_in_run_answer_and_watch(stack: RunningStack, browser: Browse
 
     # a second click on Start is a second run (a fresh Idempotency-Key); stop it by keyboard
     await page.goto(f"{stack.url}/console/#/documents/{document_id}")
-    second = await start_run(page, credentials={"demo_email": DEMO_EMAIL,
-                                                "demo_password": DEMO_PASSWORD})
+    await page.get_by_role("checkbox", name="Review the CRM").uncheck()  # step selection
+    async with page.expect_request("**/api/aef/execute") as sent:
+        second = await start_run(page, credentials={"demo_email": DEMO_EMAIL,
+                                                    "demo_password": DEMO_PASSWORD})
+    request = await sent.value
+    body = request.post_data_json
+    assert "review_crm" not in body["stepIds"] and "collect_inbox" in body["stepIds"]
+    assert "executionId" not in body  # the transform's execution ran the first time
+    assert (await request.all_headers())["idempotency-key"]
     assert second != execution_id
     await page.locator("#exec-status .badge").wait_for()
     await page.locator("h1").click()  # from the heading, Tab to the Stop button

@@ -892,6 +892,12 @@ class DocumentSummary(_Wire):
     created_at: datetime
 
 
+class DocumentResponse(DocumentSummary):
+    """One AEF document with its stored body (the plan and its inputs are in `aef`)."""
+
+    aef_document: dict[str, Any]
+
+
 class DocumentsResponse(_Wire):
     """The caller's AEF documents, newest first; pass `nextCursor` as `after` for more."""
 

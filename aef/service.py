@@ -586,6 +586,19 @@ def list_documents(caller: Caller, *, after: str | None, limit: int) -> dict[str
     }
 
 
+def read_document(caller: Caller, document_id: str) -> dict[str, Any]:
+    """One of the caller's documents; someone else's is as absent as a missing one (RLS)."""
+    with _db().as_user(caller.claims) as conn:
+        row = conn.execute(
+            "select id, title, sop_id, created_at, document from aef_documents "
+            "where id = %s and user_id = %s", (document_id, caller.user_id)).fetchone()
+    if row is None:
+        raise NotFound(f"AEF document {document_id} was not found", code="document_not_found")
+    return {"id": str(row["id"]), "title": row["title"],
+            "sopId": str(row["sop_id"]) if row["sop_id"] else None,
+            "createdAt": row["created_at"].isoformat(), "aefDocument": row["document"]}
+
+
 def list_executions(caller: Caller, *, after: str | None, limit: int, status: str | None,
                     document_id: str | None) -> dict[str, Any]:
     before = decode_keyset("executions", after)

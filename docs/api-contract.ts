@@ -38,6 +38,7 @@ export interface AEFDocument {
   aef: {
     config: AEFExecutionConfig;
     plan: PlanStep[];
+    inputs: PlanInput[];  // AEF
     transformedAt: string;
     transformedBy: string;
     version: string;
@@ -310,6 +311,15 @@ export interface LiveResponse {
 export interface DocumentsResponse {
   documents: { id: string; title: string; sopId: string | null; createdAt: string }[];
   nextCursor: string | null;
+}
+
+/** @response GET /api/aef/documents/{documentId} 200 */
+export interface DocumentResponse {
+  id: string;
+  title: string;
+  sopId: string | null;
+  createdAt: string;
+  aefDocument: AEFDocument;  // the plan, its checkpoints and inputs are under `aef`
 }
 
 /** @response GET /api/aef/executions 200 */

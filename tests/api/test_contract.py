@@ -104,6 +104,8 @@ def session(api: Any, db: Any) -> dict[str, Any]:
     done = call("GET", "/api/aef/live/{executionId}", executionId=execution_id)
     call("GET", "/api/aef/logs/{executionId}", executionId=execution_id, limit="3")
     call("GET", "/api/aef/documents", limit="1")
+    call("GET", "/api/aef/documents/{documentId}", documentId=document_id)
+    call("GET", "/api/aef/documents/{documentId}", documentId=UNKNOWN)  # 404
     call("GET", "/api/aef/executions", status="completed,idle")
 
     other = transformed(api, user)

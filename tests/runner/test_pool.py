@@ -290,3 +290,35 @@ def test_a_worker_acts_only_for_the_executions_it_claimed(
             conn.execute("select aef_private.dispatch_to_pool(%s)", (undispatched.id,))
     finally:
         forget_workers(db)
+
+
+def test_the_launcher_uses_the_pool_while_it_has_room_then_run_task(
+        db: Database, new_execution: Any) -> None:
+    """No browser: the worker is only registered; RunTask answers through botocore's Stubber."""
+    import boto3
+    from botocore.stub import Stubber
+
+    from aef.launcher import EcsLauncher, PoolLauncher
+
+    forget_workers(db)
+    ecs = boto3.client("ecs", region_name="us-east-1", aws_access_key_id="x",
+                       aws_secret_access_key="x")
+    fallback = EcsLauncher(Settings(ecs_cluster="aef", ecs_task_definition="aef-runner",
+                                    ecs_subnets=["subnet-1"], ecs_security_groups=["sg-1"]),
+                           client=ecs)
+    launcher = PoolLauncher(fallback, database=lambda: db)
+    plan = [task("s", [{"type": "wait", "timeoutMs": 1}])]
+    arn = "arn:aws:ecs:us-east-1:123456789012:task/aef/0123456789abcdef0123456789abcdef"
+    try:
+        with db.as_runner("", "") as conn:
+            store.pool_heartbeat(conn, "pool:w1", 1, 0, False)
+        with Stubber(ecs) as stub:  # no answer queued: a RunTask here would raise
+            assert launcher.launch(new_execution(plan).id, "unused").task_arn == "pool:"
+            stub.add_response("run_task", {"tasks": [{"taskArn": arn}], "failures": []})
+            assert launcher.launch(new_execution(plan).id, "t").task_arn == arn  # pool full
+            stub.assert_no_pending_responses()
+            assert launcher.stop("pool:pool:w1", "stop") is False  # never a shared task
+            stub.add_response("stop_task", {"task": {"taskArn": arn}})
+            assert launcher.stop(arn, "stop") is True
+    finally:
+        forget_workers(db)

@@ -265,6 +265,55 @@ class LocalLauncher:
         return len(pids)
 
 
+POOL_ARN_PREFIX = "pool:"
+
+
+class PoolLauncher:
+    """Dispatch to live pool workers with a free slot (`python -m runner --pool`), else the
+    fallback launcher (RunTask / a subprocess) for the burst beyond the pool.
+
+    The pool path passes no token: the worker that claims the execution gets a fresh one from
+    the database (`aef_private.claim_for_pool`). A stop never stops a pool task (it serves
+    other executions): the worker's engine sees `cancelling` itself.
+    """
+
+    def __init__(self, fallback: Launcher, database: Callable[[], Any] | None = None) -> None:
+        self.fallback = fallback
+        self._database = database
+
+    def _db(self) -> Any:
+        if self._database is not None:
+            return self._database()
+        from aef.db import get_database
+
+        return get_database()
+
+    def dispatch(self, execution_id: str) -> bool:
+        from aef.errors import AefError
+        from aef.store import api as store
+
+        try:
+            with self._db().as_service() as conn:
+                return store.dispatch_to_pool(conn, execution_id)
+        except AefError as exc:  # the pool cannot be asked: start a task of its own
+            log.warning("pool dispatch failed", extra={"executionId": execution_id,
+                                                       "code": exc.code})
+            return False
+
+    def launch(self, execution_id: str, runner_token: str) -> Launch:
+        if self.dispatch(execution_id):
+            return Launch(task_arn=POOL_ARN_PREFIX)
+        return self.fallback.launch(execution_id, runner_token)
+
+    def stop(self, task_arn: str, reason: str) -> bool:
+        if task_arn.startswith(POOL_ARN_PREFIX):
+            return False
+        return self.fallback.stop(task_arn, reason)
+
+    def __getattr__(self, name: str) -> Any:  # running() / stop_all() of a local fallback
+        return getattr(self.fallback, name)
+
+
 _launcher: Launcher | None = None
 
 
@@ -272,7 +321,8 @@ def get_launcher() -> Launcher:
     global _launcher
     if _launcher is None:
         s = get_settings()
-        _launcher = EcsLauncher(s) if s.launcher == "ecs" else LocalLauncher(s)
+        fallback: Launcher = EcsLauncher(s) if s.launcher == "ecs" else LocalLauncher(s)
+        _launcher = PoolLauncher(fallback) if s.use_pool else fallback
     return _launcher
 
 

@@ -18,12 +18,20 @@ from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any
 
+import psycopg
+
 from aef import states
 from aef.db import Connection, Database, get_database
 from aef.deadline import seconds_left
 from aef.errors import Conflict, NotFound, RateLimited, ValidationFailed
 from aef.inputs import missing_inputs, stored_inputs, unused_names
-from aef.launcher import ATTEMPT_SECONDS, Launcher, LaunchFailed, get_launcher
+from aef.launcher import (
+    ATTEMPT_SECONDS,
+    POOL_ARN_PREFIX,
+    Launcher,
+    LaunchFailed,
+    get_launcher,
+)
 from aef.plan import all_ids, parse_plan
 from aef.settings import Settings, get_settings
 from aef.store import api as store
@@ -291,6 +299,8 @@ def _launch(caller: Caller, execution_id: str, token: str) -> str:
                                      details={"code": exc.code})
             store.emit_event(conn, execution_id, "error", {"logs": [entry], "error": error})
         return states.FAILED
+    if launch.task_arn == POOL_ARN_PREFIX:  # the claiming worker records itself
+        return states.QUEUED
     # An ECS runner proves itself with this ARN (runner/identity.py): store it at once.
     with _db().as_user(caller.claims) as conn:
         store.set_task_arn(conn, execution_id, launch.task_arn)
@@ -699,13 +709,16 @@ def sweep(*, db: Database | None = None, launcher: Launcher | None = None, batch
     and stop the tasks of lost runners (a hung task would otherwise run, and bill, until its
     own time limit)."""
     database = db or _db()
-    lost = stale = expired = 0
+    lost = stale = expired = resumed = 0
     orphans: list[tuple[str, str]] = []  # (execution id, task ARN) to stop after commit
     with database.as_service() as conn:
         for row in store.expired_leases(conn, batch):
             _mark_runner_lost(conn, str(row["id"]), row["status"])
             lost += 1
-            if row["task_arn"]:
+            pooled = str(row["task_arn"] or "").startswith(POOL_ARN_PREFIX)
+            if pooled and row["status"] != states.CANCELLING:
+                resumed += _resume_on_pool(conn, str(row["id"]), row["step_ids"])
+            elif row["task_arn"]:
                 orphans.append((str(row["id"]), str(row["task_arn"])))
         for row in store.stale_queued(conn, queued_timeout_seconds, batch):
             message = "No runner picked up the execution"
@@ -726,9 +739,50 @@ def sweep(*, db: Database | None = None, launcher: Launcher | None = None, batch
                              {"logs": [entry]})
             expired += 1
         purged = store.purge_idempotency_keys(conn, 24)
+        demand = store.pool_demand(conn)
     stopped = _stop_tasks(launcher or get_launcher(), orphans)
+    _publish_pool_demand(demand)
     return {"runnersLost": lost, "staleQueued": stale, "checkpointsExpired": expired,
-            "idempotencyKeysPurged": purged, "tasksStopped": stopped}
+            "idempotencyKeysPurged": purged, "tasksStopped": stopped,
+            "resumedOnPool": resumed}
+
+
+def _resume_on_pool(conn: Connection, execution_id: str, step_ids: Any) -> int:
+    """A lost pool worker's execution (crash, drain hand-back) resumes from its last completed
+    step on a live worker with a free slot: 1. None free: it stays failed with `resume`."""
+    with conn.transaction():  # a savepoint: undone unless the pool takes it
+        store.queue_execution(conn, execution_id, step_ids=step_ids,
+                              runner_token_hash=_new_runner_token()[1], resume_from=None)
+        if not store.dispatch_to_pool(conn, execution_id):
+            raise psycopg.Rollback()
+        entry = store.insert_log(conn, execution_id, "info", "system",
+                                 "Resuming on another pool worker")
+        store.emit_event(conn, execution_id, "execution_update", {"logs": [entry]})
+        return 1
+    return 0
+
+
+def _publish_pool_demand(demand: Mapping[str, int]) -> None:
+    """`PoolUtilization` (% of live slots needed by active + queued executions) for the ECS
+    service's target tracking (template.yaml); nothing to do without a namespace (local)."""
+    s = get_settings()
+    if not s.pool_metric_namespace:
+        return
+    needed = demand["active"] + demand["waiting"]
+    utilization = min(400.0, 100.0 * needed / demand["total_slots"]) if demand["total_slots"] \
+        else (400.0 if needed else 0.0)
+    try:
+        import boto3
+
+        boto3.client("cloudwatch", region_name=s.aws_region,
+                     endpoint_url=s.aws_endpoint_url).put_metric_data(
+            Namespace=s.pool_metric_namespace,
+            MetricData=[{"MetricName": "PoolUtilization", "Value": utilization,
+                         "Unit": "Percent"},
+                        {"MetricName": "PoolSlotsNeeded", "Value": float(needed),
+                         "Unit": "Count"}])
+    except Exception as exc:  # scaling waits for the next sweep; the sweep itself succeeded
+        log.warning("pool metric not published", extra={"error": type(exc).__name__})
 
 
 def _stop_tasks(launcher: Launcher, orphans: list[tuple[str, str]]) -> int:

@@ -130,6 +130,13 @@ class Settings(BaseSettings):
     work_dir: str = "/tmp/aef-runner"  # noqa: S108 - per-task folder for uploads/downloads
     claim_wait_seconds: float = 30.0  # ECS: how long a runner waits for its task ARN to be stored
 
+    # Runner pool (`python -m runner --pool`, docs/scaling.md).
+    pool_slots: int = Field(default=4, ge=1, le=64)  # executions one worker runs at once
+    pool_drain_seconds: float = 90.0  # SIGTERM: running executions get this long to finish
+    use_pool: bool = True  # the launcher dispatches to live pool workers before run_task
+    dev_runner: str = "pool"  # `aef dev`: "pool" (one worker) or "process" (one per execution)
+    pool_metric_namespace: str | None = None  # the sweeper publishes pool demand here (AWS)
+
     @property
     def effective_jwks_url(self) -> str:
         return self.jwks_url or f"{self.supabase_url.rstrip('/')}/auth/v1/.well-known/jwks.json"

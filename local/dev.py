@@ -34,6 +34,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -672,6 +673,29 @@ class DevOptions:
     announce: Callable[[str], None] = print
 
 
+def start_pool_worker(log_dir: Path) -> subprocess.Popen[bytes]:
+    """One `python -m runner --pool` (AEF_POOL_SLOTS executions at once, a warm Chromium),
+    with the stack's environment. No drain grace: stopping the stack hands its executions
+    back, and the next `aef dev` resumes them from their last completed step."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, AEF_POOL_DRAIN_SECONDS="0")
+    with (log_dir / "pool-worker.log").open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "runner", "--pool"], env=env,
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, cwd=ROOT)
+
+
+def stop_pool_worker(proc: subprocess.Popen[bytes], grace_seconds: float = 15.0) -> None:
+    """SIGTERM (its executions unwind and are handed back), SIGKILL if it does not exit."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace_seconds)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
 class DevStack:
     """Starts every part, serves the app in the foreground, and stops what it started."""
 
@@ -682,6 +706,7 @@ class DevStack:
         self.s3: S3Server | None = None
         self.gateway: Any = None
         self.launcher: LocalLauncher | None = None
+        self.pool_worker: subprocess.Popen[bytes] | None = None
         self.database: Any = None
         self.info: StackInfo | None = None
         self.auth: Any = None
@@ -753,7 +778,13 @@ class DevStack:
         self.database = Database(settings.database_url, min_size=1, max_size=10)
         set_database(self.database)
         self.launcher = LocalLauncher(settings, log_dir=self.state.logs)
-        set_launcher(self.launcher)
+        if settings.dev_runner == "pool":  # AEF_DEV_RUNNER=process: a subprocess per execution
+            from aef.launcher import PoolLauncher
+
+            self.pool_worker = start_pool_worker(self.state.logs)
+            set_launcher(PoolLauncher(self.launcher))
+        else:
+            set_launcher(self.launcher)
 
         from local.demo import create_demo_app
         from local.gateway import Gateway, load_template
@@ -840,7 +871,9 @@ class DevStack:
         say(f"JWKS            {info.supabase_url}{JWKS_PATH}")
         say(f"Realtime        {info.realtime_url}")
         say(f"Demo site       {info.supabase_url}/mail/  {info.supabase_url}/crm/")
-        say(f"Runner logs     {info.log_dir}")
+        say(f"Runner logs     {info.log_dir}"
+            + ("  (one pool worker: pool-worker.log; AEF_DEV_RUNNER=process for one "
+               "process per execution)" if self.pool_worker is not None else ""))
         for email, user_id in info.users.items():
             say(f"Dev user        {email}  id {user_id}   token: aef token --user {email}")
         if self.auth is not None:
@@ -874,6 +907,9 @@ class DevStack:
 
     def close(self) -> None:
         """Stop what this stack started; safe to call twice."""
+        if self.pool_worker is not None:
+            stop_pool_worker(self.pool_worker)
+            self.pool_worker = None
         if self.launcher is not None:
             stopped = self.launcher.stop_all(RUNNER_STOP_GRACE_SECONDS)
             if stopped:

@@ -1,4 +1,5 @@
-"""`python -m runner`: run one execution, then exit.
+"""`python -m runner`: run one execution, then exit; `python -m runner --pool`: a worker that
+runs up to AEF_POOL_SLOTS executions at once until SIGTERM (runner/pool.py).
 
 The launcher passes AEF_EXECUTION_ID (+ the usual AEF_* settings) in the environment. The
 local launcher adds AEF_RUNNER_TOKEN and DATABASE_URL; an ECS task gets neither: it reads its
@@ -27,7 +28,7 @@ from aef.settings import Settings, describe_invalid
 class RunnerSettings(Settings):
     """The runner's own values on top of the shared settings (env prefix AEF_)."""
 
-    execution_id: str
+    execution_id: str = ""  # required unless --pool
     runner_token: SecretStr | None = None  # local launcher; on ECS it is claimed instead
     ecs_metadata_uri: str | None = Field(default=None,
                                          validation_alias="ECS_CONTAINER_METADATA_URI_V4")
@@ -36,7 +37,7 @@ class RunnerSettings(Settings):
 def named_connections(settings: RunnerSettings) -> RunnerSettings:
     """Both database URLs carry an application_name naming this runner, so an operator (and
     the tests) can count its connections in pg_stat_activity."""
-    execution = settings.execution_id[:36]  # application_name keeps 63 characters
+    execution = settings.execution_id[:36] or "pool"  # application_name keeps 63 characters
     listen = settings.db_listen_url or settings.database_url
     return settings.model_copy(update={
         "database_url": make_conninfo(settings.database_url,
@@ -46,13 +47,32 @@ def named_connections(settings: RunnerSettings) -> RunnerSettings:
     })
 
 
-def _configure_logging(execution_id: str) -> None:
+def _configure_logging(execution_id: str | None) -> None:
     """The functions' JSON lines (aef.logs), with this execution's id on every line, so one
-    CloudWatch Insights query reads functions, sweeper and runners alike."""
+    CloudWatch Insights query reads functions, sweeper and runners alike. A pool worker binds
+    none here: each execution's task sets its own (runner/pool.py)."""
     from aef.logs import bind_execution_id, configure_logging
 
     configure_logging()
-    bind_execution_id(execution_id)
+    if execution_id:
+        bind_execution_id(execution_id)
+
+
+async def _pool(settings: RunnerSettings) -> int:
+    from aef.db import Database
+    from runner.pool import PoolWorker
+
+    # each execution's lease, journal and poller share this pool with the worker's claims
+    db = Database(settings.database_url, min_size=1,
+                  max_size=max(2, settings.db_pool_max) + 2 * settings.pool_slots)
+    worker = PoolWorker(settings, db)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.drain)
+    try:
+        return await worker.run()
+    finally:
+        db.close()
 
 
 async def _main(settings: RunnerSettings) -> int:
@@ -121,7 +141,9 @@ def _first_line(exc: Exception) -> str:
 
 
 USAGE = """Run one AEF execution in Chromium, then exit (what the launcher starts: an ECS
-task in the cloud, a subprocess of `aef dev` locally).
+task in the cloud, a subprocess of `aef dev` locally). With --pool: a long-running worker
+that claims executions dispatched to the pool and runs up to AEF_POOL_SLOTS at once, each in
+its own Chromium (docs/scaling.md).
 
 Everything comes from the environment, never the command line (the token is a secret):
   AEF_EXECUTION_ID     the execution to claim
@@ -135,6 +157,8 @@ Everything comes from the environment, never the command line (the token is a se
 
 Exit status: 0 completed or cancelled, 1 failed, 2 not claimed, lease lost or bad settings.
 SIGTERM (or Ctrl-C) stops after the current action and records the end; a second one at once.
+A pool worker on SIGTERM stops claiming, lets its executions finish for AEF_POOL_DRAIN_SECONDS,
+then hands the rest back (the sweeper resumes them on a live worker); a second signal at once.
 """
 
 
@@ -144,15 +168,22 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main(argv: list[str] | None = None) -> int:
-    _Parser(prog="python -m runner", description=USAGE,
-            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
+    parser = _Parser(prog="python -m runner", description=USAGE,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pool", action="store_true",
+                        help="run as a pool worker (no AEF_EXECUTION_ID)")
+    args = parser.parse_args(argv)
     from aef.secrets import SecretUnavailable, resolve_secrets
 
     try:
-        settings = RunnerSettings()  # type: ignore[call-arg]
+        settings = RunnerSettings()
     except (ValidationError, SettingsError) as exc:
         print(f"runner: {describe_invalid(exc, RunnerSettings)} "
               "(see python -m runner --help)", file=sys.stderr)
+        return 2
+    if not args.pool and not settings.execution_id:
+        print("runner: AEF_EXECUTION_ID is not set (see python -m runner --help)",
+              file=sys.stderr)
         return 2
     try:
         psycopg.conninfo.conninfo_to_dict(settings.database_url)
@@ -160,13 +191,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"runner: DATABASE_URL is not a PostgreSQL connection URL ({_first_line(exc)})",
               file=sys.stderr)
         return 2
-    _configure_logging(settings.execution_id)
+    _configure_logging(None if args.pool else settings.execution_id)
     try:
         settings = named_connections(resolve_secrets(settings))
     except SecretUnavailable as exc:
         logging.getLogger("aef.runner").error("%s", exc)
         return 2
-    return asyncio.run(_main(settings))
+    return asyncio.run(_pool(settings) if args.pool else _main(settings))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import uuid
 from collections.abc import AsyncIterator, Iterable
@@ -143,26 +144,51 @@ async def create_context(
     return GuardedContext(context, page, guard)
 
 
-@asynccontextmanager
-async def open_browser(
-    settings: Settings,
-    *,
-    work_dir: str | Path | None = None,
-    on_block: OnBlock | None = None,
-    resolver: Resolver = system_resolve,
-) -> AsyncIterator[BrowserSession]:
-    """Launch Chromium for one task; downloads land in ``<work_dir>/downloads``.
+class BlockRelay:
+    """The on_block of a context made before its execution is known: it forwards to the
+    execution's own callback, set at hand-over (nothing can be blocked before: the context
+    has not loaded anything)."""
 
-    ``work_dir`` defaults to ``settings.work_dir``; the engine should pass a folder of its own
-    per execution. ``resolver`` is the guard's DNS lookup (tests pass one that never leaves
-    the machine).
-    """
-    work, downloads = prepare_work_dir(work_dir or settings.work_dir)
+    def __init__(self) -> None:
+        self.target: OnBlock | None = None
+
+    def __call__(self, url: str, reason: str) -> None:
+        if self.target is not None:
+            self.target(url, reason)
+
+
+@dataclass
+class LaunchedBrowser:
+    """A Chromium launched (with its own Playwright driver) for an execution not known yet:
+    what a pool worker keeps warm. With ``main``, its guarded context and page are made too
+    (fresh: no page loaded, no cookie, no storage), so the hand-over costs nothing; the
+    context's guard reports blocks through ``relay``. ``close`` tears it all down."""
+
+    playwright: Playwright
+    browser: Browser
+    pid: int | None
+    marker: str
+    main: GuardedContext | None = None
+    relay: BlockRelay = field(default_factory=BlockRelay)
+    scratch: Path | None = None  # its own folder (Chromium's download staging), removed with it
+
+    async def close(self) -> None:
+        pid = self.pid or find_browser_pid(self.marker)
+        await _shutdown(self.playwright, self.browser, [self.main] if self.main else [], pid)
+        self.forget_scratch()
+
+    def forget_scratch(self) -> None:
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+async def launch_chromium(settings: Settings, work_dir: str | Path, *,
+                          with_context: bool = False) -> LaunchedBrowser:
+    """Start Playwright and Chromium (and its guarded context); on failure nothing is left."""
+    work, _ = prepare_work_dir(work_dir)
     marker = f"--aef-browser-session={uuid.uuid4().hex}"  # Chromium ignores unknown switches
     playwright: Playwright | None = None
     browser: Browser | None = None
-    pid: int | None = None
-    session: BrowserSession | None = None
     try:
         playwright = await async_playwright().start()
         browser = await playwright.chromium.launch(
@@ -172,15 +198,57 @@ async def open_browser(
             downloads_path=str(work / ".browser-downloads"),
             timeout=60_000,
         )
-        pid = find_browser_pid(marker)
-        main = await create_context(browser, settings, on_block=on_block, resolver=resolver)
+        launched = LaunchedBrowser(playwright, browser, find_browser_pid(marker), marker)
+        if with_context:  # a warm launch: its folder is its own
+            launched.scratch = work
+            launched.main = await create_context(browser, settings, on_block=launched.relay)
+        return launched
+    except BaseException:
+        closing = asyncio.ensure_future(_shutdown(playwright, browser, [],
+                                                  find_browser_pid(marker)))
+        with contextlib.suppress(BaseException):
+            await asyncio.shield(closing)
+        raise
+
+
+@asynccontextmanager
+async def open_browser(
+    settings: Settings,
+    *,
+    work_dir: str | Path | None = None,
+    on_block: OnBlock | None = None,
+    resolver: Resolver = system_resolve,
+    launched: LaunchedBrowser | None = None,
+) -> AsyncIterator[BrowserSession]:
+    """Launch Chromium for one task (or take over ``launched``, a warm one nobody has used);
+    downloads land in ``<work_dir>/downloads``.
+
+    ``work_dir`` defaults to ``settings.work_dir``; the engine should pass a folder of its own
+    per execution. ``resolver`` is the guard's DNS lookup (tests pass one that never leaves
+    the machine). The context (network guard, cookies, storage) is this caller's only: made
+    here, or made with ``launched`` and never used before.
+    """
+    work, downloads = prepare_work_dir(work_dir or settings.work_dir)
+    session: BrowserSession | None = None
+    if launched is None:
+        launched = await launch_chromium(settings, work)
+    playwright, browser, marker = launched.playwright, launched.browser, launched.marker
+    pid = launched.pid
+    try:
+        if launched.main is not None and resolver is system_resolve:
+            launched.relay.target = on_block
+            main = launched.main
+        else:
+            if launched.main is not None:  # made for another resolver: not this one's
+                await launched.main.close()
+            main = await create_context(browser, settings, on_block=on_block,
+                                        resolver=resolver)
         session = BrowserSession(settings, browser, pid, work, downloads, main, [main], resolver)
         yield session
     finally:
         pid = pid or find_browser_pid(marker)
-        closing = asyncio.ensure_future(
-            _shutdown(playwright, browser, session.contexts if session else [], pid)
-        )
+        contexts = session.contexts if session else [launched.main] if launched.main else []
+        closing = asyncio.ensure_future(_shutdown(playwright, browser, contexts, pid))
         try:
             await asyncio.shield(closing)
         except asyncio.CancelledError:
@@ -188,6 +256,8 @@ async def open_browser(
             if pid is not None and process_alive(pid):
                 kill_process_tree(pid)
             raise
+        finally:
+            launched.forget_scratch()
 
 
 def prepare_work_dir(work_dir: str | Path) -> tuple[Path, Path]:

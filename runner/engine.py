@@ -40,6 +40,7 @@ import logging
 import math
 import traceback
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -433,13 +434,24 @@ class _Tries:
     fallback_done: bool = False
 
 
+# How an engine gets its browser: (work dir, on_block) -> a session context manager. The
+# default launches a fresh Chromium; a pool worker hands over the warm one it launched ahead.
+BrowserFactory = Callable[[Path, Callable[[str, str], None]],
+                          AbstractAsyncContextManager[BrowserSession]]
+
+
 class Engine:
     """Runs one claimed execution. Create with `run_execution`, not directly."""
 
     def __init__(self, settings: Settings, db: Database, execution_id: str, runner_token: str,
                  *, screenshots: ScreenshotStore | None = None,
-                 runner_id: str | None = None) -> None:
+                 runner_id: str | None = None,
+                 browser: BrowserFactory | None = None) -> None:
         self.settings = settings
+        self._browser = browser or (lambda work_dir, on_block: open_browser(
+            settings, work_dir=work_dir, on_block=on_block))
+        self._log_filter: logging.Filter | None = None
+        self._handed_back: str | None = None
         self.db = db
         self.execution_id = execution_id
         self._token = runner_token
@@ -479,6 +491,13 @@ class Engine:
         self._terminated = reason
         self.control.request_stop()
 
+    def hand_back(self, reason: str) -> None:
+        """A draining pool worker's last resort: unwind like a stop, write no end, release the
+        lease at once; the sweeper then resumes the execution from its last completed step
+        (on another worker when one is live)."""
+        self._handed_back = reason
+        self.control.request_stop()
+
     # status bookkeeping ------------------------------------------------------------------------
     def _saw_status(self, status: str) -> None:
         self.status = status
@@ -516,8 +535,17 @@ class Engine:
             await self.journal.close()
             await self.control.close()
             await self.lease.close()
+            if self._log_filter is not None:  # a pool worker's next execution has other secrets
+                for handler in logging.getLogger().handlers:
+                    handler.removeFilter(self._log_filter)
         if outcome.status == "paused":  # after the heartbeat stopped: it would renew it
             await self._release_lease()
+        elif outcome.status == "handed_back":  # likewise: the sweeper takes it from here
+            try:
+                await self._query(lambda c: store.hand_back_lease(c, self.execution_id,
+                                                                  self.lease.runner_id))
+            except Exception as exc:  # then the lease simply runs out
+                log.error("the lease could not be handed back: %s", type(exc).__name__)
         return outcome
 
     async def _release_lease(self) -> None:
@@ -550,8 +578,7 @@ class Engine:
             return Outcome("failed", f"The document cannot be run: {exc}")
         try:
             work_dir = Path(self.settings.work_dir) / self.execution_id
-            async with open_browser(self.settings, work_dir=work_dir,
-                                    on_block=self._on_block) as session:
+            async with self._browser(work_dir, self._on_block) as session:
                 self.session = session
                 try:
                     return await self._run_plan(session)
@@ -560,6 +587,8 @@ class Engine:
         except Stopped:
             if self.lease.lost.is_set():
                 return Outcome("lost", "Another runner holds this execution")
+            if self._handed_back is not None and self.status != "cancelling":
+                return Outcome("handed_back", self._handed_back)
             if self._terminated is not None and self.status != "cancelling":
                 return Outcome("failed", self._terminated)
             return Outcome("cancelled", "Execution stopped on request")
@@ -591,9 +620,9 @@ class Engine:
         self.secrets = Secrets(secret_values)
         self.journal.secrets = self.secrets
         if secret_values:  # process logs too (stderr / CloudWatch), whoever writes them
-            secret_filter = actions.Redactor(secret_values).logging_filter()
+            self._log_filter = actions.Redactor(secret_values).logging_filter()
             for handler in logging.getLogger().handlers:
-                handler.addFilter(secret_filter)
+                handler.addFilter(self._log_filter)
         if document is None:
             raise PlanError("the document is not readable")
         body = document["document"] if isinstance(document["document"], dict) else {}
@@ -1609,6 +1638,9 @@ class Engine:
         if outcome.status == "lost":
             log.error("stopping without a final write: %s", outcome.message)
             return
+        if outcome.status == "handed_back":
+            await self._hand_back(outcome)
+            return
         self.browser_state.update(isReady=False, mode="closed")
         try:
             if outcome.status == "completed":
@@ -1657,6 +1689,14 @@ class Engine:
 
         await self.journal.commit(cancel, event=lambda kind: kind, says=(said,))
         self._saw_status("cancelled")
+
+    async def _hand_back(self, outcome: Outcome) -> None:
+        """Say so; its steps stay as they are, and the lease ends once the heartbeat stopped
+        (`run`), so the sweeper resumes it."""
+        await self._commit(browser={**self.browser_state, "lastAction": "Handed back"},
+                           says=self.journal.entry(
+                               "warn", f"{outcome.message}: the execution is handed back and "
+                               "resumes from its last completed step"))
 
     async def _write_released(self, outcome: Outcome) -> None:
         """The execution stays `paused` without a browser; a resume starts a new runner that

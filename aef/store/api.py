@@ -365,7 +365,7 @@ def page_executions(conn: Connection, user_id: str, *, before: tuple[Any, str] |
 def expired_leases(conn: Connection, limit: int) -> list[dict[str, Any]]:
     return conn.execute(
         """
-        select id, status, task_arn from aef_executions
+        select id, status, task_arn, step_ids from aef_executions
         where status in ('starting', 'running', 'paused', 'waiting_checkpoint',
                          'waiting_recovery', 'cancelling')
           and lease_expires_at < now()
@@ -373,6 +373,18 @@ def expired_leases(conn: Connection, limit: int) -> list[dict[str, Any]]:
         """,
         (limit,),
     ).fetchall()
+
+
+def dispatch_to_pool(conn: Connection, execution_id: str) -> bool:
+    """Hand a queued execution to a pool worker with a free slot; False when none has one."""
+    row = conn.execute("select aef_private.dispatch_to_pool(%s) as ok",
+                       (execution_id,)).fetchone()
+    return bool(row and row["ok"])
+
+
+def pool_demand(conn: Connection) -> dict[str, int]:
+    row = conn.execute("select * from aef_private.pool_demand()").fetchone()
+    return {k: int(v or 0) for k, v in dict(row or {}).items()}
 
 
 def stale_queued(conn: Connection, older_than_seconds: int, limit: int) -> list[dict[str, Any]]:

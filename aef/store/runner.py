@@ -103,6 +103,29 @@ def heartbeat(conn: Connection, execution_id: str, runner_id: str,
     return str(row["status"])
 
 
+def hand_back_lease(conn: Connection, execution_id: str, runner_id: str) -> None:
+    """End our lease now (a draining pool worker hands the execution back to the sweeper)."""
+    conn.execute("update aef_executions set lease_expires_at = now() - interval '1 second'"
+                 " where id = %s and runner_id = %s", (execution_id, runner_id))
+
+
+def claim_for_pool(conn: Connection, worker_id: str) -> tuple[str, str] | None:
+    """(execution id, its fresh runner token) of one execution dispatched to the pool."""
+    row = conn.execute("select execution_id, runner_token from aef_private.claim_for_pool(%s)",
+                       (worker_id,)).fetchone()
+    return (str(row["execution_id"]), str(row["runner_token"])) if row else None
+
+
+def pool_heartbeat(conn: Connection, worker_id: str, slots: int, active: int,
+                   draining: bool) -> None:
+    conn.execute("select aef_private.pool_heartbeat(%s, %s, %s, %s)",
+                 (worker_id, slots, active, draining))
+
+
+def pool_leave(conn: Connection, worker_id: str) -> None:
+    conn.execute("select aef_private.pool_leave(%s)", (worker_id,))
+
+
 def claim_by_task(conn: Connection, execution_id: str, task_arn: str) -> str | None:
     """The runner token for the ECS task `task_arn` of this execution, or None (the ARN is not
     stored yet, is another task's, was claimed already, or the execution is not queued)."""

@@ -28,11 +28,12 @@ SMOKE = {
     "bench/bench_preview.py": ["--n", "2"],
     "bench/bench_realtime.py": ["--events", "3"],
     "bench/bench_runner.py": ["--steps", "10", "--runs", "1"],
+    "bench/bench_start.py": ["--n", "1", "--slots", "1"],
     "bench/bench_transform.py": ["--samples", "2", "--batch", "2"],
     "bench/load/run.py": ["--executions", "2", "--clients", "4", "--seconds", "2",
                           "--baseline-seconds", "1"],
 }
-NEEDS_CHROMIUM = {"bench/bench_runner.py", "bench/bench_preview.py"}
+NEEDS_CHROMIUM = {"bench/bench_runner.py", "bench/bench_preview.py", "bench/bench_start.py"}
 
 
 def run_benchmark(path: str, *args: str, cwd: Path, timeout: float) -> str:

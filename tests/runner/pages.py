@@ -137,6 +137,13 @@ def _handler(site: Site) -> type[BaseHTTPRequestHandler]:
             elif path == "/slow":
                 time.sleep(min(10.0, int(query.get("ms", "1000")) / 1000))
                 self._send(200, _page("Slow", "<h1 id='slow'>Slow page</h1>"))
+            elif path == "/setcookie":  # the pool's isolation test: a cookie per execution
+                value = html.escape(query.get("v", "x"))
+                self._send(200, _page("Cookie", f"<h1 id='set'>{value}</h1>"),
+                           headers={"Set-Cookie": f"tag={value}; Path=/"})
+            elif path == "/cookies":
+                cookies = html.escape(self.headers.get("Cookie") or "none")
+                self._send(200, _page("Cookies", f"<p id='cookies'>{cookies}</p>"))
             elif path == "/page":
                 n = html.escape(query.get("n", "0"))
                 body = (f"<h1 id='title'>Page {n}</h1><label>Note <input id='note'></label>"

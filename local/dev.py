@@ -396,7 +396,7 @@ def prepare_database(admin_url: str, name: str, *, reset: bool = False) -> Datab
     Supabase CLI does; a migration whose text changed since is applied again (migrations are
     written to be re-runnable), so a developer editing one sees the change.
     """
-    from local.schema import SHIM, apply_sql_file, migration_files, with_dbname
+    from local.schema import apply_fixture, apply_sql_file, migration_files, with_dbname
 
     created = False
     with psycopg.connect(admin_url, autocommit=True) as conn:
@@ -416,7 +416,8 @@ def prepare_database(admin_url: str, name: str, *, reset: bool = False) -> Datab
                              "pass --embedded-postgres") from None
     url = with_dbname(admin_url, name)
     report = DatabaseReport(url, name, created)
-    apply_sql_file(url, SHIM)
+    with psycopg.connect(url, autocommit=True) as conn:
+        apply_fixture(conn)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(_MIGRATIONS_TABLE)
         recorded = {row[0]: (row[1] or [None])[0] for row in conn.execute(

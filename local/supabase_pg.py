@@ -13,6 +13,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
 
@@ -36,8 +37,14 @@ def bin_dir(version: str) -> Path:
 
 
 def with_user(url: str, user: str) -> str:
+    """`url` for another login (no password), in the same form (URL or key=value)."""
+    parts = urlsplit(url)
+    if parts.scheme in ("postgresql", "postgres"):
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit(parts._replace(netloc=f"{quote(user)}@{host}"))
     info = psycopg.conninfo.conninfo_to_dict(url)
     info["user"] = user
+    info.pop("password", None)
     return psycopg.conninfo.make_conninfo("", **info)
 
 

@@ -208,6 +208,8 @@ class CheckpointPolicy:
     def __init__(self, config: AefConfig, custom: set[str], copies: Mapping[str, str]) -> None:
         self.mode = config.checkpoint_mode
         self.timeout = config.checkpoint_timeout
+        # what an unanswered before_step or manual checkpoint does (default: pause the run)
+        self.on_timeout = config.checkpoint_timeout_action
         self.custom = custom
         self.copies = copies  # a step copied into a second branch -> the source node id
         self.required_count = 0
@@ -243,10 +245,10 @@ class CheckpointPolicy:
         if not wanted:
             return None
         if unit is None and step.risky and inside_unit:
-            return self._before(step, [step.id], "is part of a record write", risky=True)
+            return self._before(step, [step.id], "is part of a record write")
         if unit is None:
-            return self._before(step, covers, None, risky=False)
-        return self._before(step, covers, unit.reason, risky=True)
+            return self._before(step, covers, None)
+        return self._before(step, covers, unit.reason)
 
     def _required(self, step: PlanStep, covers: list[str]) -> StepCheckpoint | None:
         if step.method == "manual":
@@ -255,7 +257,7 @@ class CheckpointPolicy:
                 title=f"Manual step: {step.label}",
                 description=_manual_description(step),
                 timeout_seconds=self.timeout,
-                default_action="reject",
+                default_action=self.on_timeout,
                 covers=covers,
             )
         if step.decision is not None and step.decision.rule is None:
@@ -275,9 +277,7 @@ class CheckpointPolicy:
             )
         return None
 
-    def _before(
-        self, step: PlanStep, covers: list[str], risk: str | None, *, risky: bool
-    ) -> StepCheckpoint:
+    def _before(self, step: PlanStep, covers: list[str], risk: str | None) -> StepCheckpoint:
         what = step.instruction or "; ".join(a.instruction or a.type for a in step.actions)
         what = what.strip().rstrip(".") or step.label
         title = f"Approve: {step.label}"
@@ -297,7 +297,7 @@ class CheckpointPolicy:
             title=title,
             description=description,
             timeout_seconds=self.timeout,
-            default_action="reject" if risky else "approve",
+            default_action=self.on_timeout,
             covers=covers,
         )
 

@@ -55,7 +55,9 @@ CheckpointStatus = Literal["pending", "approved", "rejected", "skipped", "expire
 CheckpointType = Literal["before_step", "decision", "manual"]
 # The runner also opens `error` checkpoints (recovery questions) at run time.
 CheckpointStateType = Literal["before_step", "decision", "manual", "error"]
-CheckpointDefault = Literal["approve", "reject", "skip"]
+CheckpointDefault = Literal["approve", "reject", "skip", "pause"]
+# What happens when nobody answers a checkpoint in time (per document, `config`).
+CheckpointTimeoutAction = Literal["reject", "skip", "pause"]
 CheckpointMode = Literal["all_steps", "risky_steps", "none", "custom"]
 ExecutionMethod = Literal["browser_automation", "api_integration", "manual_step", "hybrid"]
 LogLevel = Literal["debug", "info", "warn", "error"]
@@ -595,6 +597,9 @@ class AefConfig(_Wire):
     pause_on_errors: bool = True
     checkpoint_mode: CheckpointMode = "risky_steps"
     custom_checkpoints: list[str] = []
+    # What an unanswered checkpoint does (before_step and manual ones; a decision takes its
+    # no branch): `pause` keeps the work (docs/architecture.md, "Checkpoints a person decides")
+    checkpoint_timeout_action: CheckpointTimeoutAction = "pause"
 
 
 class AefConfigPatch(_Request):
@@ -607,6 +612,7 @@ class AefConfigPatch(_Request):
     pause_on_errors: bool | None = None
     checkpoint_mode: CheckpointMode | None = None
     custom_checkpoints: list[StepId] | None = Field(default=None, max_length=500)
+    checkpoint_timeout_action: CheckpointTimeoutAction | None = None
 
 
 class AefSection(_Wire):
@@ -640,6 +646,47 @@ class ExecutionLogEntry(_Wire):
     details: dict[str, Any] | None = None
 
 
+class PreviewBox(_Wire):
+    x: float
+    y: float
+    width: float
+    height: float
+
+
+class PreviewTarget(_Wire):
+    """An action's target as grounded on the live page when the checkpoint opened."""
+
+    role: str | None = None
+    name: str | None = None  # the accessible name
+    selector: str | None = None
+    resolved: bool = False  # exactly one element matched (approving runs normal escalation)
+    box: PreviewBox | None = None  # where its outline is drawn (viewport px); null: none
+
+
+class PreviewAction(_Wire):
+    step_id: str
+    kind: str  # the action type (fill, click, act ...)
+    description: str
+    target: PreviewTarget | None = None  # null when the action has no element (navigate)
+    value: str | None = None  # variables filled in, secrets as "••••"
+
+
+class CheckpointPreview(_Wire):
+    """What the checkpoint's steps are about to do, resolved without doing it."""
+
+    url: str
+    screenshot: str | None = None  # signed URL of the page with the targets outlined
+    actions: list[PreviewAction] = []
+
+
+class CheckpointChoice(_Wire):
+    """One answer valid at this checkpoint and what it does."""
+
+    response: Literal["approve", "reject", "skip"]
+    label: str
+    meaning: str
+
+
 class CheckpointState(_Wire):
     id: UUID
     step_id: str
@@ -651,6 +698,8 @@ class CheckpointState(_Wire):
     timeout_seconds: int
     expires_at: datetime | None = None
     response: dict[str, Any] | None = None
+    preview: CheckpointPreview | None = None  # null for an error checkpoint
+    choices: list[CheckpointChoice] = []
 
 
 class RecoveryOption(_Sparse):
@@ -841,6 +890,12 @@ class DocumentSummary(_Wire):
     title: str
     sop_id: UUID | None
     created_at: datetime
+
+
+class DocumentResponse(DocumentSummary):
+    """One AEF document with its stored body (the plan and its inputs are in `aef`)."""
+
+    aef_document: dict[str, Any]
 
 
 class DocumentsResponse(_Wire):

@@ -328,9 +328,11 @@ def act(caller: Caller, execution_id: str, request: Any) -> dict[str, Any]:
         if runner_listening:
             store.insert_command(conn, execution_id, command, request.step_id, payload)
             delivered = "runner"
-        elif status in (states.IDLE, states.FAILED) and action in (
-                "execute", "retry", "skip", "resume"):
-            _check_active_cap(conn, caller.user_id, get_settings())
+        elif (status in (states.IDLE, states.FAILED) and action in (
+                "execute", "retry", "skip", "resume")) or (
+                status == states.PAUSED and action == "resume"):
+            if status != states.PAUSED:  # a paused execution already counts as active
+                _check_active_cap(conn, caller.user_id, get_settings())
             if action == "skip":
                 # the new runner reads pending commands when it claims the execution
                 store.insert_command(conn, execution_id, "skip", request.step_id, payload)
@@ -574,6 +576,19 @@ def list_documents(caller: Caller, *, after: str | None, limit: int) -> dict[str
     }
 
 
+def read_document(caller: Caller, document_id: str) -> dict[str, Any]:
+    """One of the caller's documents; someone else's is as absent as a missing one (RLS)."""
+    with _db().as_user(caller.claims) as conn:
+        row = conn.execute(
+            "select id, title, sop_id, created_at, document from aef_documents "
+            "where id = %s and user_id = %s", (document_id, caller.user_id)).fetchone()
+    if row is None:
+        raise NotFound(f"AEF document {document_id} was not found", code="document_not_found")
+    return {"id": str(row["id"]), "title": row["title"],
+            "sopId": str(row["sop_id"]) if row["sop_id"] else None,
+            "createdAt": row["created_at"].isoformat(), "aefDocument": row["document"]}
+
+
 def list_executions(caller: Caller, *, after: str | None, limit: int, status: str | None,
                     document_id: str | None) -> dict[str, Any]:
     before = decode_keyset("executions", after)
@@ -643,14 +658,27 @@ def read_live(caller: Caller, execution_id: str, *, after: int,
         snapshot = store.live_snapshot(conn, execution_id, live_message_type(execution["status"]),
                                        LIVE_RECENT_LOGS)
         events = store.events_after(conn, execution_id, after, LIVE_MAX_EVENTS)
+        previews = store.preview_keys(conn, execution_id) if snapshot and \
+            snapshot["message"].get("checkpoints") else {}
     assert snapshot is not None
     message = dict(snapshot["message"])
     key = (snapshot["browser"] or {}).get("screenshotKey")
     signed = _sign_screenshot(key) if key else None
     if signed:  # else the URL signed at upload stays (maybe expired, never null)
         message["browser"] = {**message["browser"], "screenshot": signed}
+    if previews:  # the checkpoint's outlined screenshot, signed afresh the same way
+        message["checkpoints"] = [_signed_preview(c, previews.get(str(c.get("id"))))
+                                  for c in message["checkpoints"]]
     return {"message": message, "events": [e["message"] for e in events],
             "lastSeq": snapshot["last_seq"]}, etag
+
+
+def _signed_preview(checkpoint: dict[str, Any], key: str | None) -> dict[str, Any]:
+    signed = _sign_screenshot(key) if key else None
+    preview = checkpoint.get("preview")
+    if not signed or not isinstance(preview, dict):
+        return checkpoint
+    return {**checkpoint, "preview": {**preview, "screenshot": signed}}
 
 
 def _sign_screenshot(key: str) -> str | None:

@@ -117,6 +117,9 @@ class Settings(BaseSettings):
     chromium_path: str | None = None
     headless: bool = True
     auto_retry_delay_seconds: float = 30.0
+    # A checkpoint nobody answered (timeout action `pause`): how long the paused execution
+    # keeps its browser before the runner releases it (resume then starts a new runner).
+    checkpoint_pause_grace_seconds: float = Field(default=300.0, ge=0, le=3600)
     max_auto_retries: int = 2
     execution_time_limit_seconds: int = 3600
     allow_loopback: bool = False

@@ -1,16 +1,57 @@
 """Execution, step and checkpoint state machines (pure).
 
 The database enforces the same tables (supabase/migrations, `*_transition_allowed`); this twin
-lets the API answer 409 with the current state before it writes anything.
+lets the API answer 409 with the current state before it writes anything. The two are compared
+pair by pair against the real database (tests/integration/test_state_machines.py).
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Final
 
-IDLE, QUEUED, STARTING, RUNNING, PAUSED = "idle", "queued", "starting", "running", "paused"
-WAITING_CHECKPOINT, WAITING_RECOVERY = "waiting_checkpoint", "waiting_recovery"
-CANCELLING, COMPLETED, FAILED, CANCELLED = "cancelling", "completed", "failed", "cancelled"
+
+class ExecutionStatus(StrEnum):
+    """The one spelling of an execution's status (the models' Literal and the migration's
+    check constraint are tested against it: tests/integration/test_state_machines.py)."""
+
+    IDLE = "idle"
+    QUEUED = "queued"
+    STARTING = "starting"
+    RUNNING = "running"
+    PAUSED = "paused"
+    WAITING_CHECKPOINT = "waiting_checkpoint"
+    WAITING_RECOVERY = "waiting_recovery"
+    CANCELLING = "cancelling"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class StepStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    WAITING_CHECKPOINT = "waiting_checkpoint"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+
+class CheckpointStatus(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    SKIPPED = "skipped"
+    EXPIRED = "expired"
+
+
+IDLE, QUEUED, STARTING = ExecutionStatus.IDLE, ExecutionStatus.QUEUED, ExecutionStatus.STARTING
+RUNNING, PAUSED = ExecutionStatus.RUNNING, ExecutionStatus.PAUSED
+WAITING_CHECKPOINT = ExecutionStatus.WAITING_CHECKPOINT
+WAITING_RECOVERY = ExecutionStatus.WAITING_RECOVERY
+CANCELLING, COMPLETED = ExecutionStatus.CANCELLING, ExecutionStatus.COMPLETED
+FAILED, CANCELLED = ExecutionStatus.FAILED, ExecutionStatus.CANCELLED
 
 EXECUTION_TRANSITIONS: Final[dict[str, frozenset[str]]] = {
     IDLE: frozenset({QUEUED, CANCELLED}),
@@ -18,8 +59,10 @@ EXECUTION_TRANSITIONS: Final[dict[str, frozenset[str]]] = {
     STARTING: frozenset({RUNNING, FAILED, CANCELLING}),
     RUNNING: frozenset({PAUSED, WAITING_CHECKPOINT, WAITING_RECOVERY, COMPLETED, FAILED,
                         CANCELLING}),
-    PAUSED: frozenset({RUNNING, FAILED, CANCELLING}),
-    WAITING_CHECKPOINT: frozenset({RUNNING, FAILED, CANCELLING, CANCELLED}),
+    # paused -> queued: a resume after the runner released the browser (checkpoint timeout)
+    PAUSED: frozenset({RUNNING, FAILED, CANCELLING, QUEUED}),
+    # -> paused: nobody answered a checkpoint whose timeout action is `pause`
+    WAITING_CHECKPOINT: frozenset({RUNNING, FAILED, CANCELLING, CANCELLED, PAUSED}),
     WAITING_RECOVERY: frozenset({RUNNING, FAILED, CANCELLING}),
     CANCELLING: frozenset({CANCELLED}),
     COMPLETED: frozenset(),
@@ -36,22 +79,26 @@ ACTIVE_EXECUTION_STATES: Final = frozenset(
 RUNNER_LISTENING_STATES: Final = frozenset(
     {STARTING, RUNNING, PAUSED, WAITING_CHECKPOINT, WAITING_RECOVERY})
 
+_S = StepStatus
 STEP_TRANSITIONS: Final[dict[str, frozenset[str]]] = {
-    "pending": frozenset({"running", "waiting_checkpoint", "skipped", "cancelled"}),
-    "running": frozenset({"completed", "failed", "skipped", "cancelled", "waiting_checkpoint"}),
-    "waiting_checkpoint": frozenset({"running", "completed", "skipped", "cancelled", "failed"}),
-    "failed": frozenset({"running", "skipped", "cancelled"}),
-    "completed": frozenset(),
-    "skipped": frozenset(),
-    "cancelled": frozenset(),
+    _S.PENDING: frozenset({_S.RUNNING, _S.WAITING_CHECKPOINT, _S.SKIPPED, _S.CANCELLED}),
+    _S.RUNNING: frozenset({_S.COMPLETED, _S.FAILED, _S.SKIPPED, _S.CANCELLED,
+                           _S.WAITING_CHECKPOINT}),
+    _S.WAITING_CHECKPOINT: frozenset({_S.RUNNING, _S.COMPLETED, _S.SKIPPED, _S.CANCELLED,
+                                      _S.FAILED}),
+    _S.FAILED: frozenset({_S.RUNNING, _S.SKIPPED, _S.CANCELLED}),
+    _S.COMPLETED: frozenset(),
+    _S.SKIPPED: frozenset(),
+    _S.CANCELLED: frozenset(),
 }
 
+_C = CheckpointStatus
 CHECKPOINT_TRANSITIONS: Final[dict[str, frozenset[str]]] = {
-    "pending": frozenset({"approved", "rejected", "skipped", "expired"}),
-    "approved": frozenset(),
-    "rejected": frozenset(),
-    "skipped": frozenset(),
-    "expired": frozenset(),
+    _C.PENDING: frozenset({_C.APPROVED, _C.REJECTED, _C.SKIPPED, _C.EXPIRED}),
+    _C.APPROVED: frozenset(),
+    _C.REJECTED: frozenset(),
+    _C.SKIPPED: frozenset(),
+    _C.EXPIRED: frozenset(),
 }
 
 # What each user action needs from the execution, and what it is delivered as.

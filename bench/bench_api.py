@@ -275,14 +275,19 @@ def run(n: int, log_rows: int, db: Any, jwt: Any, store: Any, apigw_event: Any,
     ]
     print(f"endpoint latency, n={n} each (ms): handler vs raw psycopg work; ratio of medians")
     print(f"{'endpoint':18} {'p50':>7} {'p99':>7} | {'raw p50':>7} {'raw p99':>7} | ratio")
+    endpoints: dict[str, dict[str, float]] = {}
     for label, via, raw in rows:
         handler_ms = measure(via, n)
         raw_ms = measure(raw, n)
-        report(label, handler_ms, raw_ms)
+        endpoints[label] = report(label, handler_ms, raw_ms)
     # stops: an idle-or-queued execution each; the cooperative wait is skipped for idle ones
     for _ in range(2 * (n + 1)):
         raw_execute()
-    report("DELETE /stop", measure(stop_via_handler, n), measure(raw_stop, n))
+    endpoints["DELETE /stop"] = report("DELETE /stop", measure(stop_via_handler, n),
+                                       measure(raw_stop, n))
+    print(json.dumps({"bench": "api", "n": n, "endpoints": endpoints,
+                      "worst_p50_ratio": max(e["p50_ratio"] for e in endpoints.values()),
+                      "worst_p99_ratio": max(e["p99_ratio"] for e in endpoints.values())}))
 
     # The body guard's strict JSON check (UTF-8, depth, numbers, storable strings) against
     # the whole POST /transform it guards, on the same SOP body
@@ -347,10 +352,13 @@ def run(n: int, log_rows: int, db: Any, jwt: Any, store: Any, apigw_event: Any,
             conn.execute("analyze aef_logs")
 
 
-def report(label: str, handler_ms: list[float], raw_ms: list[float]) -> None:
+def report(label: str, handler_ms: list[float], raw_ms: list[float]) -> dict[str, float]:
     h50, h99 = statistics.median(handler_ms), percentile(handler_ms, 0.99)
     r50, r99 = statistics.median(raw_ms), percentile(raw_ms, 0.99)
     print(f"{label:18} {h50:7.2f} {h99:7.2f} | {r50:7.2f} {r99:7.2f} | {h50 / r50:5.2f}x")
+    return {"p50_ms": round(h50, 3), "p99_ms": round(h99, 3), "raw_p50_ms": round(r50, 3),
+            "raw_p99_ms": round(r99, 3), "p50_ratio": round(h50 / r50, 3),
+            "p99_ratio": round(h99 / r99, 3)}
 
 
 if __name__ == "__main__":

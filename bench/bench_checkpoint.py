@@ -13,7 +13,8 @@ t1 is observed by the driver on its own connection, woken by the NOTIFY that the
 `running` commit sends (its event goes out through realtime.send), with a 5 ms poll backstop.
 Two runners, interleaved run by run so drift hits both alike:
 
-(a) the real runner: LISTEN on `aef_exec_<id>` (the answer's trigger NOTIFYs) + 1 s backstop;
+(a) the real runner: LISTEN on the execution's wake channel (the answer's trigger NOTIFYs)
+    + 1 s backstop;
 (b) the baseline: the same runner with LISTEN off (`Control.listen = False`), so it learns of
     the answer only when its once-a-second check reads the checkpoint row.
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import json
 import logging
 import os
 import secrets
@@ -203,6 +204,10 @@ async def bench(args: argparse.Namespace) -> None:
               " per step)  runs: " + ", ".join(f"{x * 1000:.0f}" for x in aef))
         print(f"  ratio (b)/(a)        : {b / a:8.2f}x   overhead per step: "
               f"{(b - a) / args.steps * 1000:.1f} ms")
+        print(json.dumps({"bench": "runner", "steps": args.steps, "runs": args.runs,
+                          "plain_ms": round(a * 1000, 1), "aef_ms": round(b * 1000, 1),
+                          "ratio": round(b / a, 3),
+                          "overhead_per_step_ms": round((b - a) / args.steps * 1000, 1)}))
     finally:
         db.close()
         server.shutdown()

@@ -38,6 +38,7 @@ export interface AEFDocument {
   aef: {
     config: AEFExecutionConfig;
     plan: PlanStep[];
+    inputs: PlanInput[];  // AEF
     transformedAt: string;
     transformedBy: string;
     version: string;
@@ -67,6 +68,7 @@ export interface AEFExecutionConfig {
   pauseOnErrors: boolean;             // AEF
   checkpointMode: 'all_steps' | 'risky_steps' | 'none' | 'custom';  // AEF
   customCheckpoints: string[];        // AEF
+  checkpointTimeoutAction: 'reject' | 'skip' | 'pause';  // AEF: unanswered checkpoint; see CheckpointChoice
 }
 
 export interface CheckpointConfig {
@@ -75,7 +77,7 @@ export interface CheckpointConfig {
   title: string;
   description: string;
   timeoutSeconds: number;
-  defaultAction: CheckpointAnswer;
+  defaultAction: CheckpointAnswer | 'pause';
 }
 
 export interface SecretConfig {
@@ -112,7 +114,7 @@ export interface PlanStep {
           exitCondition: string | null } | null;
   decision: { question: string; rule: string | null; yes: PlanStep[]; no: PlanStep[] } | null;
   checkpoint: { type: 'before_step' | 'decision' | 'manual'; title: string; description: string;
-                timeoutSeconds: number; defaultAction: CheckpointAnswer } | null;
+                timeoutSeconds: number; defaultAction: CheckpointAnswer | 'pause' } | null;
   risky: boolean;
   credentials: string[];
 }
@@ -226,10 +228,69 @@ export interface CheckpointState {
   title: string;
   description: string | null;
   status: CheckpointStatus;
-  defaultAction: CheckpointAnswer;
+  defaultAction: CheckpointAnswer | 'pause';
   timeoutSeconds: number;
   expiresAt: string;
   response: Record<string, unknown> | null;
+  preview: CheckpointPreview | null;  // AEF: null for decision, manual and error checkpoints
+  choices: CheckpointChoice[];        // AEF: the answers valid here (table below)
+}
+
+/**
+ * AEF: what the steps a before_step checkpoint covers are about to do, resolved on the live
+ * page when it opened, without doing it. Every action of every covered step (a unit of work:
+ * field fills + save) is listed; values have variables filled in and secrets as "••••".
+ * A target that is not on the page yet (it appears after an earlier action) is
+ * `resolved: false`; approving then runs the step's normal escalation.
+ */
+export interface CheckpointPreview {
+  url: string;                // the page when the checkpoint opened
+  screenshot: string | null;  // signed URL: the page with each resolved target outlined
+  actions: PreviewAction[];
+}
+
+export interface PreviewAction {
+  stepId: string;
+  kind: string;          // the action type: fill, click, act, navigate ...
+  description: string;
+  target: PreviewTarget | null;  // null when the action has no element (navigate)
+  value: string | null;          // "••••" for a secret, never its value
+}
+
+export interface PreviewTarget {
+  role: string | null;      // as grounded: the accessible role ...
+  name: string | null;      // ... and accessible name
+  selector: string | null;
+  resolved: boolean;        // exactly one element matched on the page
+  box: PreviewBox | null;   // where its outline is drawn on the screenshot (viewport px)
+}
+
+export interface PreviewBox {
+  x: number;
+  y: number;
+  width: number;
+  height: number;
+}
+
+/**
+ * AEF: one answer of POST /checkpoint/{id} and what it does at this checkpoint.
+ *
+ * | checkpoint  | approve                   | skip                                      | reject                   |
+ * |-------------|---------------------------|-------------------------------------------|--------------------------|
+ * | before_step | run the step (its unit)   | skip it and the steps it covers, go on;   | stop the whole execution |
+ * |             |                           | inside a loop: this item, go on with next |                          |
+ * | decision    | take the yes branch       | run neither branch, go on after it        | take the no branch       |
+ * | manual      | done by hand, go on       | skip the step, go on                      | stop the whole execution |
+ *
+ * Nobody answers: `defaultAction` applies. Before_step and manual checkpoints take the
+ * document's `config.checkpointTimeoutAction` (reject | skip | pause, default pause): pause
+ * makes the execution `paused` keeping its browser for a grace period, then releases it; a
+ * resume continues from the last completed step and asks again. A decision takes its no branch.
+ */
+export interface CheckpointChoice {
+  response: CheckpointAnswer;
+  label: string;
+  meaning: string;
 }
 
 export interface RecoveryOption {
@@ -250,6 +311,15 @@ export interface LiveResponse {
 export interface DocumentsResponse {
   documents: { id: string; title: string; sopId: string | null; createdAt: string }[];
   nextCursor: string | null;
+}
+
+/** @response GET /api/aef/documents/{documentId} 200 */
+export interface DocumentResponse {
+  id: string;
+  title: string;
+  sopId: string | null;
+  createdAt: string;
+  aefDocument: AEFDocument;  // the plan, its checkpoints and inputs are under `aef`
 }
 
 /** @response GET /api/aef/executions 200 */

@@ -374,6 +374,8 @@ async def run_demo(state: StateDir, info: StackInfo, args: argparse.Namespace,
                                     idempotency_key=f"aef-demo-{uuid.uuid4()}")
         print(f"Execution {execution_id} {started['status']}; live on channel "
               f"{started['channel']}")
+        print(f"Console     {info.console_url}#/executions/{execution_id}  (sign in as "
+              f"{args.user})")
         view = make_view(f"AEF demo: {title}", plain=args.plain)
         decider: Decider = AutoApprove() if args.yes else AskPerson(view)
         follower = Follower(api, execution_id,
@@ -414,6 +416,7 @@ async def print_summary(state: StateDir, info: StackInfo, api: ApiClient, token:
     print(f"Logs        {len(logs)} entries ({errors} errors): "
           f"GET {info.api_url}/api/aef/logs/{execution_id}")
     summary = crm.get("summary", {})
+    print(f"Console     {info.console_url}  (watch and replay it in the browser)")
     print(f"Demo CRM    {summary.get('added', 0)} added, {summary.get('updated', 0)} updated, "
           f"{summary.get('processed', 0)} emails processed: {info.supabase_url}/crm/")
     if shots:

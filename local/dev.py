@@ -6,6 +6,8 @@ One process serves one port (default 54321, Supabase's local API port, so the de
 - `/api/aef/...`          the functions, routed by template.yaml through `local.gateway`
                           (API Gateway v2 events -> each function's Mangum handler)
 - `/auth/v1/.well-known/jwks.json`  the public half of the local ES256 signing key
+- `/auth/v1/token|user|logout`      password sign-in for the dev users (`local.auth`)
+- `/console/`                        the operator console (`console/`, `local.console`)
 - `/realtime/v1/websocket`          the Realtime-protocol server (`local.realtime`)
 - `/mail/`, `/crm/`, `/demo/`       the demo web site the demo workflow runs against
 - `/health`                          `{"status": "ok"}` once every part answers
@@ -157,6 +159,10 @@ class StackInfo:
     @property
     def api_url(self) -> str:
         return self.supabase_url
+
+    @property
+    def console_url(self) -> str:
+        return f"{self.supabase_url}/console/"
 
     @property
     def realtime_url(self) -> str:
@@ -540,13 +546,15 @@ class StackApp:
     """One ASGI app: functions (through the gateway), JWKS, Realtime, health, demo site."""
 
     def __init__(self, *, gateway: Any, realtime: Any, demo: Any, key: SigningKey,
-                 jwks_url: str, jwks_ttl: float, sweeper: Callable[[], Any] | None,
+                 auth: Any = None, console: Any = None, jwks_url: str, jwks_ttl: float,
+                 sweeper: Callable[[], Any] | None,
                  on_ready: Callable[[], None]) -> None:
         from starlette.routing import Route, Router
 
         self.gateway = gateway
         self.realtime = realtime
         self.demo = demo
+        self.console = console
         self.key = key
         self.jwks_url = jwks_url
         self.jwks_ttl = jwks_ttl
@@ -557,6 +565,7 @@ class StackApp:
         self._tasks: list[asyncio.Task[None]] = []
         self.router = Router(routes=[jwks_route(key),
                                      Route("/health", self._health, methods=["GET"]),
+                                     *(auth.routes() if auth is not None else []),
                                      *realtime.routes])
 
     async def _health(self, request: Any) -> Any:
@@ -572,8 +581,11 @@ class StackApp:
         path: str = scope.get("path", "")
         if path.startswith("/api/"):
             await self.gateway(scope, receive, send)
-        elif path in (JWKS_PATH, "/health") or path.startswith("/realtime/"):
+        elif (path in (JWKS_PATH, "/health") or path.startswith("/realtime/")
+              or path.startswith("/auth/v1/")):
             await self.router(scope, receive, send)
+        elif self.console is not None and (path == "/console" or path.startswith("/console/")):
+            await self.console(scope, receive, send)
         else:
             await self.demo(scope, receive, send)
 
@@ -699,6 +711,7 @@ class DevStack:
         self.launcher: LocalLauncher | None = None
         self.database: Any = None
         self.info: StackInfo | None = None
+        self.auth: Any = None
         self.app: StackApp | None = None
         self._socket: socket.socket | None = None
 
@@ -788,10 +801,16 @@ class DevStack:
             anon_key=mint_anon_key(key, supabase_url=supabase_url), users=users,
             started_at=datetime.now(UTC).isoformat(timespec="seconds"),
             log_dir=str(self.state.logs))
+        from local.auth import DEV_PASSWORD, DevAuth
+        from local.console import create_console_app
+
+        self.auth = DevAuth(key, supabase_url, users,
+                            password=os.environ.get("AEF_DEV_PASSWORD") or DEV_PASSWORD)
         self.app = StackApp(
             gateway=self.gateway, realtime=RealtimeServer(settings, database_url=report.url),
-            demo=create_demo_app(),
-            key=key, jwks_url=settings.effective_jwks_url,
+            demo=create_demo_app(), key=key, auth=self.auth,
+            console=create_console_app(supabase_url, self.info.anon_key),
+            jwks_url=settings.effective_jwks_url,
             jwks_ttl=min(JWKS_REFRESH_SECONDS, settings.jwks_cache_seconds / 2),
             sweeper=sweeper, on_ready=self._ready)
         return self.app
@@ -854,6 +873,10 @@ class DevStack:
         say(f"Runner logs     {info.log_dir}")
         for email, user_id in info.users.items():
             say(f"Dev user        {email}  id {user_id}   token: aef token --user {email}")
+        if self.auth is not None:
+            say(f"Dev password    {self.auth.password}  (sign-in: {info.supabase_url}/auth/v1/"
+                "token?grant_type=password; AEF_DEV_PASSWORD sets it)")
+        say(f"Console         {info.console_url}  (sign in as a dev user)")
         say(f"Anon key        {info.anon_key}")
         say("Ready. Ctrl-C stops the stack.")
 

@@ -235,6 +235,33 @@ class Decider(Protocol):
         ...
 
 
+def describe_checkpoint(checkpoint: dict[str, Any]) -> list[str]:
+    """A checkpoint as a person reads it: what it asks, what the step is about to do (the
+    preview's values and target names, the outlined screenshot), and what each answer does."""
+    lines = [f"Checkpoint: {checkpoint.get('title')}",
+             f"  step {checkpoint.get('stepId')}: {checkpoint.get('description') or ''}"]
+    preview = checkpoint.get("preview") or {}
+    if preview:
+        lines.append(f"  about to do, on {preview.get('url') or '-'}:")
+        for number, action in enumerate(preview.get("actions") or [], start=1):
+            target = action.get("target")
+            where = ""
+            if target:
+                name = " ".join(x for x in (target.get("role"),
+                                            f'"{target["name"]}"' if target.get("name") else "")
+                                if x)
+                found = "found" if target.get("resolved") else "not on the page yet"
+                where = f"  [{name or target.get('selector') or 'element'}: {found}]"
+            value = f" = {action['value']}" if action.get("value") not in (None, "") else ""
+            lines.append(f"    {number}. {action.get('description')}{value}{where}")
+        lines.append(f"  preview screenshot: {preview.get('screenshot') or '-'}")
+    for choice in checkpoint.get("choices") or []:
+        lines.append(f"  {choice.get('response')}: {choice.get('meaning')}")
+    lines.append(f"  if nobody answers by {checkpoint.get('expiresAt')}: "
+                 f"{checkpoint.get('defaultAction')}")
+    return lines
+
+
 class ReadOnly:
     """`aef watch`: shows everything, answers nothing."""
 
@@ -286,10 +313,7 @@ class AskPerson:
         self.view = view
 
     async def checkpoint(self, state: LiveState, checkpoint: dict[str, Any]) -> str | None:
-        lines = [f"Checkpoint: {checkpoint.get('title')}",
-                 f"  step {checkpoint.get('stepId')}: {checkpoint.get('description') or ''}",
-                 f"  if nobody answers by {checkpoint.get('expiresAt')}: "
-                 f"{checkpoint.get('defaultAction')}"]
+        lines = describe_checkpoint(checkpoint)
         return await self.view.ask("\n".join(lines), ["approve", "reject", "skip"], "approve")
 
     async def recover(self, state: LiveState) -> str:
@@ -474,8 +498,8 @@ class RichView:
         head.add_row("page", state.current_url or "-")
         head.add_row("screenshot", state.screenshot or "-")
         for cp in state.checkpoints:
-            head.add_row("checkpoint", f"[yellow]{cp.get('title')}[/yellow] "
-                                       f"(step {cp.get('stepId')})")
+            head.add_row("checkpoint", Text("\n".join(describe_checkpoint(cp)),
+                                            style="yellow"))
         if state.error:
             head.add_row("error", f"[red]{state.error.get('message')}[/red]")
         logs = Table(show_header=False, box=None, padding=(0, 1))
@@ -616,6 +640,8 @@ class Follower:
                 cid = str(checkpoint.get("id"))
                 if cid in state.answered:
                     continue
+                if not isinstance(self.decider, AskPerson):  # it shows the same in its question
+                    self.view.note("\n".join(describe_checkpoint(checkpoint)))
                 answer = (self._decided.pop(cid, None)
                           or await self.decider.checkpoint(state, checkpoint))
                 if answer is None:

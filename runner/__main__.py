@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import signal
 import sys
-from datetime import UTC, datetime
-from typing import Any
 
 import psycopg
 from psycopg.conninfo import make_conninfo
@@ -49,35 +46,13 @@ def named_connections(settings: RunnerSettings) -> RunnerSettings:
     })
 
 
-class _JsonFormatter(logging.Formatter):
-    """One JSON object per line, with the execution id (CloudWatch / docker logs)."""
-
-    def __init__(self, execution_id: str) -> None:
-        super().__init__()
-        self.execution_id = execution_id
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-            "executionId": self.execution_id,
-        }
-        step_id = getattr(record, "step_id", None)
-        if step_id:
-            entry["stepId"] = step_id
-        if record.exc_info and record.exc_info[0] is not None:
-            entry["exception"] = record.exc_info[0].__name__
-        return json.dumps(entry, default=str)
-
-
 def _configure_logging(execution_id: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_JsonFormatter(execution_id))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
+    """The functions' JSON lines (aef.logs), with this execution's id on every line, so one
+    CloudWatch Insights query reads functions, sweeper and runners alike."""
+    from aef.logs import bind_execution_id, configure_logging
+
+    configure_logging()
+    bind_execution_id(execution_id)
 
 
 async def _main(settings: RunnerSettings) -> int:

@@ -38,11 +38,11 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 from urllib.parse import quote, quote_plus
 
 from playwright.async_api import Error as PlaywrightError
-from playwright.async_api import Frame, Locator, Page
+from playwright.async_api import Frame, Keyboard, Locator, Page
 from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
 from aef.errors import AefError
@@ -600,13 +600,47 @@ def _fill_value(act: Action, ctx: ActionContext) -> tuple[str, bool]:
     return _text(act.value, ctx)
 
 
+TYPE_CHUNK: Final = 32  # keys per driver call: a stop lands between two chunks (< 1 s)
+TYPE_KEYS_MAX: Final = 256  # longer values are filled, and only their tail is typed
+CARET_TO_END: Final = """el => {
+  if (typeof el.selectionStart === 'number') {
+    el.selectionStart = el.selectionEnd = el.value.length;
+  } else if (el.isContentEditable) {
+    const range = document.createRange();
+    range.selectNodeContents(el);
+    range.collapse(false);
+    getSelection().removeAllRanges();
+    getSelection().addRange(range);
+  }
+}"""
+
+
+async def type_keys(keyboard: Keyboard, text: str, *, delay: float = 0) -> None:
+    """Type `text` as key presses in short chunks: one driver call for a long text keeps the
+    browser typing after the runner was told to stop; chunks give the stop a way in."""
+    for start in range(0, len(text), TYPE_CHUNK):
+        await keyboard.type(text[start:start + TYPE_CHUNK], delay=delay)
+
+
+async def type_text(page: Page, loc: Locator, value: str, *, timeout_ms: float) -> None:
+    """`type`: key by key like a person (pages that listen to key events see them). A long
+    value is filled first and only its last keys are typed: 10,000 characters at 15 ms a key
+    would hold the step for minutes."""
+    head, tail = (value[:-TYPE_CHUNK], value[-TYPE_CHUNK:]) if len(value) > TYPE_KEYS_MAX \
+        else ("", value)
+    await loc.fill(head, timeout=timeout_ms)
+    await loc.focus(timeout=timeout_ms)
+    if head:
+        await loc.evaluate(CARET_TO_END)
+    await type_keys(page.keyboard, tail, delay=15)
+
+
 async def _fill(page: Page, act: Action, ctx: ActionContext, _: Any) -> ActionResult:
     loc, selector = _locator(page, act, ctx)
     value, secret = _fill_value(act, ctx)
     timeout = _timeout(act, ctx)
     if act.type == "type":
-        await loc.fill("", timeout=timeout)
-        await loc.press_sequentially(value, delay=15, timeout=timeout)
+        await type_text(page, loc, value, timeout_ms=timeout)
         verb = "Typed into"
     else:
         await loc.fill(value, timeout=timeout)

@@ -1,19 +1,23 @@
 """How a person reaches a live runner: NOTIFY wake-ups, with a polling backstop.
 
 The API writes a command row (or answers a checkpoint, or sets `cancelling`) and the database
-NOTIFYs `aef_exec_<id without dashes>`. LISTEN does not pass through a transaction pooler, so
-a poller reads the status and the pending commands every second as well: a lost notification
-costs at most one second, never a missed stop.
+NOTIFYs this execution's wake channel (see `wake_channel`). A notification is only ever a
+wake-up, never an instruction: its payload is ignored, and what the runner then does comes
+from the rows it reads under its own role (status, commands, checkpoint answers), which RLS
+and the state machines protect. Any session can call pg_notify(), so nothing else is safe.
+LISTEN does not pass through a transaction pooler, so a poller reads the status and the
+pending commands every second as well: a lost notification costs at most one second.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import hashlib
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 
@@ -23,6 +27,11 @@ from aef.store import runner as store
 from runner.retry import retry_unavailable
 
 log = logging.getLogger("aef.runner.control")
+T = TypeVar("T")
+
+
+class Stopped(Exception):
+    """A person asked to stop: unwind, close the browser, write `cancelled`."""
 
 
 def listen_url(settings: Settings) -> str | None:
@@ -33,12 +42,11 @@ def listen_url(settings: Settings) -> str | None:
     return settings.db_listen_url or settings.database_url
 
 
-def channel_name(execution_id: str) -> str:
-    """The NOTIFY channel the migration's triggers use (aef_private.notify_channel)."""
-    hex_id = execution_id.replace("-", "").lower()
-    if len(hex_id) != 32 or any(c not in "0123456789abcdef" for c in hex_id):
-        raise ValueError(f"not an execution id: {execution_id!r}")
-    return f"aef_exec_{hex_id}"
+def wake_channel(runner_token: str) -> str:
+    """The channel aef_private.wake_channel() NOTIFYs: derived from the runner token's hash,
+    so a session that does not know the token can neither listen to it nor aim at it."""
+    token_hash = hashlib.sha256(runner_token.encode()).digest()
+    return "aef_wake_" + hashlib.sha256(token_hash + b"aef-wake").hexdigest()[:40]
 
 
 @dataclass(frozen=True)
@@ -66,12 +74,14 @@ class Control:
         self.poll_seconds = poll_seconds
         # False: polling only (no session-capable URL, or bench_checkpoint.py's baseline)
         self.listen = listen and database_url is not None
-        self.channel = channel_name(execution_id)
+        self.channel = wake_channel(runner_token)
         self.stop_requested = False
         self.commands_hint = True  # read once at start: commands may predate the runner
         self.status: str | None = None
         self.listening = False
         self._wake = asyncio.Event()
+        self._stop = asyncio.Event()  # set with stop_requested: cuts any work in progress
+        self._poke = asyncio.Event()  # a notification arrived: read the rows now
         self._tasks: list[asyncio.Task[None]] = []
 
     # lifecycle ---------------------------------------------------------------------------------
@@ -92,33 +102,52 @@ class Control:
         """Any reader of the execution row reports the status here (heartbeat, writes)."""
         self.status = status
         if status == "cancelling" and not self.stop_requested:
-            self.stop_requested = True
-            self._wake.set()
+            self.request_stop()
 
     def request_stop(self) -> None:
         self.stop_requested = True
+        self._stop.set()
         self._wake.set()
 
-    def _on_notify(self, payload: str) -> None:
+    async def unless_stopped(self, work: Awaitable[T]) -> T:
+        """`work`, cancelled the moment a stop is requested (then `Stopped`).
+
+        Every action and every manual input runs through this, so a stop never waits for a
+        long one (a 10,000-character input, a long wait) to end: it completes within the
+        wake-up latency, and the browser is closed right after.
+        """
+        task = asyncio.ensure_future(work)
+        if self.stop_requested:
+            task.cancel()
+        stop = asyncio.ensure_future(self._stop.wait())
         try:
-            message = json.loads(payload)
-        except ValueError:
-            message = {}
-        kind = message.get("kind") if isinstance(message, dict) else None
-        if kind == "stop":
-            self.stop_requested = True
-        elif kind == "command":
-            self.commands_hint = True
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        finally:
+            stop.cancel()
+        if task.done() and not task.cancelled():
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        raise Stopped()
+
+    def _on_notify(self) -> None:
+        """Something changed: read the status and the commands now (the payload, whatever it
+        says, is not read: it could come from anyone)."""
+        self.commands_hint = True
+        self._poke.set()
         self._wake.set()
 
     async def wait(self, seconds: float) -> None:
         """Sleep until something may have changed, or `seconds` (callers pass at most 1 s)."""
         if self.stop_requested:
             return
-        try:
-            await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, seconds))
-        except TimeoutError:
-            pass
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(0.0, seconds)):
+                await self._wake.wait()
         self._wake.clear()
 
     # background --------------------------------------------------------------------------------
@@ -131,8 +160,8 @@ class Control:
                 async with conn:
                     await conn.execute(f"listen {self.channel}")  # channel: validated hex
                     self.listening = True
-                    async for notify in conn.notifies():
-                        self._on_notify(notify.payload)
+                    async for _ in conn.notifies():
+                        self._on_notify()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the poller covers us; try LISTEN again shortly
@@ -156,7 +185,11 @@ class Control:
 
     async def _poll(self) -> None:
         while True:
-            await asyncio.sleep(self.poll_seconds)
+            # asyncio.timeout, not wait_for: wait_for swallows a cancel that races a set()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.poll_seconds):
+                    await self._poke.wait()
+            self._poke.clear()
             try:
                 await self.poll_now()
             except asyncio.CancelledError:

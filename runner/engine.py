@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import math
 import traceback
@@ -48,15 +49,16 @@ from pydantic import ValidationError
 from aef import rules
 from aef.db import Connection, Database, get_database
 from aef.errors import AefError, ServiceUnavailable
-from aef.models import Action, AefConfig, PlanStep
+from aef.models import Action, AefConfig, ComputeSpec, PlanStep, RecoveryPolicy
 from aef.settings import Settings
 from aef.storage import ScreenshotStore
 from aef.store import runner as store
 from runner import actions
 from runner.browser import BrowserSession, capture_jpeg, open_browser
-from runner.control import Command, Control, listen_url
+from runner.control import Command, Control, Stopped, listen_url
 from runner.grounding import build_resolver
 from runner.lease import Lease, LeaseLost, NotClaimable
+from runner.preview import build_preview, covered_steps, outlined_screenshot
 from runner.retry import (
     RETRY_FIRST_DELAY,
     RETRY_MAX_DELAY,
@@ -86,20 +88,30 @@ RESUME_OPTIONS: Final = (
     {"action": "resume", "label": "Resume from the last completed step"},
 )
 CHECKPOINT_DEFAULT_OUTCOME: Final = {"approve": "approved", "reject": "rejected",
-                                     "skip": "skipped"}
+                                     "skip": "skipped", "pause": "paused"}
 
 
 # --- control flow signals -------------------------------------------------------------------
-class Stopped(Exception):
-    """A person asked to stop: unwind, close the browser, write `cancelled`."""
-
-
 class Rejected(Exception):
     """A checkpoint was rejected (or expired with reject): the execution ends `cancelled`."""
 
     def __init__(self, step_id: str, iteration: int, title: str, expired: bool) -> None:
         super().__init__(title)
         self.step_id, self.iteration, self.title, self.expired = step_id, iteration, title, expired
+
+
+class NextItem(Exception):
+    """The rest of this loop item is given up (skipped at its checkpoint, or abandoned by a
+    step's error handler, `next_item`): the loop goes on with the next item."""
+
+    def __init__(self, why: str = "skipped at its checkpoint") -> None:
+        super().__init__(why)
+        self.why = why
+
+
+class PausedOut(Exception):
+    """Nobody answered a checkpoint (timeout action `pause`) nor resumed within the grace
+    period: close the browser, leave the execution `paused`, release the lease."""
 
 
 class EndOfPlan(Exception):
@@ -110,9 +122,13 @@ class PlanError(Exception):
     """A structural problem a person can fix by retrying or skipping (e.g. a missing list)."""
 
 
+class StoppedByPolicy(Exception):
+    """A step's recovery policy (`stop`) fails the execution."""
+
+
 @dataclass(frozen=True)
 class Outcome:
-    status: str  # completed | cancelled | failed | lost
+    status: str  # completed | cancelled | failed | paused | lost
     message: str
     error: Mapping[str, Any] | None = None
 
@@ -204,7 +220,7 @@ class Journal:
     def _emit(self, record: store.LogRecord) -> None:
         getattr(log, "warning" if record.level == "warn" else record.level, log.info)(
             "%s", record.message,
-            extra={"execution_id": self.execution_id, "step_id": record.step_id})
+            extra={"executionId": self.execution_id, "stepId": record.step_id})
 
     def _transaction(self, records: list[store.LogRecord],
                      change: Callable[[Connection], Any] | None,
@@ -406,6 +422,15 @@ class _Run:
 
     iteration: int = 0
     scope: dict[str, Any] = field(default_factory=dict)
+    recovery: RecoveryPolicy | None = None  # the innermost enclosing step's policy
+
+
+@dataclass
+class _Tries:
+    """What one task's recovery policy has used up so far."""
+
+    retries: int = 0
+    fallback_done: bool = False
 
 
 class Engine:
@@ -443,6 +468,9 @@ class Engine:
         self._locators: dict[str, dict[str, Any]] = {}
         self._terminated: str | None = None
         self.preskip: set[str] = set()
+        # steps a checkpoint's skip covered, skipped when reached: (step id, iteration)
+        self.skip_covered: set[tuple[str, int]] = set()
+        self.back_to: str | None = None
         self.resolver = build_resolver(settings)
 
     def terminate(self, reason: str) -> None:
@@ -488,7 +516,16 @@ class Engine:
             await self.journal.close()
             await self.control.close()
             await self.lease.close()
+        if outcome.status == "paused":  # after the heartbeat stopped: it would renew it
+            await self._release_lease()
         return outcome
+
+    async def _release_lease(self) -> None:
+        try:
+            await self._query(lambda c: store.release_lease(c, self.execution_id,
+                                                            self.lease.runner_id))
+        except Exception as exc:  # the lease then expires and the sweeper fails it (resumable)
+            log.error("the lease could not be released: %s", type(exc).__name__)
 
     async def _run_with_limit(self, row: Mapping[str, Any]) -> Outcome:
         limit = self.settings.execution_time_limit_seconds
@@ -526,12 +563,16 @@ class Engine:
             if self._terminated is not None and self.status != "cancelling":
                 return Outcome("failed", self._terminated)
             return Outcome("cancelled", "Execution stopped on request")
+        except PausedOut as exc:
+            return Outcome("paused", str(exc))
         except Rejected as exc:
             how = "expired (default: reject)" if exc.expired else "was rejected"
             return Outcome("cancelled", f"Checkpoint '{exc.title}' {how}; execution cancelled",
                            {"stepId": exc.step_id, "iteration": exc.iteration})
         except LeaseLost:
             return Outcome("lost", "Another runner holds this execution")
+        except StoppedByPolicy as exc:
+            return Outcome("failed", str(exc))
         except Exception as exc:
             if isinstance(exc, TimeoutError):
                 raise
@@ -564,6 +605,11 @@ class Engine:
         self.variables = dict(row.get("variables") or {})
         self.step_ids = set(row["step_ids"]) if row.get("step_ids") else None
         self.resume_target = row.get("resume_from") or None
+        browser = row.get("browser")
+        before: Mapping[str, Any] = browser if isinstance(browser, Mapping) else {}
+        # a pause released the browser: the resumed run goes back to the page it was on
+        self.back_to = (str(before.get("currentUrl") or "") or None
+                        if before.get("mode") == "released" else None)
         for step_row in steps:
             key = (str(step_row["step_id"]), int(step_row["iteration"]))
             if step_row["status"] in ("completed", "skipped"):
@@ -606,6 +652,8 @@ class Engine:
                                details={"runnerId": self.lease.runner_id,
                                         "steps": len(self.plan)}))
         await self._launch_commands()
+        if self.back_to is not None and self.back_to.startswith(("http://", "https://")):
+            await self._return_to(self.back_to)
         try:
             weight = 1.0 / max(1, len(self.plan))
             for step in self.plan:
@@ -613,6 +661,18 @@ class Engine:
         except EndOfPlan:
             pass
         return Outcome("completed", "Execution completed")
+
+    async def _return_to(self, url: str) -> None:
+        """Open the page a released pause left (through the network guard, like any
+        navigation); a failure is a warning: the next step's own recovery applies."""
+        try:
+            result = await self._perform(Action(type="navigate", url=url), _Run(), None, 1)
+            self.browser_state["currentUrl"] = result.url
+            self.journal.log("info", f"Back on the page the paused run was on: {result.url}",
+                             category="browser")
+        except Exception as exc:
+            self.journal.log("warn", f"Could not reopen the page the paused run was on: "
+                             f"{self._describe(exc)}", category="browser")
 
     async def _launch_commands(self) -> None:
         """Commands written before this runner existed (the API queues them with a launch).
@@ -730,6 +790,15 @@ class Engine:
                                  step_id=step.id)
             self._progress = start + weight
             return
+        if (step.id, run.iteration) in self.skip_covered:
+            self.skip_covered.discard((step.id, run.iteration))
+            self.done.add((step.id, run.iteration))
+            await self._commit(status="running", step=(step, run.iteration, "skipped"),
+                               says=self.journal.entry(
+                                   "info", f"Step skipped with the unit its checkpoint covered: "
+                                   f"{step.label}", step_id=step.id, category="checkpoint"))
+            self._progress = start + weight
+            return
         if step.id in self.preskip:
             self.preskip.discard(step.id)
             self.done.add((step.id, run.iteration))
@@ -746,17 +815,16 @@ class Engine:
 
     async def _run_step(self, step: PlanStep, run: _Run, weight: float) -> None:
         if step.checkpoint is not None and not self._checkpoint_is_the_step(step):
+            covered = covered_steps(self.plan, step)
             answer = await self._ask(step, run, step.checkpoint.type, step.checkpoint.title,
                                      step.checkpoint.description,
                                      step.checkpoint.timeout_seconds,
-                                     step.checkpoint.default_action)
+                                     step.checkpoint.default_action, covered=covered)
             if answer == "skipped":
-                self.done.add((step.id, run.iteration))
-                await self._commit(status="running", step=(step, run.iteration, "skipped"),
-                                   says=self.journal.entry(
-                                       "info", f"Step skipped at its checkpoint: {step.label}",
-                                       step_id=step.id))
+                await self._skip_unit(step, run, covered)
                 return
+        if step.recovery is not None and step.kind in ("compound", "loop", "decision"):
+            run = dataclasses.replace(run, recovery=step.recovery)
         if step.kind == "compound":
             await self._run_compound(step, run, weight)
         elif step.kind == "loop":
@@ -773,6 +841,18 @@ class Engine:
             await self._run_manual(step, run)
         else:
             await self._run_task(step, run)
+
+    async def _skip_unit(self, step: PlanStep, run: _Run, covered: list[PlanStep]) -> None:
+        """Skip at a before_step checkpoint: the step and every step it covers; inside a loop
+        the rest of this item too (NextItem), outside one the run goes on after the unit."""
+        self.done.add((step.id, run.iteration))
+        await self._commit(status="running", step=(step, run.iteration, "skipped"),
+                           says=self.journal.entry(
+                               "info", f"Step skipped at its checkpoint: {step.label}",
+                               step_id=step.id, category="checkpoint"))
+        if run.iteration:
+            raise NextItem()
+        self.skip_covered.update((c.id, run.iteration) for c in covered if c.id != step.id)
 
     @staticmethod
     def _checkpoint_is_the_step(step: PlanStep) -> bool:
@@ -833,18 +913,34 @@ class Engine:
         share = weight / max(1, len(items))
         for index, item in enumerate(items, start=1):
             child = _Run(iteration_number(run.iteration, index),
-                         {**run.scope, step.loop.iterator: item})
+                         {**run.scope, step.loop.iterator: item}, run.recovery)
             self.journal.log("info", f"Iteration {index} of {len(items)}", step_id=step.id,
                              category="loop")
             part = share / max(1, len(step.children))
-            for body_step in step.children:
-                await self._visit(body_step, child, part)
+            try:
+                for body_step in step.children:
+                    await self._visit(body_step, child, part)
+            except NextItem as given:
+                await self._skip_item(step, child, index, len(items), given.why)
             count = index
             if step.loop.exit_condition and self._exit(step, child):
                 break
         await self._finish_container(step, run, {"iterations": count}, says=self.journal.entry(
             "info", f"Loop completed after {count} iterations: {step.label}",
             step_id=step.id, category="loop"))
+
+    async def _skip_item(self, step: PlanStep, run: _Run, index: int, total: int,
+                         why: str) -> None:
+        """What a loop item given up leaves: its unfinished steps `skipped` (so a resume does
+        not run them), and a line saying why and that the loop goes on."""
+        def skip(conn: Connection) -> list[str]:
+            return store.skip_open_steps(conn, self.execution_id, run.iteration)
+
+        skipped = await self._commit(status="running", extra=skip, says=self.journal.entry(
+            "info", f"Item {index} of {total} {why}; "
+            + ("going on with the next item" if index < total else "that was the last item"),
+            step_id=step.id, category="loop"))
+        self.done.update((step_id, run.iteration) for step_id in skipped or ())
 
     def _exit(self, step: PlanStep, run: _Run) -> bool:
         assert step.loop is not None and step.loop.exit_condition
@@ -901,17 +997,51 @@ class Engine:
     # checkpoints -------------------------------------------------------------------------------
     async def _ask(self, step: PlanStep, run: _Run, checkpoint_type: str, title: str,
                    description: str | None, timeout_seconds: int, default_action: str, *,
-                   decision: bool = False, manual: bool = False) -> str:
+                   decision: bool = False, manual: bool = False,
+                   covered: list[PlanStep] | None = None) -> str:
         """Ask before the step runs; returns approved | skipped (| rejected for a decision).
 
         A rejection ends the execution (raises Rejected) except on a decision, where it is
-        the no-branch. An unanswered checkpoint takes its default action when it expires.
+        the no-branch. An unanswered checkpoint takes its default action when it expires;
+        `pause` pauses the run (see `_pause_unanswered`) and, once resumed, asks again.
+        A before_step checkpoint shows what its `covered` steps are about to do (`preview`).
         """
+        choices = checkpoint_choices(checkpoint_type, step, run, covered or [step])
+        while True:
+            preview = (await self._preview(step, run, covered)
+                       if covered is not None else None)
+            row = await self._ask_once(step, run, checkpoint_type, title, description,
+                                       timeout_seconds, default_action, manual=manual,
+                                       preview=preview, choices=choices)
+            status = str(row["status"])
+            expired = status == "expired"
+            if expired:
+                status = CHECKPOINT_DEFAULT_OUTCOME[str(row["default_action"])]
+                self.journal.log("warn", f"Checkpoint expired; default action: "
+                                 f"{row['default_action']}", step_id=step.id,
+                                 category="checkpoint")
+            else:
+                self.journal.log("info", f"Checkpoint {status}: {title}", step_id=step.id,
+                                 category="checkpoint")
+            if status == "paused":
+                await self._pause_unanswered(step, run, title, timeout_seconds)
+                continue
+            if status == "rejected" and not decision:
+                raise Rejected(step.id, run.iteration, title, expired)
+            return status
+
+    async def _ask_once(self, step: PlanStep, run: _Run, checkpoint_type: str, title: str,
+                        description: str | None, timeout_seconds: int, default_action: str, *,
+                        manual: bool, preview: Mapping[str, Any] | None,
+                        choices: list[dict[str, str]]) -> dict[str, Any]:
+        """Open the checkpoint and wait until it is answered or expired; returns its row."""
         def insert(conn: Connection) -> dict[str, Any]:
             return store.insert_checkpoint(
                 conn, self.execution_id, step.id, run.iteration, checkpoint_type,
                 self.secrets.text(title), self.secrets.text(description or "") or None,
-                default_action, max(1, int(timeout_seconds)))
+                default_action, max(1, int(timeout_seconds)),
+                preview=self.secrets.deep(dict(preview)) if preview is not None else None,
+                choices=choices)
 
         checkpoint = await self._commit(
             event="checkpoint_required", status="waiting_checkpoint",
@@ -938,18 +1068,59 @@ class Engine:
                                                    until=answered, first=got)
             else:
                 row = got
-        status = str(row["status"])
-        expired = status == "expired"
-        if expired:
-            status = CHECKPOINT_DEFAULT_OUTCOME[str(row["default_action"])]
-            self.journal.log("warn", f"Checkpoint expired; default action: "
-                             f"{row['default_action']}", step_id=step.id, category="checkpoint")
-        else:
-            self.journal.log("info", f"Checkpoint {status}: {title}", step_id=step.id,
-                             category="checkpoint")
-        if status == "rejected" and not decision:
-            raise Rejected(step.id, run.iteration, title, expired)
-        return status
+        return row
+
+    async def _preview(self, step: PlanStep, run: _Run,
+                       covered: list[PlanStep]) -> dict[str, Any] | None:
+        """What the covered steps are about to do on the live page, with an outlined
+        screenshot; never fails the run (a preview that cannot be made is left out)."""
+        if self.session is None:
+            return None
+        try:
+            preview = await build_preview(
+                self.page, covered, variables={**self.variables, **run.scope},
+                secrets=self.secrets.values, resolver=self.resolver)
+            data = await outlined_screenshot(self.page, preview,
+                                             secrets=self.secrets.values.values())
+            if data is not None:
+                key, url = await self.screenshots.put_async(
+                    self.execution_id, f"{step.id}-preview", data)
+                preview.screenshot, preview.screenshot_key = url, key
+        except Exception as exc:
+            self.journal.log("warn", f"No preview for the checkpoint: {type(exc).__name__}",
+                             step_id=step.id, category="checkpoint")
+            return None
+        unresolved = sum(1 for a in preview.actions
+                         if a["target"] is not None and not a["target"]["resolved"])
+        self.journal.log("info", f"Preview: {len(preview.actions)} action(s) of "
+                         f"{len(covered)} step(s)"
+                         + (f", {unresolved} target(s) not on the page yet" if unresolved
+                            else ""), step_id=step.id, category="checkpoint")
+        result: dict[str, Any] = self.secrets.deep(preview.as_json())
+        return result
+
+    async def _pause_unanswered(self, step: PlanStep, run: _Run, title: str,
+                                timeout_seconds: int) -> None:
+        """Nobody answered: `paused` with the browser kept for the grace period. A resume
+        within it asks the checkpoint again; else PausedOut releases the browser."""
+        grace = self.settings.checkpoint_pause_grace_seconds
+        await self._commit(
+            status="paused", browser={"lastAction": f"Paused: nobody answered '{title}'"},
+            says=self.journal.entry(
+                "warn", f"Nobody answered the checkpoint '{title}' within {timeout_seconds} s: "
+                f"execution paused; the browser is kept for {grace:g} s, then released. "
+                "Resume asks again; after the release it continues from the last completed "
+                "step", step_id=step.id, category="checkpoint"))
+        deadline = asyncio.get_running_loop().time() + grace
+        got = await self._await(frozenset({"resume"}), deadline=deadline, step_id=step.id)
+        if got is None:
+            raise PausedOut(f"Paused at the unanswered checkpoint '{title}'; the browser was "
+                            f"released after {grace:g} s. Resume continues from the last "
+                            "completed step")
+        await self._commit(status="running", browser={"lastAction": f"Resumed: {step.label}"},
+                           says=self.journal.entry(
+                               "info", f"Resumed by a person; asking again: {title}",
+                               step_id=step.id, category="command"))
 
     # waiting for a person ----------------------------------------------------------------------
     async def _await(self, accept: frozenset[str], *,
@@ -1006,7 +1177,10 @@ class Engine:
     async def _apply_input(self, takeover: Takeover, command: Command,
                            step_id: str | None) -> None:
         try:
-            described = await takeover.apply(command.payload)
+            described = await self.control.unless_stopped(takeover.apply(command.payload))
+        except Stopped:
+            await self.control.finish(command, "rejected")
+            raise
         except InputRefused as exc:
             await self.control.finish(command, "rejected")
             self.journal.log("warn", f"Input refused: {exc.detail}", category="takeover",
@@ -1173,6 +1347,8 @@ class Engine:
     async def _run_task(self, step: PlanStep, run: _Run) -> None:
         auto_retries = 0
         attempt = 0
+        policy = step.recovery or run.recovery
+        tries = _Tries()
         while True:
             attempt += 1
             self.browser_state["lastAction"] = f"Running: {step.label}"
@@ -1187,14 +1363,15 @@ class Engine:
                 outcome = await self._perform_step(step, run, attempt)
             except (Stopped, Rejected, EndOfPlan, LeaseLost):
                 raise
-            except actions.TransientError as exc:
-                if self.config.auto_retry_enabled and auto_retries < self.settings.max_auto_retries:
+            except Exception as exc:  # StepError, TransientError, NeedsHuman, Blocked, ...
+                if policy is not None:
+                    decision = await self._by_policy(step, run, exc, policy, tries)
+                elif (isinstance(exc, actions.TransientError) and self.config.auto_retry_enabled
+                      and auto_retries < self.settings.max_auto_retries):
                     auto_retries += 1
                     decision = await self._recover(step, run, exc, auto_retry=auto_retries)
                 else:
                     decision = await self._recover(step, run, exc)
-            except Exception as exc:  # StepError, NeedsHuman, Blocked, anything unexpected
-                decision = await self._recover(step, run, exc)
             else:
                 if outcome != "taken_over":
                     await self._complete_task(step, run, outcome)
@@ -1223,10 +1400,62 @@ class Engine:
                            says=self.journal.entry("info", f"Step completed: {step.label}",
                                                    step_id=step.id))
 
-    async def _recover(self, step: PlanStep, run: _Run, exc: BaseException, *,
-                       auto_retry: int = 0) -> str:
-        """Hard error (or an announced auto-retry): ask the person; returns retry | skip | done."""
+    async def _by_policy(self, step: PlanStep, run: _Run, exc: BaseException,
+                         policy: RecoveryPolicy, tries: _Tries) -> str:
+        """The step's error handler (its own or the innermost enclosing one) decides:
+        retries with its backoff, then `onFailure` (aef.models.RecoveryPolicy). Returns
+        retry | skip | done like `_recover`, or raises NextItem / StoppedByPolicy."""
         message = self._describe(exc)
+        if policy.retries is not None and tries.retries < policy.retries:
+            tries.retries += 1
+            backoff = policy.backoff_ms
+            delay = (backoff[min(tries.retries, len(backoff)) - 1] / 1000 if backoff
+                     else self.settings.auto_retry_delay_seconds)
+            self.journal.log("warn", f"{message} — retrying in {delay:g} s (error handler: "
+                             f"retry {tries.retries} of {policy.retries})", step_id=step.id,
+                             category="error")
+            loop = asyncio.get_running_loop()
+            await self._await(frozenset(), deadline=loop.time() + delay, step_id=step.id)
+            return "retry"
+        action = policy.on_failure or "escalate"
+        if action == "fallback" and not tries.fallback_done:
+            tries.fallback_done = True
+            self.journal.log("warn", f"{message} — running the error handler's fallback, then "
+                             "the step once more", step_id=step.id, category="error")
+            try:
+                for fallback in policy.actions:
+                    result = await self._perform(fallback, run, None, 1)
+                    self.journal.log("info", f"Fallback: {result.description}",
+                                     step_id=step.id, category="action")
+            except (Stopped, LeaseLost):
+                raise
+            except Exception as fallback_exc:
+                return await self._recover(step, run, fallback_exc, hint=policy.instruction)
+            return "retry"
+        if action in ("skip", "next_item"):
+            what = ("Step skipped" if action == "skip" or run.iteration == 0
+                    else "Step skipped with the rest of this item")
+            self.done.add((step.id, run.iteration))
+            await self._commit(status="running", step=(step, run.iteration, "skipped"),
+                               step_fields={"error": message}, error=None,
+                               says=self.journal.entry(
+                                   "warn", f"{what} by its error handler: {message}",
+                                   step_id=step.id, category="error"))
+            if action == "next_item" and run.iteration != 0:
+                raise NextItem("abandoned by its error handler")
+            return "skip"
+        if action == "stop":
+            raise StoppedByPolicy(f"Step {step.label!r} failed and its error handler stops the "
+                                  f"execution: {message}")
+        return await self._recover(step, run, exc, hint=policy.instruction)
+
+    async def _recover(self, step: PlanStep, run: _Run, exc: BaseException, *,
+                       auto_retry: int = 0, hint: str | None = None) -> str:
+        """Hard error (or an announced auto-retry): ask the person; returns retry | skip | done.
+        `hint`: what the step's error handler tells the person to do."""
+        message = self._describe(exc)
+        if hint:
+            message = f"{message}. {self.secrets.text(hint)}"[:2000]
         delay = self.settings.auto_retry_delay_seconds if auto_retry else None
         error: dict[str, Any] = {"message": message, "recovery_options": list(RECOVERY_OPTIONS),
                                  "stepId": step.id, "iteration": run.iteration}
@@ -1282,6 +1511,8 @@ class Engine:
     async def _perform_step(self, step: PlanStep, run: _Run,
                             attempt: int) -> StepOutcome | str:
         """The step's actions in order, honouring stop/pause/takeover between two of them."""
+        if step.method == "resolver" and step.compute is not None:
+            return await self._compute(step, step.compute, run)
         todo = list(step.actions)
         if not todo and step.instruction:
             todo = [Action(type="act", instruction=step.instruction)]
@@ -1306,6 +1537,33 @@ class Engine:
         if await self._between(step, run) == "taken_over":
             return "taken_over"
         return outcome
+
+    async def _compute(self, step: PlanStep, spec: ComputeSpec, run: _Run) -> StepOutcome:
+        """A data step (a workflow's data_transform, generator, llm_call, filter): the
+        configured resolver's `compute(spec, data, page)` produces the value of `spec.output`.
+        Without such a resolver the step fails into the normal recovery: a person does it by
+        taking over, or skips it; never a silent drop. Secrets are never handed over."""
+        computer = compute_resolver(self.resolver)
+        if computer is None:
+            raise actions.StepError(
+                f"No configured resolver can compute {spec.output!r} ({spec.operation}: "
+                f"{spec.instruction}); take over to do it by hand, or skip")
+        try:
+            data = (lookup(spec.input, run.scope, self.variables) if spec.input
+                    else {**self.variables, **run.scope})
+        except KeyError:
+            raise actions.StepError(f"The input {spec.input!r} of this step is not set") \
+                from None
+        value = await self.control.unless_stopped(computer.compute(spec, data, self.page))
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            raise actions.StepError(f"The resolver's value for {spec.output!r} is not JSON") \
+                from None
+        self.variables[spec.output] = value
+        self.journal.log("info", f"Computed {spec.output} ({spec.operation})", step_id=step.id,
+                         category="compute")
+        return StepOutcome(variables={spec.output: value})
 
     async def _cached_locator(self, step: PlanStep) -> dict[str, Any] | None:
         """Resolutions of this step's `act` actions from an earlier completed run."""
@@ -1339,7 +1597,8 @@ class Engine:
         bound = self.config.step_timeout + (action.timeout_ms or 0) / 1000 + 30
         try:
             async with asyncio.timeout(bound):
-                return await actions.perform(self.page, action, ctx)
+                return await self.control.unless_stopped(
+                    actions.perform(self.page, action, ctx))
         except TimeoutError:
             raise actions.TransientError(
                 f"{action.type} did not finish within {bound:.0f} s") from None
@@ -1356,6 +1615,8 @@ class Engine:
                 await self._write_completed(outcome)
             elif outcome.status == "cancelled":
                 await self._write_cancelled(outcome)
+            elif outcome.status == "paused":
+                await self._write_released(outcome)
             else:
                 await self._write_failed(outcome)
         except Stopped:  # a stop raced the final write (the row is `cancelling`)
@@ -1397,6 +1658,16 @@ class Engine:
         await self.journal.commit(cancel, event=lambda kind: kind, says=(said,))
         self._saw_status("cancelled")
 
+    async def _write_released(self, outcome: Outcome) -> None:
+        """The execution stays `paused` without a browser; a resume starts a new runner that
+        continues from the last completed step (offered in `error.recovery_options`, so a
+        client shows the button)."""
+        error = {"message": outcome.message, "recovery_options": list(RESUME_OPTIONS)}
+        await self._commit(browser={**self.browser_state, "mode": "released",
+                                    "lastAction": "Paused; browser released"}, error=error,
+                           says=self.journal.entry("warn", outcome.message,
+                                                   category="checkpoint"))
+
     async def _write_failed(self, outcome: Outcome) -> None:
         error = {"message": outcome.message, "recovery_options": list(RESUME_OPTIONS)}
         message = self.secrets.text(outcome.message)
@@ -1407,6 +1678,15 @@ class Engine:
         await self._commit(event="execution_complete", status="failed", error=error,
                            browser={**self.browser_state, "lastAction": "Failed"}, extra=fail,
                            says=self.journal.entry("error", outcome.message))
+
+
+def compute_resolver(resolver: Any) -> Any | None:
+    """The configured resolver (AEF_LLM_RESOLVER) if it can compute data steps: it has an
+    async `compute(spec: ComputeSpec, data, page)` returning a JSON value."""
+    for candidate in getattr(resolver, "resolvers", None) or [resolver]:
+        if callable(getattr(candidate, "compute", None)):
+            return candidate
+    return None
 
 
 @dataclass
@@ -1432,6 +1712,37 @@ def _is_input(command: Command) -> bool:
                                           and bool(command.payload.get("kind")))
 
 
+def checkpoint_choices(checkpoint_type: str, step: PlanStep, run: _Run,
+                       covered: list[PlanStep]) -> list[dict[str, str]]:
+    """The answers valid at this checkpoint and what each does (docs/architecture.md,
+    "Checkpoint choices")."""
+    stop = {"response": "reject", "label": "Reject",
+            "meaning": "Stop the whole execution (cancelled); nothing after this runs"}
+    if checkpoint_type == "decision" and step.decision is not None:
+        yes = step.decision.yes[0].label if step.decision.yes else "continue"
+        no = step.decision.no[0].label if step.decision.no else "continue"
+        return [{"response": "approve", "label": "Yes", "meaning": f"Take the yes branch ({yes})"},
+                {"response": "reject", "label": "No", "meaning": f"Take the no branch ({no})"},
+                {"response": "skip", "label": "Skip",
+                 "meaning": "Run neither branch and go on after the decision"}]
+    if checkpoint_type == "manual":
+        return [{"response": "approve", "label": "Done",
+                 "meaning": "The step was done by hand; go on"},
+                {"response": "skip", "label": "Skip", "meaning": "Skip this step and go on"},
+                stop]
+    others = [c.label for c in covered if c.id != step.id]
+    run_it = "Run this step" + (f" and the {len(others)} step(s) it covers ("
+                                f"{'; '.join(others)})" if others else "")
+    if run.iteration:
+        skip = ("Skip this step for this item (and the steps it covers); the loop goes on "
+                "with the next item")
+    else:
+        skip = "Skip this step" + (" and the steps it covers" if others else "") + " and go on"
+    return [{"response": "approve", "label": "Approve", "meaning": run_it},
+            {"response": "skip", "label": "Skip", "meaning": skip},
+            stop]
+
+
 def describe_action(action: Action) -> str:
     """A short human description from the *template* (placeholders, never secret values)."""
     target = action.selector or action.url or action.instruction or action.key or ""
@@ -1449,5 +1760,5 @@ async def run_execution(settings: Settings, execution_id: str, runner_token: str
 
 
 def exit_code(outcome: Outcome) -> int:
-    """0 completed or cancelled, 1 failed, 2 not claimed / lease lost."""
-    return {"completed": 0, "cancelled": 0, "failed": 1}.get(outcome.status, 2)
+    """0 completed, cancelled or paused, 1 failed, 2 not claimed / lease lost."""
+    return {"completed": 0, "cancelled": 0, "paused": 0, "failed": 1}.get(outcome.status, 2)

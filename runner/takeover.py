@@ -17,7 +17,7 @@ from typing import Any
 from playwright.async_api import Page
 
 from aef.errors import ValidationFailed
-from runner.actions import goto
+from runner.actions import goto, type_keys
 from runner.safety import NetworkGuard
 
 log = logging.getLogger("aef.runner.takeover")
@@ -90,7 +90,7 @@ class Takeover:
             described = f"clicked at ({x:.0f}, {y:.0f})"
         elif kind == "type":
             text = _text(payload, "text")
-            await self.page.keyboard.type(text)
+            await type_keys(self.page.keyboard, text)
             described = f"typed {len(text)} characters"
         elif kind == "press":
             key = _text(payload, "key", 50)

@@ -27,6 +27,12 @@ apt_install chromium fonts-liberation postgresql
 # Node runs the supabase-js client tests and the Supabase CLI (npx); this kind ships Node 20
 command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || apt_install nodejs npm
 
+# The operator console's browser bundles (supabase-js UMD, axe-core for its tests): no CDN
+if [ ! -f console/node_modules/@supabase/supabase-js/dist/umd/supabase.js ]; then
+  echo "==> npm ci in console/"
+  (cd console && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
 pick_python() {
   for candidate in python3.11 python3.12 python3.13 python3; do
     if command -v "$candidate" >/dev/null 2>&1 &&

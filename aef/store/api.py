@@ -272,6 +272,17 @@ def page_logs(conn: Connection, execution_id: str, *, after: int, limit: int,
     ).fetchall()
 
 
+def preview_keys(conn: Connection, execution_id: str) -> dict[str, str]:
+    """Pending checkpoints' preview screenshot keys, so GET /live can sign them afresh."""
+    rows = conn.execute(
+        "select id, preview ->> 'screenshotKey' as key from aef_checkpoints"
+        " where execution_id = %s and status = 'pending'"
+        " and preview ->> 'screenshotKey' is not null",
+        (execution_id,),
+    ).fetchall()
+    return {str(r["id"]): str(r["key"]) for r in rows}
+
+
 def live_snapshot(conn: Connection, execution_id: str, message_type: str,
                   recent_logs: int) -> dict[str, Any] | None:
     """The live message as of now, built by the same SQL the broadcast trigger uses."""

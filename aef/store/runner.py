@@ -346,6 +346,9 @@ def insert_checkpoint(
     description: str | None,
     default_action: str,
     timeout_seconds: int,
+    *,
+    preview: Mapping[str, Any] | None = None,
+    choices: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """A pending checkpoint; a still-pending one for the same step run is reused (resume)."""
     existing = conn.execute(
@@ -358,12 +361,14 @@ def insert_checkpoint(
     row = conn.execute(
         f"""
         insert into aef_checkpoints (execution_id, step_id, iteration, type, title, description,
-          default_action, timeout_seconds, expires_at)
-        values (%s, %s, %s, %s, %s, %s, %s, %s, now() + make_interval(secs => %s))
+          default_action, timeout_seconds, expires_at, preview, choices)
+        values (%s, %s, %s, %s, %s, %s, %s, %s, now() + make_interval(secs => %s), %s, %s)
         returning {_CHECKPOINT_COLUMNS}
         """,
         (execution_id, step_id, iteration, checkpoint_type, title[:500], description,
-         default_action, timeout_seconds, timeout_seconds),
+         default_action, timeout_seconds, timeout_seconds,
+         Jsonb(dict(preview)) if preview is not None else None,
+         Jsonb([dict(c) for c in choices])),
     ).fetchone()
     assert row is not None
     return row
@@ -415,6 +420,31 @@ def poll(conn: Connection, execution_id: str) -> dict[str, Any] | None:
         """,
         (execution_id,),
     ).fetchone()
+
+
+def skip_open_steps(conn: Connection, execution_id: str, iteration: int) -> list[str]:
+    """A loop item skipped at a checkpoint: the item's unfinished steps become `skipped`."""
+    rows = conn.execute(
+        """
+        update aef_execution_steps set status = 'skipped', finished_at = now()
+        where execution_id = %s and iteration = %s
+          and status in ('pending', 'running', 'waiting_checkpoint')
+        returning step_id
+        """,
+        (execution_id, iteration),
+    ).fetchall()
+    return [r["step_id"] for r in rows]
+
+
+def release_lease(conn: Connection, execution_id: str, runner_id: str) -> bool:
+    """A paused runner that closed its browser lets go: no live runner, nothing for the
+    sweeper to fail; a user's resume queues a new runner."""
+    row = conn.execute(
+        "update aef_executions set lease_expires_at = null where id = %s and runner_id = %s"
+        " and status = 'paused' returning id",
+        (execution_id, runner_id),
+    ).fetchone()
+    return row is not None
 
 
 def fail_open_steps(conn: Connection, execution_id: str, message: str) -> list[str]:

@@ -1,5 +1,6 @@
-"""The reads: GET /api/aef/logs/{executionId}, /live/{executionId} (polling fallback), and the
-caller's lists GET /api/aef/documents and /api/aef/executions (newest first, keyset pages)."""
+"""The reads: GET /api/aef/logs/{executionId}, /live/{executionId} (polling fallback), one
+document by id, and the caller's lists GET /api/aef/documents and /api/aef/executions (newest
+first, keyset pages)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,13 @@ from fastapi.responses import JSONResponse
 
 from aef import service
 from aef.http import CurrentClaims, create_app, lambda_handler, problem_responses
-from aef.models import DocumentsResponse, ExecutionsResponse, LiveResponse, LogsResponse
+from aef.models import (
+    DocumentResponse,
+    DocumentsResponse,
+    ExecutionsResponse,
+    LiveResponse,
+    LogsResponse,
+)
 
 router = APIRouter()
 
@@ -75,6 +82,18 @@ def documents(claims: CurrentClaims, response: Response, after: Cursor = None,
     caller = service.Caller.from_claims(claims)
     response.headers.update(service.rate_limit(caller, "read"))
     return service.list_documents(caller, after=after, limit=limit)
+
+
+@router.get(
+    "/api/aef/documents/{documentId}",
+    response_model=DocumentResponse,
+    responses=problem_responses("document_not_found"),
+    summary="One of the caller's AEF documents: its plan, checkpoints and inputs (under `aef`)",
+)
+def document(documentId: UUID, claims: CurrentClaims, response: Response) -> Any:
+    caller = service.Caller.from_claims(claims)
+    response.headers.update(service.rate_limit(caller, "read"))
+    return service.read_document(caller, str(documentId))
 
 
 @router.get(

@@ -239,11 +239,23 @@ class RealtimeHub:
             batch = [await self._queue.get()]
             while len(batch) < MAX_BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            await self._dispatch_until_done(batch)
+
+    async def _dispatch_until_done(self, batch: list[str | _CatchUp]) -> None:
+        """Retry a batch the database refused (restart, dropped connection) with backoff:
+        the rows are in realtime.messages, so waiting loses nothing, and a retry delivers
+        nothing twice (delivered ids are remembered). Later batches wait behind it: order
+        is kept."""
+        backoff = 0.2
+        while True:
             try:
                 await self._dispatch(batch)
+                return
             except (psycopg.Error, TimeoutError) as exc:
-                log.error("realtime dispatch failed; messages of this batch are lost",
-                          extra={"error": str(exc), "count": len(batch)})
+                log.warning("realtime dispatch failed; retrying the batch",
+                            extra={"error": str(exc), "count": len(batch), "retryIn": backoff})
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
 
     async def _dispatch(self, batch: list[str | _CatchUp]) -> None:
         notes: list[_Note] = []

@@ -78,13 +78,17 @@ class ScriptedRunner:
             self._event(conn, "execution_update")
 
     def ask_checkpoint(self, step_id: str, *, kind: str = "before_step",
-                       timeout: int = 300) -> str:
+                       timeout: int = 300, overdue: bool = False) -> str:
+        """A pending checkpoint; `overdue`: its deadline already passed (asked `timeout` s ago),
+        so tests need not sleep past it."""
         with self.tx() as conn:
             row = conn.execute(
                 "insert into aef_checkpoints (execution_id, step_id, type, title,"
-                " default_action, timeout_seconds) values (%s, %s, %s, %s, 'reject', %s)"
-                " returning id", (self.execution_id, step_id, kind, f"Approve {step_id}?",
-                                  timeout)).fetchone()
+                " default_action, timeout_seconds, preview, choices, expires_at)"
+                " values (%s, %s, %s, %s, 'pause', %s, %s, %s,"
+                " case when %s then now() - interval '1 second' end) returning id",
+                (self.execution_id, step_id, kind, f"Approve {step_id}?", timeout,
+                 Jsonb(preview_of(step_id)), Jsonb(CHOICES), overdue)).fetchone()
             conn.execute("update aef_executions set status = 'waiting_checkpoint' where id = %s",
                          (self.execution_id,))
             self._event(conn, "checkpoint_required")
@@ -110,3 +114,33 @@ class ScriptedRunner:
             conn.execute("update aef_executions set status = 'cancelled' where id = %s",
                          (self.execution_id,))
             self._event(conn, "execution_complete")
+
+
+CHOICES = [
+    {"response": "approve", "label": "Approve", "meaning": "Run this step"},
+    {"response": "skip", "label": "Skip", "meaning": "Skip this step and go on"},
+    {"response": "reject", "label": "Reject",
+     "meaning": "Stop the whole execution (cancelled); nothing after this runs"},
+]
+
+
+def preview_of(step_id: str) -> dict[str, Any]:
+    """A preview as the runner writes it (runner/preview.py), storage key included."""
+    return {
+        "url": "http://127.0.0.1:8000/mail/inbox",
+        "screenshot": "https://s3.example/preview.jpg?sig=1",
+        "screenshotKey": "executions/x/2-preview.jpg",
+        "actions": [
+            {"stepId": step_id, "kind": "navigate", "description": "Open the CRM",
+             "target": None, "value": "http://127.0.0.1:8000/crm/"},
+            {"stepId": step_id, "kind": "act", "description": "Type \u2022\u2022\u2022\u2022"
+             " into the Password field", "value": "\u2022\u2022\u2022\u2022",
+             "target": {"role": "textbox", "name": "Password",
+                        "selector": 'role=textbox[name="Password"]', "resolved": True,
+                        "box": {"x": 10.0, "y": 20.0, "width": 200.0, "height": 30.0}}},
+            {"stepId": step_id, "kind": "fill", "description": "Fill the Name field",
+             "value": "Marcus Adeyemi", "target": {"role": None, "name": None,
+                                                   "selector": "#name", "resolved": False,
+                                                   "box": None}},
+        ],
+    }

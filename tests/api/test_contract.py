@@ -104,6 +104,8 @@ def session(api: Any, db: Any) -> dict[str, Any]:
     done = call("GET", "/api/aef/live/{executionId}", executionId=execution_id)
     call("GET", "/api/aef/logs/{executionId}", executionId=execution_id, limit="3")
     call("GET", "/api/aef/documents", limit="1")
+    call("GET", "/api/aef/documents/{documentId}", documentId=document_id)
+    call("GET", "/api/aef/documents/{documentId}", documentId=UNKNOWN)  # 404
     call("GET", "/api/aef/executions", status="completed,idle")
 
     other = transformed(api, user)
@@ -202,16 +204,22 @@ def _strip_null(contract: Contract, t: Type) -> Type:
         return _strip_null(contract, contract.types[t[1]])
     if t[0] == "union":
         rest = [b for b in t[1] if b != ("prim", "null")]
-        return rest[0] if len(rest) == 1 else ("union", rest)
+        return _strip_null(contract, rest[0]) if len(rest) == 1 else ("union", rest)
     return t
 
 
-def _literals(contract: Contract, t: Type) -> set[Any] | None:
+def _flat(contract: Contract, t: Type) -> list[Type]:
+    """The members of a union, named unions expanded (`CheckpointAnswer | 'pause'`)."""
     t = _strip_null(contract, t)
-    if t[0] == "lit":
-        return {t[1]}
-    if t[0] == "union" and all(b[0] == "lit" for b in t[1]):
-        return {b[1] for b in t[1]}
+    if t[0] == "union":
+        return [m for b in t[1] for m in _flat(contract, b)]
+    return [t]
+
+
+def _literals(contract: Contract, t: Type) -> set[Any] | None:
+    members = _flat(contract, t)
+    if all(b[0] == "lit" for b in members):
+        return {b[1] for b in members}
     return None
 
 

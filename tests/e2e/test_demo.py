@@ -43,6 +43,13 @@ def test_demo_completes_watched_over_realtime(demo_run: dict[str, Any]) -> None:
     assert f"Execution   {demo_run['execution_id']}: completed" in output
     assert "via realtime" in output  # the live view came through the Realtime channel
     assert "Checkpoint '" in output  # at least one checkpoint was asked and approved
+    # each checkpoint was shown with its preview and what each answer does
+    assert "about to do, on " in output and "preview screenshot: http" in output
+    assert "approve: Run this step" in output and "reject: Stop the whole execution" in output
+    added = [e for e in INVESTORS.values() if e.sender_email not in
+             {r.email for r in seed_records()}]
+    assert any(f"Fill the Name field = {e.sender}" in output for e in added), output[-6000:]
+    assert DEMO_PASSWORD not in output
 
 
 @pytest.mark.timeout(DEMO_TIMEOUT_SECONDS + 60)

@@ -163,3 +163,21 @@ def test_aef_watch_cli_follows_to_the_end(stack: RunningStack, demo_token: str) 
     assert f"Execution {execution_id}: cancelled" in result.stdout
     assert "Execution stopped" in result.stdout
 
+
+
+def test_a_checkpoint_shows_its_preview_and_what_each_answer_does() -> None:
+    """`aef watch` / `aef demo`: values, target names, the screenshot link, the choices."""
+    from local.watch import describe_checkpoint
+    from tests.api.helpers import CHOICES, preview_of
+
+    text = "\n".join(describe_checkpoint({
+        "id": "c1", "title": "Approve: Add investor record to CRM", "stepId": "add",
+        "description": "Creates a record", "defaultAction": "pause", "expiresAt": "soon",
+        "preview": preview_of("add"), "choices": CHOICES}))
+    assert "Fill the Name field = Marcus Adeyemi  [#name: not on the page yet]" in text
+    assert ('Type \u2022\u2022\u2022\u2022 into the Password field = \u2022\u2022\u2022\u2022  '
+            '[textbox "Password": found]') in text
+    assert "preview screenshot: https://s3.example/preview.jpg?sig=1" in text
+    assert "skip: Skip this step and go on" in text
+    assert "reject: Stop the whole execution" in text
+    assert "if nobody answers by soon: pause" in text

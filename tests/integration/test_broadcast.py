@@ -2,15 +2,15 @@
 
 A trigger on aef_events takes the next seq under the execution's row lock, composes the live
 message and calls realtime.send(message, type, 'execution:<id>', true) in the same transaction,
-so the broadcast exists exactly when the event does. The runner's wake-ups (NOTIFY on
-`aef_exec_<id>`) are checked here too.
+so the broadcast exists exactly when the event does. The runner's wake-ups (an empty NOTIFY
+on a channel derived from the runner token, runner.control.wake_channel) are checked here too.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import threading
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,8 +19,10 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from aef.db import Database
+from runner.control import wake_channel
 from tests.integration.factories import (
     User,
+    admin_connection,
     broadcast_rows,
     create_checkpoint,
     create_command,
@@ -200,47 +202,74 @@ def listener(db: Database) -> Iterator[psycopg.Connection[Any]]:
         yield conn
 
 
-def channel(execution_id: str) -> str:
-    return "aef_exec_" + execution_id.replace("-", "")
+def with_runner(db: Database, execution_id: str) -> str:
+    """Give the execution a runner token (as launch and claim do); its wake channel follows."""
+    token = uuid.uuid4().hex + uuid.uuid4().hex
+    with admin_connection(db) as conn:
+        conn.execute("update aef_executions set runner_token_hash = sha256(convert_to(%s, 'UTF8'))"
+                     " where id = %s", (token, execution_id))
+    return wake_channel(token)
 
 
-def received(conn: psycopg.Connection[Any], count: int) -> list[dict[str, Any]]:
-    return [json.loads(n.payload) for n in conn.notifies(timeout=2, stop_after=count)]
+def received(conn: psycopg.Connection[Any], count: int) -> list[str]:
+    return [n.payload for n in conn.notifies(timeout=2, stop_after=count)]
 
 
 def test_command_wakes_the_runner(db: Database, owner: User, document_id: Any,
                                   listener: psycopg.Connection[Any]) -> None:
     execution_id = new_execution(db, owner, document_id)
-    listener.execute(f"listen {channel(execution_id)}")
-    command = create_command(db, execution_id, "pause")
-    assert received(listener, 1) == [{"kind": "command", "id": command["id"]}]
+    listener.execute(f"listen {with_runner(db, execution_id)}")
+    create_command(db, execution_id, "pause")
+    assert received(listener, 1) == [""], "a wake-up, and nothing to act on"
 
 
 def test_stop_request_wakes_the_runner(db: Database, owner: User, document_id: Any,
                                        listener: psycopg.Connection[Any]) -> None:
     execution_id = new_execution(db, owner, document_id)
-    listener.execute(f"listen {channel(execution_id)}")
+    listener.execute(f"listen {with_runner(db, execution_id)}")
     with db.as_service() as conn:
         conn.execute("update aef_executions set status = 'cancelling' where id = %s",
                      (execution_id,))
-    assert received(listener, 1) == [{"kind": "stop"}]
+    assert received(listener, 1) == [""]
 
 
 def test_checkpoint_answer_wakes_the_runner(db: Database, owner: User, document_id: Any,
                                             listener: psycopg.Connection[Any]) -> None:
     execution_id = new_execution(db, owner, document_id, status="waiting_checkpoint")
     checkpoint = create_checkpoint(db, execution_id, "ask")
-    listener.execute(f"listen {channel(execution_id)}")
+    listener.execute(f"listen {with_runner(db, execution_id)}")
     with db.as_user(owner.claims) as conn:
         conn.execute("update aef_checkpoints set status = 'approved' where id = %s",
                      (checkpoint["id"],))
-    assert received(listener, 1) == [{"kind": "checkpoint", "id": str(checkpoint["id"])}]
+    assert received(listener, 1) == [""]
+
+
+def test_a_new_runner_token_moves_the_channel(db: Database, owner: User, document_id: Any,
+                                              listener: psycopg.Connection[Any]) -> None:
+    execution_id = new_execution(db, owner, document_id)
+    old = with_runner(db, execution_id)
+    listener.execute(f"listen {old}")
+    new = with_runner(db, execution_id)  # a resumed or re-claimed run
+    assert new != old
+    create_command(db, execution_id, "pause")
+    assert list(listener.notifies(timeout=0.5)) == [], "the replaced runner is not woken"
+
+
+def test_the_wake_channel_is_not_readable_by_any_aef_role(db: Database, owner: User,
+                                                           document_id: Any) -> None:
+    execution_id = new_execution(db, owner, document_id)
+    with_runner(db, execution_id)
+    identities = (lambda: db.as_user(owner.claims), db.as_service)
+    for identity in identities:
+        for function in ("wake_channel", "wake_runner"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege), identity() as conn:
+                conn.execute(f"select aef_private.{function}(%s)", (execution_id,))
 
 
 def test_rolled_back_command_wakes_nobody(db: Database, owner: User, document_id: Any,
                                           listener: psycopg.Connection[Any]) -> None:
     execution_id = new_execution(db, owner, document_id)
-    listener.execute(f"listen {channel(execution_id)}")
+    listener.execute(f"listen {with_runner(db, execution_id)}")
     with db.as_service() as conn:
         conn.execute("insert into aef_commands (execution_id, command) values (%s, 'stop')",
                      (execution_id,))

@@ -46,9 +46,10 @@ EXECUTION_MOVES: dict[str, set[str]] = {
     "starting": {"running", "failed", "cancelling"},
     "running": {"paused", "waiting_checkpoint", "waiting_recovery", "completed", "failed",
                 "cancelling"},
-    "paused": {"running", "failed", "cancelling"},
-    # a rejected checkpoint may end the run at once
-    "waiting_checkpoint": {"running", "failed", "cancelling", "cancelled"},
+    # a user's resume after the runner released its browser (unanswered checkpoint) re-queues
+    "paused": {"running", "failed", "cancelling", "queued"},
+    # a rejected checkpoint may end the run at once; one nobody answered may pause it
+    "waiting_checkpoint": {"running", "failed", "cancelling", "cancelled", "paused"},
     # the person picks retry / skip / takeover (running) or stop
     "waiting_recovery": {"running", "failed", "cancelling"},
     # the runner acknowledges the stop (or the sweeper does, for a dead runner)
@@ -421,3 +422,38 @@ def test_runner_cannot_rewrite_its_own_logs_or_events(db: Database, owner: User,
         with pytest.raises((Conflict, psycopg.errors.InsufficientPrivilege)):
             with db.as_runner(str(execution["id"]), token) as conn:
                 conn.execute(f"update {table} set {change}")
+
+
+# --- the Python twin (aef/states.py) is the database's machine ------------------------------------
+
+
+def test_status_spellings_are_one_vocabulary() -> None:
+    from typing import get_args
+
+    from aef import models, states
+
+    assert set(get_args(models.ExecutionStatus)) == set(states.ExecutionStatus)
+    assert set(get_args(models.StepStatus)) == set(states.StepStatus)
+    assert set(get_args(models.CheckpointStatus)) == set(states.CheckpointStatus)
+    assert set(states.ExecutionStatus) == set(EXECUTION_STATUSES)
+    assert set(states.EXECUTION_TRANSITIONS) == set(states.ExecutionStatus)
+    assert set(states.STEP_TRANSITIONS) == set(states.StepStatus)
+    assert set(states.CHECKPOINT_TRANSITIONS) == set(states.CheckpointStatus)
+
+
+@pytest.mark.parametrize("machine", ["execution", "step"])
+def test_python_transition_tables_match_the_database(db: Database, machine: str) -> None:
+    from aef import states
+
+    if machine == "execution":
+        statuses, allowed = list(states.ExecutionStatus), states.can_transition_execution
+    else:
+        statuses, allowed = list(states.StepStatus), states.can_transition_step
+    pairs = [(old, new) for old in statuses for new in statuses if old != new]
+    with db.as_service() as conn:
+        rows = conn.execute(
+            f"select o, n, aef_private.{machine}_transition_allowed(o, n) as ok"
+            " from unnest(%s::text[], %s::text[]) as p(o, n)",
+            ([o.value for o, _ in pairs], [n.value for _, n in pairs])).fetchall()
+    differ = [(r["o"], r["n"], r["ok"]) for r in rows if r["ok"] != allowed(r["o"], r["n"])]
+    assert differ == [], "aef/states.py and the migration disagree"

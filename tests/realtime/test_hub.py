@@ -69,3 +69,36 @@ async def test_shutdown_closes_sockets_and_the_listen_connection(
     await asyncio.wait_for(client.ws.wait_closed(), 5)
     assert client.ws.close_code in (1001, 1012)
     await eventually(lambda: _listeners(realtime_database) == before)
+
+
+def _kill_fetchers(database_url: str) -> int:
+    """Drop every connection but the LISTEN one: the hub's pool is left holding dead ones."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "select pg_terminate_backend(pid) from pg_stat_activity"
+            " where datname = current_database() and backend_type = 'client backend'"
+            " and query not ilike 'listen%%' and pid <> pg_backend_pid()").fetchall()
+    return len(rows)
+
+
+async def test_a_failed_fetch_is_retried_and_loses_nothing(
+        realtime_server: RunningServer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="local.realtime.hub")
+    user = str(uuid.uuid4())
+    topic = f"room:{user}"
+    client = await PhxClient.open(realtime_server.socket_url("1.0.0"), "1.0.0")
+    try:
+        await client.join(topic, make_token(user))
+        await asyncio.to_thread(realtime_server.send, topic, "step", [{"n": 0}])
+        assert as_sent((await client.recv()).payload["payload"]) == {"n": 0}
+
+        assert await asyncio.to_thread(_kill_fetchers, realtime_server.database_url) >= 1
+        # the hub's next fetch runs on a dead pooled connection and fails: retried, not lost
+        await asyncio.to_thread(realtime_server.send, topic, "step", [{"n": 1}, {"n": 2}])
+        got = [(await client.recv(within=10)).payload["payload"] for _ in range(2)]
+        assert [as_sent(p) for p in got] == [{"n": 1}, {"n": 2}]
+        await client.expect_silence(0.3)  # and nothing twice
+        assert any(r.getMessage().startswith("realtime dispatch failed; retrying")
+                   for r in caplog.records)
+    finally:
+        await client.close()

@@ -11,8 +11,9 @@ import pytest
 from aef.db import Database
 from aef.settings import Settings
 from aef.storage import ScreenshotStore, screenshot_key
-from runner.control import Control, channel_name
+from runner.control import Control, wake_channel
 from runner.engine import iteration_number, lookup
+from tests.integration.factories import admin_connection, create_user
 from tests.runner.helpers import make_execution, request_stop, send_command, task
 
 
@@ -35,11 +36,14 @@ def test_iteration_numbers_are_unique_for_nested_loops() -> None:
     assert iteration_number(0, 3) == 3
 
 
-def test_channel_name_matches_the_database() -> None:
-    assert channel_name("8d0c2a64-3f0e-4c57-9d0a-2b8f8a1c9e11") == (
-        "aef_exec_8d0c2a643f0e4c579d0a2b8f8a1c9e11")
-    with pytest.raises(ValueError):
-        channel_name("x'; drop table aef_logs; --")
+def test_wake_channel_matches_the_database(db: Database) -> None:
+    execution = make_execution(db, [task("s", [{"type": "wait", "timeoutMs": 1}])])
+    with admin_connection(db) as conn:
+        row = conn.execute("select aef_private.wake_channel(%s) as channel",
+                           (execution.id,)).fetchone()
+    assert row is not None and row["channel"] == wake_channel(execution.token)
+    assert wake_channel(execution.token).isidentifier()  # safe to LISTEN on unquoted
+    assert wake_channel("another token") != wake_channel(execution.token)
 
 
 def test_screenshot_key_is_safe_and_ordered() -> None:
@@ -106,5 +110,64 @@ async def test_listen_wakes_the_runner_at_once(db: Database, settings: Settings)
         await asyncio.to_thread(send_command, db, execution, "pause")
         await control.wait(5)
         assert control.commands_hint and loop.time() - started < 1
+    finally:
+        await control.close()
+
+
+async def test_forged_notifications_only_wake_the_runner(db: Database,
+                                                         settings: Settings) -> None:
+    """Anyone can pg_notify(): another tenant as `authenticated`, another execution's runner.
+    Even aimed at the right channel, a forged stop/command/checkpoint payload changes nothing:
+    the runner reads its rows, finds nothing new, and carries on."""
+    execution = make_execution(db, [task("s", [{"type": "wait", "timeoutMs": 1}])])
+    other = make_execution(db, [task("s", [{"type": "wait", "timeoutMs": 1}])])
+    intruder = create_user(db)
+    control = Control(db, settings.database_url, execution.id, execution.token,
+                      poll_seconds=60)
+    await control.start()
+    try:
+        for _ in range(100):
+            if control.listening:
+                break
+            await asyncio.sleep(0.02)
+        assert control.listening
+        control.commands_hint = False
+        forged = ['{"kind":"stop"}', '{"kind":"command","id":1}',
+                  '{"kind":"checkpoint","id":"00000000-0000-4000-8000-000000000000"}']
+        channels = [control.channel, "aef_exec_" + execution.id.replace("-", "")]
+        for identity in (db.as_user(intruder.claims), db.as_runner(other.id, other.token)):
+            with identity as conn:
+                for name in channels:
+                    for payload in forged:
+                        conn.execute("select pg_notify(%s, %s)", (name, payload))
+        await control.wait(5)  # woken at once by the first forged notification
+        await asyncio.sleep(0.3)  # the poke's read of the rows
+        assert not control.stop_requested and control.status == "queued"
+        assert await control.fetch() == [], "no command appeared"
+    finally:
+        await control.close()
+    with admin_connection(db) as conn:
+        row = conn.execute("select status from aef_executions where id = %s",
+                           (execution.id,)).fetchone()
+    assert row == {"status": "queued"}
+
+
+async def test_a_stop_is_seen_within_a_second_of_its_notification(db: Database,
+                                                                   settings: Settings) -> None:
+    execution = make_execution(db, [task("s", [{"type": "wait", "timeoutMs": 1}])])
+    control = Control(db, settings.database_url, execution.id, execution.token,
+                      poll_seconds=60)  # no backstop within the test: only the wake-up
+    await control.start()
+    try:
+        for _ in range(100):
+            if control.listening:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.to_thread(request_stop, db, execution)
+        for _ in range(100):
+            if control.stop_requested:
+                break
+            await asyncio.sleep(0.01)
+        assert control.stop_requested and control.status == "cancelling"
     finally:
         await control.close()

@@ -291,3 +291,45 @@ async def test_answering_a_manual_step_ends_the_takeover(
     assert outcome.status == "completed"
     assert step_rows(db, execution)[("last", 0)]["status"] == "completed"
     assert execution_row(db, execution)["browser"]["mode"] == "closed"
+
+
+async def test_a_stop_cuts_a_long_manual_input_short(
+        db: Database, settings: Settings, site: Site, new_execution: Any) -> None:
+    """10,000 characters typed by a person take ~25 s; a stop one second in must not wait
+    for them (the input is cut between two chunks, the browser closed)."""
+    plan = [
+        task("open", [{"type": "navigate", "url": f"{site.base_url}/page?n=1"},
+                      {"type": "click", "selector": "#note"}]),
+        {"id": "by-hand", "label": "Write the note", "kind": "manual", "method": "manual",
+         "instruction": "Type the note yourself"},
+    ]
+    execution = new_execution(plan, config=FAST)
+    runner = asyncio.create_task(run_engine(settings, db, execution))
+    await pending_checkpoint(db, execution)
+    send_command(db, execution, "takeover")
+    await browser_mode(db, execution, "takeover")
+    send_command(db, execution, "input", payload={"kind": "type", "text": "x" * 10_000})
+
+    def typing() -> bool | None:
+        return True if any(c["command"] == "input" for c in commands(db, execution)) else None
+
+    await eventually(typing, what="the input command")
+    await asyncio.sleep(1.0)
+    request_stop(db, execution)
+    outcome = await asyncio.wait_for(runner, 20)  # typing all of it would take ~25 s more
+    assert outcome.status == "cancelled"
+    assert execution_row(db, execution)["status"] == "cancelled"
+    assert not any(line["message"].startswith("Manual input: typed")
+                   for line in logs(db, execution))
+
+
+async def test_a_long_typed_value_arrives_whole(
+        db: Database, settings: Settings, site: Site, new_execution: Any) -> None:
+    """`type` with a long value: filled, then its tail typed key by key; nothing lost."""
+    note = " ".join(f"{i:04d}" for i in range(120))  # 599 characters
+    plan = [task("open", [{"type": "navigate", "url": f"{site.base_url}/page?n=1"},
+                          {"type": "type", "selector": "#note", "value": note},
+                          {"type": "verify", "selector": "#note", "value": note}])]
+    execution = new_execution(plan, config=FAST)
+    outcome = await run_engine(settings, db, execution)
+    assert outcome.status == "completed", outcome.message

@@ -88,16 +88,17 @@ def browser_pid(db: Database, execution: Execution) -> int:
     raise AssertionError("no 'Browser ready' log line")
 
 
-async def test_stop_ends_the_run_within_a_second_of_the_current_action(
+async def test_stop_cuts_the_current_action_short(
         db: Database, settings: Settings, site: Site, new_execution: Any, spawn: Any) -> None:
-    action_seconds = 2.5
+    """A stop does not wait for the action in progress (a 60 s wait here): it is cancelled,
+    the browser closed, `cancelled` written. bench_stop.py measures how fast."""
     plan = [
         task("open", [{"type": "navigate", "url": f"{site.base_url}/page?n=1"}]),
-        task("long", [{"type": "wait", "timeoutMs": int(action_seconds * 1000)},
+        task("long", [{"type": "wait", "timeoutMs": 60_000},
                       {"type": "navigate", "url": f"{site.base_url}/page?n=2"}]),
         task("after", [{"type": "navigate", "url": f"{site.base_url}/page?n=3"}]),
     ]
-    execution = new_execution(plan, config={"stepTimeout": 5})
+    execution = new_execution(plan, config={"stepTimeout": 90})
     proc = spawn(settings, execution)
 
     def long_running() -> dict[str, Any] | None:
@@ -109,11 +110,10 @@ async def test_stop_ends_the_run_within_a_second_of_the_current_action(
     assert process_alive(pid)
     request_stop(db, execution)
 
-    row = await status_becomes(db, execution, "cancelled", within=15)
+    row = await status_becomes(db, execution, "cancelled", within=30)
     assert not process_alive(pid)  # the browser was closed before `cancelled` was written
-    action_end = long_step["started_at"] + timedelta(seconds=action_seconds)
-    assert row["finished_at"] >= action_end - timedelta(milliseconds=50)  # the action finished
-    assert row["finished_at"] - action_end < timedelta(seconds=1)
+    assert row["finished_at"] - long_step["started_at"] < timedelta(seconds=30), \
+        "the 60 s wait was cut short"
     assert await asyncio.to_thread(proc.wait, 15) == 0
 
     steps = step_rows(db, execution)

@@ -267,10 +267,10 @@ def test_risky_steps_is_the_default_mode(sop: dict[str, Any], workflow: dict[str
     assert checkpoints(result) == {
         "L1_C2_check_type_decision": ("decision", "reject"),
         "L1_C3_A3_investor_found_decision": ("decision", "reject"),
-        "L1_C3_A4_update_investor_record": ("before_step", "reject"),
-        "L1_C3_A5_add_investor_record": ("before_step", "reject"),
+        "L1_C3_A4_update_investor_record": ("before_step", "pause"),
+        "L1_C3_A5_add_investor_record": ("before_step", "pause"),
     }
-    assert checkpoints(transform(workflow, now=NOW)) == {"add_to_crm": ("before_step", "reject")}
+    assert checkpoints(transform(workflow, now=NOW)) == {"add_to_crm": ("before_step", "pause")}
 
 
 def test_all_steps_mode(sop: dict[str, Any]) -> None:
@@ -279,8 +279,8 @@ def test_all_steps_mode(sop: dict[str, Any]) -> None:
     steps = by_id(result)
     expected = {s.id for s in steps.values() if s.kind in ("task", "manual", "decision")}
     assert set(found) == expected
-    assert found["L1_C1_open_email"] == ("before_step", "approve")
-    assert found["L1_C3_A4_update_investor_record"] == ("before_step", "reject")
+    assert found["L1_C1_open_email"] == ("before_step", "pause")
+    assert found["L1_C3_A4_update_investor_record"] == ("before_step", "pause")
     assert all(s.checkpoint.timeout_seconds == 120 for s in steps.values() if s.checkpoint)
 
 
@@ -300,8 +300,8 @@ def test_custom_mode(sop: dict[str, Any]) -> None:
     chosen = ["T0_setup_applications", "L1_C3_A6_close_airtable_modal"]
     result = transform(sop, {"checkpointMode": "custom", "customCheckpoints": chosen}, now=NOW)
     assert checkpoints(result) == {
-        "T0_setup_applications": ("before_step", "approve"),
-        "L1_C3_A6_close_airtable_modal": ("before_step", "approve"),
+        "T0_setup_applications": ("before_step", "pause"),
+        "L1_C3_A6_close_airtable_modal": ("before_step", "pause"),
         "L1_C2_check_type_decision": ("decision", "reject"),
         "L1_C3_A3_investor_found_decision": ("decision", "reject"),
     }
@@ -336,7 +336,11 @@ def test_manual_steps_always_get_a_manual_checkpoint() -> None:
         step = by_id(result)["b"]
         assert (step.kind, step.method) == ("manual", "manual")
         assert step.checkpoint is not None and step.checkpoint.type == "manual"
-        assert step.checkpoint.default_action == "reject"
+        assert step.checkpoint.default_action == "pause"  # nobody did it: the run waits
+    # the document decides what an unanswered checkpoint does
+    result = transform(doc, {"checkpointTimeoutAction": "reject"}, now=NOW)
+    assert by_id(result)["b"].checkpoint.default_action == "reject"  # type: ignore[union-attr]
+    assert result.document["aef"]["config"]["checkpointTimeoutAction"] == "reject"
 
 
 # --- SOP automation instructions, rules, unfamiliar shapes -------------------------------
@@ -754,7 +758,7 @@ def test_each_record_write_of_the_fixtures_is_one_unit(sop: dict[str, Any],
         assert not steps[neutral].risky and steps[neutral].checkpoint is None, neutral
     steps = by_id(transform(workflow, now=NOW))
     add = steps["add_to_crm"].checkpoint
-    assert add is not None and add.covers == ["add_to_crm"] and add.default_action == "reject"
+    assert add is not None and add.covers == ["add_to_crm"] and add.default_action == "pause"
     assert {s.id for s in steps.values() if s.risky} == {"add_to_crm"}
     for login in ("enter_email", "enter_password", "click_next_password"):
         assert steps[login].checkpoint is None, login

@@ -201,7 +201,7 @@ def test_the_bulletproof_shape_transforms_whole() -> None:
 def test_a_record_write_is_one_unit_with_one_checkpoint() -> None:
     result = run("bulletproof-crm")
     update = step(result, "update_interaction_date").checkpoint
-    assert update is not None and update.type == "before_step" and update.default_action == "reject"
+    assert update is not None and update.type == "before_step" and update.default_action == "pause"
     assert update.covers == [
         "update_interaction_date", "summarize_thread", "update_notes", "close_record_modal"]
     create = step(result, "populate_fields").checkpoint

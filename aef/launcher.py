@@ -194,16 +194,19 @@ class LocalLauncher:
     (never left `<defunct>`) and only runners still running are ever signalled.
     """
 
-    def __init__(self, settings: Settings, log_dir: Path | None = None) -> None:
+    def __init__(self, settings: Settings, log_dir: Path | None = None,
+                 database_url: str | None = None) -> None:
         self.settings = settings
         self.log_dir = log_dir
+        # the runners' login (aef_runner_login on the local stack); default: the functions'
+        self.database_url = database_url or settings.database_url
         self._running: dict[int, subprocess.Popen[bytes]] = {}
         self._lock = threading.Lock()
 
     def launch(self, execution_id: str, runner_token: str) -> Launch:
         env = dict(os.environ)
         env.update({"AEF_EXECUTION_ID": execution_id, "AEF_RUNNER_TOKEN": runner_token,
-                    "DATABASE_URL": self.settings.database_url})
+                    "DATABASE_URL": self.database_url})
         out: Any = subprocess.DEVNULL
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)

@@ -403,7 +403,7 @@ def prepare_database(admin_url: str, name: str, *, reset: bool = False) -> Datab
     Supabase CLI does; a migration whose text changed since is applied again (migrations are
     written to be re-runnable), so a developer editing one sees the change.
     """
-    from local.schema import SHIM, apply_sql_file, migration_files, with_dbname
+    from local.schema import apply_fixture, apply_sql_file, migration_files, with_dbname
 
     created = False
     with psycopg.connect(admin_url, autocommit=True) as conn:
@@ -423,7 +423,8 @@ def prepare_database(admin_url: str, name: str, *, reset: bool = False) -> Datab
                              "pass --embedded-postgres") from None
     url = with_dbname(admin_url, name)
     report = DatabaseReport(url, name, created)
-    apply_sql_file(url, SHIM)
+    with psycopg.connect(url, autocommit=True) as conn:
+        apply_fixture(conn)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(_MIGRATIONS_TABLE)
         recorded = {row[0]: (row[1] or [None])[0] for row in conn.execute(
@@ -470,6 +471,32 @@ def ensure_dev_users(url: str, users: tuple[DevUser, ...] = DEV_USERS) -> dict[s
             assert row is not None
             ids[user.email] = str(row[0])
     return ids
+
+
+def production_logins(url: str) -> tuple[str, str]:
+    """The functions' and the runners' URLs: aef_functions and aef_runner_login, as in
+    production, when the server lets them in without a password (the local and embedded
+    servers trust loopback); else `url` for both. Only a server on this machine gets the two
+    roles turned into logins, and no password is ever set here."""
+    from local.supabase_pg import with_user
+
+    logins = (with_user(url, "aef_functions"), with_user(url, "aef_runner_login"))
+    host = str(psycopg.conninfo.conninfo_to_dict(url).get("host") or "")
+    try:
+        if host in ("", "127.0.0.1", "localhost", "::1") or host.startswith("/"):
+            with psycopg.connect(url, autocommit=True) as conn:
+                for role in ("aef_functions", "aef_runner_login"):
+                    row = conn.execute("select rolcanlogin from pg_roles where rolname = %s",
+                                       (role,)).fetchone()
+                    if row is not None and not row[0]:
+                        conn.execute(sql.SQL("alter role {} login").format(
+                            sql.Identifier(role)))
+        for login in logins:
+            with psycopg.connect(login, connect_timeout=3):
+                pass
+    except psycopg.Error:
+        return url, url
+    return logins
 
 
 def lookup_user(url: str, email: str) -> str | None:
@@ -673,12 +700,13 @@ class DevOptions:
     announce: Callable[[str], None] = print
 
 
-def start_pool_worker(log_dir: Path) -> subprocess.Popen[bytes]:
+def start_pool_worker(log_dir: Path, database_url: str) -> subprocess.Popen[bytes]:
     """One `python -m runner --pool` (AEF_POOL_SLOTS executions at once, a warm Chromium),
-    with the stack's environment. No drain grace: stopping the stack hands its executions
-    back, and the next `aef dev` resumes them from their last completed step."""
+    with the stack's environment, logged in as the runners' login. No drain grace: stopping
+    the stack hands its executions back, and the next `aef dev` resumes them from their last
+    completed step."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, AEF_POOL_DRAIN_SECONDS="0")
+    env = dict(os.environ, AEF_POOL_DRAIN_SECONDS="0", DATABASE_URL=database_url)
     with (log_dir / "pool-worker.log").open("ab") as out:
         return subprocess.Popen([sys.executable, "-m", "runner", "--pool"], env=env,
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
@@ -743,6 +771,9 @@ class DevStack:
             + ")")
         say(f"Tables          {', '.join(report.tables)}")
         users = ensure_dev_users(report.url)
+        functions_url, runner_url = production_logins(report.url)
+        say(f"Logins          functions: {psycopg.conninfo.conninfo_to_dict(functions_url)['user']}"
+            f", runners: {psycopg.conninfo.conninfo_to_dict(runner_url)['user']}")
 
         from aef.settings import Settings
 
@@ -753,7 +784,7 @@ class DevStack:
         self.s3 = S3Server(self.state.s3)
         s3_url = self.s3.start()
         export_environment({
-            "DATABASE_URL": report.url,
+            "DATABASE_URL": functions_url,
             "AEF_SUPABASE_URL": supabase_url,
             "AEF_JWKS_URL": None,
             "AEF_JWT_SECRET": None,
@@ -777,11 +808,11 @@ class DevStack:
         self.s3.create_bucket(settings.screenshot_bucket, settings.aws_region)
         self.database = Database(settings.database_url, min_size=1, max_size=10)
         set_database(self.database)
-        self.launcher = LocalLauncher(settings, log_dir=self.state.logs)
+        self.launcher = LocalLauncher(settings, log_dir=self.state.logs, database_url=runner_url)
         if settings.dev_runner == "pool":  # AEF_DEV_RUNNER=process: a subprocess per execution
             from aef.launcher import PoolLauncher
 
-            self.pool_worker = start_pool_worker(self.state.logs)
+            self.pool_worker = start_pool_worker(self.state.logs, runner_url)
             set_launcher(PoolLauncher(self.launcher))
         else:
             set_launcher(self.launcher)
@@ -808,8 +839,8 @@ class DevStack:
         self.auth = DevAuth(key, supabase_url, users,
                             password=os.environ.get("AEF_DEV_PASSWORD") or DEV_PASSWORD)
         self.app = StackApp(
-            gateway=self.gateway, realtime=RealtimeServer(settings), demo=create_demo_app(),
-            key=key, auth=self.auth,
+            gateway=self.gateway, realtime=RealtimeServer(settings, database_url=report.url),
+            demo=create_demo_app(), key=key, auth=self.auth,
             console=create_console_app(supabase_url, self.info.anon_key),
             jwks_url=settings.effective_jwks_url,
             jwks_ttl=min(JWKS_REFRESH_SECONDS, settings.jwks_cache_seconds / 2),

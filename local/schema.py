@@ -6,11 +6,13 @@ Used by `aef dev` and by the test harness, so both run exactly what Supabase use
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIM = ROOT / "local" / "shim.sql"
+PARTITIONS = ROOT / "local" / "realtime" / "partitions.sql"
 MIGRATIONS = ROOT / "supabase" / "migrations"
 
 
@@ -23,11 +25,20 @@ def apply_sql_file(url: str, path: Path) -> None:
         conn.execute(path.read_text())  # trusted file from this repo
 
 
+def apply_fixture(conn: psycopg.Connection[Any]) -> None:
+    """The Supabase fixture, then today's realtime.messages partitions (Realtime makes them)."""
+    conn.execute(SHIM.read_text())  # trusted files from this repo
+    conn.execute(PARTITIONS.read_text())
+
+
 def apply_schema(url: str, *, shim: bool = True) -> list[str]:
     """Apply the shim (optional) and every migration; returns the files applied, in order."""
     applied = []
-    files = ([SHIM] if shim else []) + migration_files()
-    for path in files:
+    if shim:
+        with psycopg.connect(url, autocommit=True) as conn:
+            apply_fixture(conn)
+        applied.append(SHIM.name)
+    for path in migration_files():
         apply_sql_file(url, path)
         applied.append(path.name)
     return applied

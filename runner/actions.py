@@ -1123,10 +1123,10 @@ async def _is(loc: Locator, js: str, wanted: bool) -> bool:
 async def _pick_option(page: Page, loc: Locator, point: dict[str, Any], value: str,
                        wait_ms: float, shown: str) -> None:
     """A custom (ARIA) combobox/listbox: open it, then click the option with that name."""
-    if await loc.get_attribute("role") != "listbox":
-        await _click_at(page, loc, point, wait_ms)
     pattern = re.compile(rf"^\W*{re.escape(value.strip())}\W*$", re.I)
     options = page.get_by_role("option", name=pattern).filter(visible=True)
+    if await options.count() != 1:  # closed: open it first
+        await _click_at(page, loc, point, wait_ms)
     found = await _poll(lambda: _count_is_one(options), min(wait_ms, 3000.0))
     if not found:
         await page.keyboard.press("Escape")

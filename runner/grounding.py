@@ -204,6 +204,7 @@ _TYPE_HINTS: dict[str, str] = {
     "date": "input[type=date]",
 }
 _FILLER_WORDS = {"address", "field", "input", "box", "number", "text", "the", "your", "a", "an",
+                 "folder", "line",
                  "value", "area"}
 
 _FILL_VERB = r"(?:type|enter|input|write|put|insert|key\s+in|paste|add)"
@@ -230,7 +231,8 @@ _UNCHECK_PATTERN = re.compile(r"^(?:uncheck|un-check|untick|unmark|deselect|clea
                               r"opt\s+out\s+of)\s+(?P<target>.+)$", re.I | re.S)
 _CLICK_PATTERN = re.compile(
     r"^(?:click|double-click|press|tap|hit|push|open|follow|choose|select|pick|activate|"
-    r"go\s+to|navigate\s+to|visit|switch\s+to|view|expand|toggle|use)\s+(?:on\s+|at\s+)?"
+    r"go\s+to|navigate\s+to|visit|switch\s+to|view|expand|toggle|use|go\s+back\s+to|"
+    r"return\s+to|back\s+to)\s+(?:on\s+|at\s+)?"
     r"(?P<target>.+)$", re.I | re.S)
 _CLOSE = re.compile(r"^(?:close|dismiss|exit)\s+(?P<target>.+)$", re.I | re.S)
 _PAGE_N = re.compile(r"^(?:go\s+to|open|navigate\s+to|click(?:\s+on)?|view)\s+(?:the\s+)?"
@@ -440,7 +442,11 @@ def parse_instruction(instruction: str) -> ParsedInstruction | None:
     m = _SELECT_PATTERN.match(text)
     if m and not _CHECK_NOUNS.search(m.group("target")):
         value, _ = _unquote(m.group("value"))
-        return replace(_parse_target(m.group("target"), "select"), value=value)
+        parsed = replace(_parse_target(m.group("target"), "select"), value=value)
+        as_choice = ParsedInstruction("click", (value,), roles=(
+            "radio", "option", "menuitemradio", "tab"), context=_context_words(
+            m.group("target")))
+        return replace(parsed, alternatives=(*parsed.alternatives, as_choice))
     m = _TOGGLE_OFF.match(text)
     if m:
         return _parse_target(m.group("a") or m.group("b") or m.group("c"), "uncheck")
@@ -520,7 +526,8 @@ def _object_context(text: str) -> tuple[tuple[str, ...], int | None]:
 # --------------------------------------------------------------------------- matching
 
 _SHORTCUT = re.compile(r"\s*[(\[][^()\[\]]*(?:ctrl|cmd|\u2318|shift|alt|\u2325|\u21e7|meta|"
-                       r"enter|esc)[^()\[\]]*[)\]]\s*$", re.I)
+                       r"enter|esc)[^()\[\]]*[)\]]\s*$"
+                       r"|\s+(?:\u2318|\u2325|\u21e7|ctrl[+-]|cmd[+-]|alt[+-])\S*$", re.I)
 _DECOR = re.compile(r"\((?:required|optional)\)|\*|\u2022", re.I)
 _COMBINED = re.compile(r"\s+or\s+|\s*/\s*|\s+and/or\s+", re.I)
 _NAME_WEIGHT = {"name": 1.0, "label": 0.98, "text": 0.97, "column": 0.97, "placeholder": 0.95,
@@ -533,14 +540,30 @@ _LEAF_ROLES = {"button", "link", "menuitem", "menuitemcheckbox", "menuitemradio"
 
 
 def _stem(word: str) -> str:
-    if len(word) > 4 and not word.endswith("ss"):
-        for suffix in ("ing", "ed", "es", "s"):
-            if word.endswith(suffix) and len(word) - len(suffix) >= 3:
-                word = word[: -len(suffix)]
-                break
-        if len(word) > 3 and word[-1] == word[-2] and word[-1] not in "aeiouls":
+    """Plurals only ("files" = "file"); tenses are different controls ("Snoozed" folder)."""
+    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+        word = word[:-1]
+        if word.endswith(("che", "she", "xe", "sse")):
             word = word[:-1]
-    return word.rstrip("e") if len(word) > 3 else word
+    return word
+
+
+def _past(word: str) -> str:
+    """ "starred" → "star": only to read state names such as "Not starred"."""
+    if word.endswith("ed") and len(word) > 4:
+        word = word[:-2]
+        if len(word) > 2 and word[-1] == word[-2]:
+            word = word[:-1]
+    return word
+
+
+_INVISIBLE = re.compile("[\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+_DROPPED = {"a", "an", "the", "your", "this", "my", "our"}
+_SYNONYMS = [(re.compile(r"\b(?:log\s*in|login|signin)\b"), "sign in"),
+             (re.compile(r"\b(?:log\s*out|logout|signout)\b"), "sign out"),
+             (re.compile(r"\be-mail\b"), "email")]
+_COUNT = re.compile(r"[\s,(]*\d[\d,.]*\+?\s*(?:new|unread)?\s*(?:messages?|items?)?[\s,)]*$",
+                    re.I)
 
 
 def _words(text: str) -> list[str]:
@@ -548,8 +571,11 @@ def _words(text: str) -> list[str]:
 
 
 def _key(text: str) -> list[str]:
-    text = _DECOR.sub(" ", _SHORTCUT.sub("", text))
-    return [_stem(w) for w in _words(text)]
+    text = _INVISIBLE.sub("", text)
+    text = _DECOR.sub(" ", _SHORTCUT.sub("", text)).lower()
+    for pattern, repl in _SYNONYMS:
+        text = pattern.sub(repl, text)
+    return [_stem(w) for w in _words(text) if w not in _DROPPED]
 
 
 def _contains(hay: list[str], needle: list[str]) -> bool:
@@ -558,20 +584,26 @@ def _contains(hay: list[str], needle: list[str]) -> bool:
 
 
 def _score(target: str, name: str) -> tuple[float, str]:
-    """How well a name fits the target: (score, kind of match)."""
+    """How well a name fits the target: (score, kind of match). See the module docstring."""
     t, n = _key(target), _key(name)
     if not t or not n:
         return 0.0, ""
     if t == n:
         return 1.0, "exact"
-    if n[0] == "not" and len(n) > 1 and n[1:] == t:  # "Not starred" is the star toggle
-        return 0.9, "state name"
+    counted = _key(_COUNT.sub("", name))
+    if counted and counted == t:  # "Issues 12", "Promotions, 2 new messages"
+        return 0.97, "exact (ignoring the count)"
     if len(n) > 1 and n[-1] in _UI_NOUNS and n[:-1] == t:  # "Close dialog" is "Close"
         return 0.97, "exact (ignoring the word " + n[-1] + ")"
-    parts = [p for p in _COMBINED.split(_SHORTCUT.sub("", name)) if p.strip()]
+    if n[0] == "not" and len(n) > 1 and [_past(w) for w in n[1:]] == t:  # "Not starred"
+        return 0.9, "state name"
+    parts = [p for p in _COMBINED.split(_SHORTCUT.sub("", _INVISIBLE.sub("", name)))
+             if p.strip()]
     if len(parts) > 1 and any(_key(p) == t for p in parts):
         return 0.9, "combined label"
     t_len, n_len = len(" ".join(t)), len(" ".join(n))
+    if n[:len(t)] == t and len(n) - len(t) <= 3:  # the name starts with the target
+        return max(0.76, 0.5 + 0.35 * t_len / n_len), "partial (leading words)"
     if _contains(n, t):
         return 0.5 + 0.35 * min(1.0, t_len / n_len), "partial"
     content = [w for w in n if w not in _FILLER_WORDS]
@@ -761,8 +793,9 @@ class GroundingResolver:
                 if not ((action == "select" and editable_combo)
                         or (action == "fill" and el["kind"] == "select")):
                     continue
-            if role and role not in allowed and not (action == "click" and el["interactive"]
-                                                     and role not in ("heading",)):
+            if role and role not in allowed and not (
+                    action == "click" and el["interactive"]
+                    and role in ("listitem", "article", "img", "treeitem")):
                 continue
             if action == "click" and not role and not el["interactive"]:
                 continue
@@ -776,8 +809,11 @@ class GroundingResolver:
                 stripped = " ".join(w for w in target.split() if w.lower() not in _FILLER_WORDS)
                 if stripped and stripped.lower() != target.lower():
                     variants.append((stripped, 0.9))
+                names = list(el["names"])
+                if el["regions"] and el["name"]:
+                    names.append((f"{el['name']} {el['regions'][0]}", "label"))
                 for text, factor in variants:
-                    for name, source in el["names"]:
+                    for name, source in names:
                         if source == "column" and role not in ("cell", "gridcell"):
                             continue
                         score, kind = _score(text, name)
@@ -791,7 +827,9 @@ class GroundingResolver:
                 if (el["tag"] == "input" and el["type"] == tag_type) or searchish:
                     hint_words = {w for w, c in _TYPE_HINTS.items() if c == css}
                     score = 0.85 if not (t_words - hint_words) else 0.6
-                    if score > best:
+                    if best >= PLAUSIBLE:  # the name and the input type agree
+                        best, how = max(best, score) + 0.1, how + f" + input type {tag_type}"
+                    elif score > best:
                         best, how = score, f"input type {tag_type}"
             if action == "select" and parsed.value and not parsed.roles and el["options"] and (
                 not parsed.targets or parsed.targets == (parsed.value,)
@@ -882,7 +920,9 @@ class GroundingResolver:
                               f"threshold {self.threshold:.2f}", instruction, self._report(usable))
         exact = "exact" in top.how or top.how.startswith("item")
         margin = self.margin if exact else self.partial_margin
-        rivals = [c for c in usable[1:] if c.score >= max(PLAUSIBLE, top.score - margin)]
+        blocked = [c for c in visible if c not in usable]  # disabled or covered look-alikes
+        rivals = [c for c in [*usable[1:], *blocked]
+                  if c.score >= max(PLAUSIBLE, top.score - margin)]
         if rivals and parsed.ordinal is not None:
             tier = sorted([top, *[c for c in rivals if c.score >= self.threshold
                                   and c.score >= top.score - self.margin]],

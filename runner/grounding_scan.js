@@ -218,6 +218,9 @@
     if (own && own.length <= 120) push(own, 'text');
     for (const l of labels) push(l, 'label');
     if (lby) push(lby, 'label');
+    const lbyIds = (e.getAttribute('aria-labelledby') || '').split(/\s+/).filter(Boolean);
+    if (lbyIds.length > 1) for (const id of lbyIds) push(byIds(id), 'label');
+    if (e.getAttribute('alt')) push(e.getAttribute('alt'), 'title');
     if (isField || ['combobox', 'textbox', 'searchbox', 'listbox', 'switch', 'checkbox', 'radio'].includes(role)) {
       if (!labels.length && !lby && !e.getAttribute('aria-label')) push(looseLabel(e), 'label');
     }

@@ -268,6 +268,7 @@ class ParsedInstruction:
     item: bool = False  # the target is a row of a list ("the email from Sarah")
     qualifiers: tuple[str, ...] = ()  # words the item must carry ("unread", "LinkedIn")
     describes: bool = False  # the value describes data ("the company name")
+    literal: str | None = None  # "Insert link": the target with its role noun
     alternatives: tuple[ParsedInstruction, ...] = ()  # other readings, tried in order
 
 
@@ -286,16 +287,18 @@ def _strip_articles(text: str) -> str:
 
 def _role_split(rest: str, action: str, quoted: bool) -> tuple[str, str]:
     """(name, role noun) of a target phrase such as "the Next button" / "the link Pricing"."""
-    m = re.match(rf"^(?P<noun>{_NOUN_RE})\s+(?:named|called|labell?ed|titled|saying|"
-                 rf"with\s+(?:the\s+)?(?:text|label|name))?\s*(?P<name>.+)$", rest, re.I)
-    if m and not quoted and not re.match(r"^(?:input|select|box|option)\b", rest, re.I):
-        return m.group("name"), m.group("noun").lower()
     m2 = re.search(rf"^(?P<name>.*?)\s*\b(?P<noun>{_NOUN_RE})\b\s*"
                    rf"(?:(?:labell?ed|named|called|titled|with\s+(?:the\s+)?"
                    rf"(?:text|label|name))\s+(?P<after>.+))?$", rest, re.I)
-    if not m2:
-        return rest, ""
-    return (m2.group("after") or m2.group("name") or "").strip(), m2.group("noun").lower()
+    if m2 and (m2.group("name") or m2.group("after") or quoted):
+        return (m2.group("after") or m2.group("name") or "").strip(), m2.group("noun").lower()
+    m = re.match(rf"^(?P<noun>{_NOUN_RE})\s+(?:named|called|labell?ed|titled|saying|"
+                 rf"with\s+(?:the\s+)?(?:text|label|name))?\s*(?P<name>.+)$", rest, re.I)
+    if m and not quoted and not re.match(r"^(?:input|select|box|option|toggle)\b", rest, re.I):
+        return m.group("name"), m.group("noun").lower()
+    if m2:
+        return "", m2.group("noun").lower()
+    return rest, ""
 
 
 def _roles_for(noun: str, action: str) -> tuple[str, ...]:
@@ -318,64 +321,71 @@ def _context_words(text: str) -> tuple[str, ...]:
     return (text,) if text else ()
 
 
+def _readings(rest: str, text: str, action: str, quoted: list[str], ordinal: int | None,
+              allow_item: bool) -> list[ParsedInstruction]:
+    """The plain reading of a target phrase, then its reading as a row of a list."""
+    name, noun = _role_split(rest, action, bool(quoted))
+    roles = list(_roles_for(noun, action)) if noun else []
+    name = re.sub(r"^(?:the|a|an)\s+", "", name.strip(), flags=re.I).strip(" .,:;!")
+    literal = None
+    if not name and noun in ("search box", "search field", "search bar"):
+        name = "search"
+    elif noun and name and not quoted:
+        literal = f"{name} {noun}"  # "Insert link", "Close tab": the noun may be the name's
+    if quoted:
+        targets = tuple(q.strip() for q in quoted if q.strip())
+    else:
+        parts = [p for p in re.split(r"\s+or\s+|\s*/\s*", name) if p.strip()]
+        targets = tuple(re.sub(r"^(?:the|a|an)\s+", "", p.strip(), flags=re.I) for p in parts)
+        if len(targets) > 1 and len(name) <= 40:
+            targets = (*targets, name)  # "Country/Region" may be the name itself
+        if literal:
+            targets = (*targets, literal)
+    words = set(re.findall(r"[\w-]+", text.lower()))
+    hints = tuple(dict.fromkeys(css for word, css in _TYPE_HINTS.items() if word in words))
+    plain = ParsedInstruction(action, tuple(t for t in targets if t), bool(quoted),
+                              tuple(dict.fromkeys(roles)), None, hints, ordinal=ordinal,
+                              literal=literal)
+    out = [plain]
+    im = re.match(rf"^(?P<q>.*?)\s*\b(?P<kind>{_ITEM_RE})s?$", name, re.I)
+    if allow_item and im and not noun and not quoted:
+        qualifiers = tuple(w for w in re.split(r"\s+", im.group("q").strip()) if w)
+        out.append(replace(plain, item=True, qualifiers=qualifiers, type_hints=(),
+                           literal=None))
+    return out
+
+
 def _parse_target(text: str, action: str, *, split: bool = True) -> ParsedInstruction:
-    """Targets, roles, hints, ordinal, item and context readings of a target phrase."""
+    """Targets, roles, hints, ordinal, item and context readings of a target phrase; the
+    first reading is the literal one, the others are tried when it names nothing."""
     quoted = [m.group(2) for m in _QUOTED.finditer(text)]
     rest = _QUOTED.sub(" ", text).strip() if quoted else text
     rest = _strip_articles(rest)
     # "the Next button to complete login": drop the purpose clause after a role noun.
     rest = re.sub(rf"\b({_NOUN_RE}|{_ITEM_RE})\s+(?:to|in order to|so that|so as to|and then)"
                   r"\s+.*$", r"\1", rest, flags=re.I)
-    ordinal = None
     om = re.match(rf"^{_ORDINAL_RE}\b\s*", rest, re.I)
-    if om:
-        ordinal = _ORDINAL_WORDS[om.group(0).strip().lower()]
-        rest = rest[om.end():]
-    name, noun = _role_split(rest, action, bool(quoted))
-    roles = list(_roles_for(noun, action)) if noun else []
-    name = _strip_articles(name)
-    if not name and noun in ("search box", "search field", "search bar"):
-        name = "search"
-    item = False
-    qualifiers: tuple[str, ...] = ()
-    if not noun and not quoted:
-        im = re.match(rf"^(?P<q>.*?)\s*\b(?P<kind>{_ITEM_RE})s?$", name, re.I)
-        if im:
-            item = True
-            qualifiers = tuple(w for w in re.split(r"\s+", im.group("q").strip()) if w)
-    if quoted:
-        targets = tuple(q.strip() for q in quoted if q.strip())
-    else:
-        parts = [p for p in re.split(r"\s+or\s+|\s*/\s*", name) if p.strip()]
-        targets = tuple(_strip_articles(p) for p in parts)
-        if len(targets) > 1 and len(name) <= 40:
-            targets = (*targets, name)  # "Country/Region" may be the name itself
-    words = set(re.findall(r"[\w-]+", text.lower()))
-    hints = tuple(dict.fromkeys(css for word, css in _TYPE_HINTS.items() if word in words))
-    parsed = ParsedInstruction(action, tuple(t for t in targets if t), bool(quoted),
-                               tuple(dict.fromkeys(roles)), None, hints, ordinal=ordinal)
-    as_item = replace(parsed, item=True, qualifiers=qualifiers, type_hints=()) if item else None
-    if not split and as_item is not None:
-        return as_item
-    if not split or quoted:
-        return parsed
-    # Other readings: "<target> for|from|under|in <row or region>", tried when the whole
-    # phrase names nothing.
-    alts: list[ParsedInstruction] = []
-    for m in re.finditer(r"\s+(?:for|from|by|about|regarding|under|below|beneath|inside|within|"
-                         r"in|on|of|with subject|titled|named)\s+", text, re.I):
-        head, ctx = text[:m.start()], text[m.end():]
-        if not head.strip() or not ctx.strip():
-            continue
-        sub = _parse_target(head, action, split=False)
-        context = _context_words(ctx)
-        if (sub.targets or sub.item) and context:
-            alts.append(replace(sub, context=context, type_hints=()))
-        if len(alts) >= 3:
-            break
-    if as_item is not None:
-        alts.insert(0, as_item)
-    return replace(parsed, alternatives=tuple(alts))
+    readings = _readings(rest, text, action, quoted, None, allow_item=not om)
+    if om:  # "the first unread email"; but "First name" is a name
+        readings += _readings(rest[om.end():], text, action, quoted,
+                              _ORDINAL_WORDS[om.group(0).strip().lower()], allow_item=True)
+    alts = readings[1:]
+    if split and not quoted:
+        # "<target> for|from|under|in <row or region>"
+        for m in re.finditer(r"\s+(?:for|from|by|about|regarding|under|below|beneath|inside|"
+                             r"within|in|on|of|with subject|titled|named)\s+", text, re.I):
+            head, ctx = text[:m.start()], text[m.end():]
+            context = _context_words(ctx)
+            if not head.strip() or not context:
+                continue
+            sub = _parse_target(head, action, split=False)
+            for reading in (sub, *sub.alternatives):
+                if reading.targets or reading.item:
+                    alts.append(replace(reading, context=context, type_hints=(),
+                                        alternatives=()))
+            if len(alts) >= 6:
+                break
+    return replace(readings[0], alternatives=tuple(alts))
 
 
 def _fill_split(rest: str) -> tuple[str, str] | None:
@@ -464,7 +474,8 @@ def parse_instruction(instruction: str) -> ParsedInstruction | None:
     m = _UNCHECK_PATTERN.match(text)
     if m:
         target = m.group("target")
-        if text.lower().startswith("clear") and not _CHECK_NOUNS.search(target):
+        boxless = re.sub(r"\b(?:search|text|input|message|comment)\s+box\b", "", target, flags=re.I)
+        if text.lower().startswith("clear") and not _CHECK_NOUNS.search(boxless):
             return replace(_parse_target(target, "fill"), value="")
         return _parse_target(target, "uncheck")
     m = _CHECK_PATTERN.match(text)
@@ -558,7 +569,7 @@ def _past(word: str) -> str:
 
 
 _INVISIBLE = re.compile("[\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
-_DROPPED = {"a", "an", "the", "your", "this", "my", "our"}
+_DROPPED = {"a", "an", "the", "this"}
 _SYNONYMS = [(re.compile(r"\b(?:log\s*in|login|signin)\b"), "sign in"),
              (re.compile(r"\b(?:log\s*out|logout|signout)\b"), "sign out"),
              (re.compile(r"\be-mail\b"), "email")]
@@ -818,6 +829,8 @@ class GroundingResolver:
                             continue
                         score, kind = _score(text, name)
                         score *= factor * _NAME_WEIGHT.get(source, 0.9)
+                        if hinted and role not in hinted and target != parsed.literal:
+                            score -= ROLE_MISMATCH_PENALTY
                         if score > best:
                             best, how = score, f"{source} {kind}"
             for css in parsed.type_hints:
@@ -839,8 +852,6 @@ class GroundingResolver:
                     best, how = max(best, 0.85), "select containing the option"
             if best <= 0:
                 continue
-            if hinted and role not in hinted:
-                best -= ROLE_MISMATCH_PENALTY
             if action == "click" and not el["interactive"]:
                 best = min(best, 0.5)
             found[el["path"]] = Candidate(el["path"], el, best, how, exact="exact" in how)

@@ -200,6 +200,16 @@
       (top.id ? '#' + top.id : '') + (typeof top.className === 'string' && top.className ? '.' + top.className.split(/\s+/)[0] : '');
     return {state: 'covered', x, y, by};
   };
+  const customOptions = (e) => {
+    // an ARIA combobox/listbox: the options of the listbox it controls, rendered or not yet
+    const ids = [e.getAttribute('aria-controls'), e.getAttribute('aria-owns')].join(' ');
+    const boxes = ids.split(/\s+/).filter(Boolean).map((i) => document.getElementById(i)).filter(Boolean);
+    if (e.getAttribute('role') === 'listbox') boxes.push(e);
+    const opts = [];
+    for (const b of boxes) for (const o of b.querySelectorAll('[role=option]'))
+      opts.push([norm(o.getAttribute('aria-label') || o.textContent), o.getAttribute('data-value') || '']);
+    return opts;
+  };
   const describe = (e) => {
     const tag = e.tagName.toLowerCase();
     const type = (e.getAttribute('type') || '').toLowerCase();
@@ -261,7 +271,8 @@
       kind: checkable ? 'checkable' : isSelect ? 'select' : fillable ? 'fillable' : 'other',
       testid: e.getAttribute('data-testid'), id: e.id || null,
       cssId: e.id ? '#' + CSS.escape(e.id) : null,
-      options: tag === 'select' ? Array.from(e.options).map((o) => [norm(o.label || o.text), o.value]) : [],
+      options: tag === 'select' ? Array.from(e.options).map((o) => [norm(o.label || o.text), o.value])
+        : isSelect ? customOptions(e) : [],
       hit: h.state, coveredBy: h.by || '', checked, proxy: !!proxy,
       row: item ? text(item).slice(0, 400) + ' ' + norm(item.getAttribute('aria-label')) : '',
       rowPath: item ? pathOf(item) : '',
@@ -302,7 +313,7 @@
       const role = e.getAttribute('role');
       if (role && SKIP.has(role.split(' ')[0]) && !(e.hasAttribute('onclick') || e.getAttribute('tabindex') === '0')) continue;
       if (hiddenFromAT(e)) continue;
-      if (e.tagName === 'LABEL' && e.control) continue;  // the control speaks for its label
+      if (e.tagName === 'LABEL' && (e.control || !e.hasAttribute('onclick'))) continue;  // the control speaks for it
       const d = describe(e);
       d.order = out.length;
       out.push(d);

@@ -394,16 +394,19 @@ def _fill_split(rest: str) -> tuple[str, str] | None:
     q = re.match(r"""^(['"\u201c\u2018])(.+?)(['"\u201d\u2019])\s+(?:into|inside|in|on|to)\s+"""
                  r"(?P<target>.+)$", rest, re.S)
     if q:
-        return q.group(2), q.group("target")
+        return q.group(1) + q.group(2) + q.group(3), q.group("target")
     for sep in _FILL_SEPARATORS:
         spots = [m for m in re.finditer(rf"\s+{sep}\s+", rest, re.I)]
         if not spots:
             continue
-        for m in spots:  # leftmost target that reads like one
+        for m in spots:  # leftmost target that starts like one: "the ...", "your ...", quote
             target = rest[m.end():]
-            if re.match(r"^(?:the|a|an|your|this|that)\b", target, re.I) or re.search(
-                    rf"\b(?:{_NOUN_RE})\b", target, re.I) or _QUOTED.match(target):
+            if re.match(r"^(?:the|a|an|your|this|that|my)\b", target, re.I) or \
+                    _QUOTED.match(target):
                 return rest[:m.start()], target
+        for m in reversed(spots):  # else the last one followed by a role noun
+            if re.search(rf"\b(?:{_NOUN_RE})\b", rest[m.end():], re.I):
+                return rest[:m.start()], rest[m.end():]
         m = spots[-1]
         return rest[:m.start()], rest[m.end():]
     return None

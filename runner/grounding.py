@@ -173,7 +173,9 @@ _ITEM_NOUNS = ("email", "e-mail", "message", "conversation", "thread", "result",
                "order", "product", "task", "item", "lead", "account", "opportunity", "case",
                "candidate", "invoice", "customer", "user", "member", "repository", "repo",
                "pull request", "document", "doc", "card", "event", "meeting", "chat", "listing",
-               "company", "file")
+               "company", "file", "payment", "transaction", "charge", "subscription", "refund",
+               "quote", "proposal", "campaign", "post", "comment", "review", "application",
+               "request", "booking", "reservation", "shipment", "project", "job", "report")
 _ITEM_RE = "|".join(re.escape(n) for n in sorted(_ITEM_NOUNS, key=len, reverse=True))
 _REGION_NOUNS = (r"section|panel|card|sidebar|side panel|dialog|modal|window|popup|pop-up|menu|"
                  r"toolbar|list|table|area|pane|column|form|header|footer|bar|box|widget|tab|"
@@ -269,6 +271,7 @@ class ParsedInstruction:
     qualifiers: tuple[str, ...] = ()  # words the item must carry ("unread", "LinkedIn")
     describes: bool = False  # the value describes data ("the company name")
     literal: str | None = None  # "Insert link": the target with its role noun
+    icon: bool = False  # "the pencil icon": the target says what the icon looks like
     alternatives: tuple[ParsedInstruction, ...] = ()  # other readings, tried in order
 
 
@@ -345,7 +348,7 @@ def _readings(rest: str, text: str, action: str, quoted: list[str], ordinal: int
     hints = tuple(dict.fromkeys(css for word, css in _TYPE_HINTS.items() if word in words))
     plain = ParsedInstruction(action, tuple(t for t in targets if t), bool(quoted),
                               tuple(dict.fromkeys(roles)), None, hints, ordinal=ordinal,
-                              literal=literal)
+                              literal=literal, icon=noun in ("icon", "icon button"))
     out = [plain]
     im = re.match(rf"^(?P<q>.*?)\s*\b(?P<kind>{_ITEM_RE})s?$", name, re.I)
     if allow_item and im and not noun and not quoted:
@@ -373,6 +376,7 @@ def _parse_target(text: str, action: str, *, split: bool = True) -> ParsedInstru
     if split and not quoted:
         # "<target> for|from|under|in <row or region>"
         for m in re.finditer(r"\s+(?:for|from|by|about|regarding|under|below|beneath|inside|"
+                             r"next\s+to|beside|near|with|"
                              r"within|in|on|of|with subject|titled|named)\s+", text, re.I):
             head, ctx = text[:m.start()], text[m.end():]
             context = _context_words(ctx)
@@ -546,6 +550,22 @@ _DECOR = re.compile(r"\((?:required|optional)\)|\*|\u2022", re.I)
 _COMBINED = re.compile(r"\s+or\s+|\s*/\s*|\s+and/or\s+", re.I)
 _NAME_WEIGHT = {"name": 1.0, "label": 0.98, "text": 0.97, "column": 0.97, "placeholder": 0.95,
                 "title": 0.95, "tooltip": 0.95}
+# Words that say what kind of thing a target is, not its name: "the #random channel".
+_KIND_WORDS = {"channel", "folder", "page", "project", "repository", "repo", "file", "document",
+               "label", "tag", "filter", "view", "board", "workspace", "team", "space",
+               "section", "category", "column", "stage", "status", "menu", "setting", "entry",
+               "record", "step", "chip", "pill"}
+# What an icon looks like → what its control is named: "the pencil icon" is "Edit".
+_ICON_WORDS = {"pencil": ("Edit",), "trash": ("Delete", "Remove"), "bin": ("Delete", "Remove"),
+               "trash can": ("Delete", "Remove"), "gear": ("Settings",), "cog": ("Settings",),
+               "plus": ("Add", "Create", "New"), "x": ("Close", "Remove"),
+               "cross": ("Close", "Remove"), "magnifying glass": ("Search",),
+               "magnifier": ("Search",), "bell": ("Notifications",),
+               "three dots": ("More", "More options", "More actions"),
+               "kebab": ("More", "More options", "More actions"),
+               "ellipsis": ("More", "More options", "More actions"),
+               "paperclip": ("Attach",), "paper clip": ("Attach",), "hamburger": ("Menu",),
+               "question mark": ("Help",), "heart": ("Like",), "eye": ("Show",)}
 _UI_NOUNS = {"dialog", "modal", "window", "popup", "panel", "sidebar", "drawer", "menu",
              "banner", "overlay", "tooltip"}
 _LEAF_ROLES = {"button", "link", "menuitem", "menuitemcheckbox", "menuitemradio", "tab",
@@ -740,16 +760,19 @@ class GroundingResolver:
             value = bound
         if not parsed.targets and not parsed.type_hints and not parsed.item:
             return Escalation("no target element named in the instruction", filled)
-        if any(_QUANTIFIERS.search(t) for t in (*parsed.targets, *parsed.qualifiers)) \
-                and not parsed.quoted:
-            return Escalation("the instruction picks an element by a condition; that needs a "
-                              "person or an explicit selector", filled)
+        conditional = not parsed.quoted and any(
+            _QUANTIFIERS.search(t) for t in (*parsed.targets, *parsed.qualifiers))
         scan = await self._scan(page)
         first: Resolution | Escalation | None = None
         for reading in (parsed, *parsed.alternatives):
             reading = self._substituted(reading, variables)
             found = self._candidates(scan, reading)
             result = await self._decide(page, reading, filled, found, value)
+            if isinstance(result, Resolution) and conditional and "exact" not in str(
+                    (result.match or {}).get("how")):
+                # "each", "any", "the relevant ...": only a control named so may act
+                return Escalation("the instruction picks an element by a condition; that needs "
+                                  "a person or an explicit selector", filled)
             if isinstance(result, Resolution):
                 return result
             if first is None:
@@ -823,6 +846,11 @@ class GroundingResolver:
                 stripped = " ".join(w for w in target.split() if w.lower() not in _FILLER_WORDS)
                 if stripped and stripped.lower() != target.lower():
                     variants.append((stripped, 0.9))
+                words = target.split()
+                if len(words) > 1 and words[-1].lower() in _KIND_WORDS:
+                    variants.append((" ".join(words[:-1]), 0.95))
+                if parsed.icon:
+                    variants += [(name, 1.0) for name in _ICON_WORDS.get(target.lower(), ())]
                 names = list(el["names"])
                 if el["regions"] and el["name"]:
                     names.append((f"{el['name']} {el['regions'][0]}", "label"))

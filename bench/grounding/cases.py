@@ -362,3 +362,61 @@ CASES: list[Case] = [
     C("outlook_inbox", "Open the email from Jane Doe", E),
     C("outlook_inbox", "Go back", "back", "back"),
 ]
+
+# Pages added after the resolver was tuned (written blind, then kept as regression cases).
+CASES += [
+    # ---- Salesforce Lightning lead record
+    C("salesforce_lead", "Click Edit", "edit", "click"),
+    C("salesforce_lead", "Click Convert", "convert", "click"),
+    C("salesforce_lead", "Click Change Owner", "change-owner", "click"),
+    C("salesforce_lead", "Click Follow", "follow", "click"),
+    C("salesforce_lead", "Click the Details tab", "tab-details", "click"),
+    C("salesforce_lead", "Click Log a Call", "log-call", "click"),
+    C("salesforce_lead", "Click New Task", "new-task", "click"),
+    C("salesforce_lead", "Click Nurturing", "path-nurturing", "click"),
+    C("salesforce_lead", "Click Mark Status as Complete", "mark-complete", "click"),
+    C("salesforce_lead", "Click the App Launcher", "app-launcher", "click"),
+    C("salesforce_lead", "Go to Opportunities", "nav-opps", "click"),
+    C("salesforce_lead", "Click Edit Company", "edit-company", "click"),
+    C("salesforce_lead", "Click the pencil icon next to Lead Status", "edit-status", "click"),
+    C("salesforce_lead", "Click Email", "email", "click"),  # the link is named by the address
+    C("salesforce_lead", "Click Delete", E),  # inside the closed "more actions" menu
+    C("salesforce_lead", "Click Submit for Approval", E),
+    C("salesforce_lead", "Click the Search button", "global-search", "click"),
+    C("salesforce_lead", "Click Setup", "setup", "click"),
+    # ---- Slack channel
+    C("slack_channel", "Type {{message}} into the message box", "composer", "fill",
+      "{{message}}"),
+    C("slack_channel", "Click Send now", E),  # disabled until something is typed
+    C("slack_channel", "Open the #random channel", "ch-random", "click"),
+    C("slack_channel", "Click deals", "ch-deals", "click"),
+    C("slack_channel", "Open the direct message with Sarah Chen", "dm-sarah", "click"),
+    C("slack_channel", "Click Threads", "threads", "click"),
+    C("slack_channel", "Click 3 replies", "msg-sarah-replies", "click"),
+    C("slack_channel", "Click Reply in thread", E),  # hover-only, and one per message
+    C("slack_channel", "Click Add channels", "add-channels", "click"),
+    C("slack_channel", "Click the Huddle button", "huddle", "click"),
+    C("slack_channel", "Click Search Acme", "search", "click"),
+    C("slack_channel", "Click the Attach button", "attach", "click"),
+    C("slack_channel", "Click Forward", E),  # aria-disabled
+    C("slack_channel", "Click Sarah Chen", E),  # the sender link and the direct message
+    C("slack_channel", "Click Help", "help", "click"),
+    C("slack_channel", "Click the Channel details button", "channel-details", "click"),
+    # ---- Stripe payments list
+    C("stripe_payments", "Click + Create payment", "create-payment", "click"),
+    C("stripe_payments", "Click Create payment", "create-payment", "click"),
+    C("stripe_payments", "Click the Refunded tab", "t-refunded", "click"),
+    C("stripe_payments", "Click Export", "export", "click"),
+    C("stripe_payments", "Type {{email}} into the search field", "search", "fill", "{{email}}"),
+    C("stripe_payments", "Click Next", "next", "click"),
+    C("stripe_payments", "Click Previous", E),  # disabled
+    C("stripe_payments", "Turn on Test mode", "test-mode", "check"),
+    C("stripe_payments", "Click More options", E),  # one per row
+    C("stripe_payments", "Click More options for marcus.webb@foundry.com", "p2-more", "click"),
+    C("stripe_payments", "Open the payment from lena@foundry.com", "p3-amount", "click"),
+    C("stripe_payments", "Click the Status filter", "f-status", "click"),
+    C("stripe_payments", "Click Customers", "nav-customers", "click"),
+    C("stripe_payments", "Check Select all payments", "select-all", "check"),
+    C("stripe_payments", "Click Refund payment", E),
+    C("stripe_payments", "Click $89.00", "p2-amount", "click"),
+]

@@ -283,8 +283,9 @@ def _unquote(text: str) -> tuple[str, bool]:
 
 
 def _strip_articles(text: str) -> str:
-    text = re.sub(r"^(?:on\s+|at\s+)?(?:the|a|an|your|our|this|that|my)\s+", "", text.strip(),
-                  flags=re.I)
+    """ "the Next button" → "Next button"; "your email" → "email", but "My Network" is a name."""
+    text = re.sub(r"^(?:on\s+|at\s+)?(?:(?i:the|a|an|this|that)|your|our|my)\s+", "",
+                  text.strip())
     return text.strip(" .,:;!")
 
 
@@ -507,6 +508,11 @@ def parse_instruction(instruction: str) -> ParsedInstruction | None:
             # "Select 'Seed'": an option of some dropdown, or a clickable thing.
             return replace(parsed, action="select",
                            value=parsed.targets[0] if parsed.targets else None, or_click=True)
+        if not re.match(r"^(?:click|double-click|press|tap|hit|push)\b", text, re.I):
+            # "Follow Marcus Webb", "Open in new tab": the whole phrase may be the name
+            whole = ParsedInstruction("click", (text,), roles=("button", "link", "menuitem"))
+            return replace(whole, alternatives=(replace(parsed, alternatives=()),
+                                                *parsed.alternatives))
         return parsed
     return _verb_phrase(text)
 
@@ -566,6 +572,8 @@ _ICON_WORDS = {"pencil": ("Edit",), "trash": ("Delete", "Remove"), "bin": ("Dele
                "ellipsis": ("More", "More options", "More actions"),
                "paperclip": ("Attach",), "paper clip": ("Attach",), "hamburger": ("Menu",),
                "question mark": ("Help",), "heart": ("Like",), "eye": ("Show",)}
+_PROMPT_VERBS = {"add", "enter", "type", "choose", "select", "pick", "write", "insert",
+                 "provide", "set"}
 _UI_NOUNS = {"dialog", "modal", "window", "popup", "panel", "sidebar", "drawer", "menu",
              "banner", "overlay", "tooltip"}
 _LEAF_ROLES = {"button", "link", "menuitem", "menuitemcheckbox", "menuitemradio", "tab",
@@ -604,12 +612,12 @@ def _words(text: str) -> list[str]:
     return re.findall(r"[a-z0-9]+", text.lower().replace("'s ", " ").replace("\u2019s ", " "))
 
 
-def _key(text: str) -> list[str]:
+def _key(text: str, stem: bool = True) -> list[str]:
     text = _INVISIBLE.sub("", text)
     text = _DECOR.sub(" ", _SHORTCUT.sub("", text)).lower()
     for pattern, repl in _SYNONYMS:
         text = pattern.sub(repl, text)
-    return [_stem(w) for w in _words(text) if w not in _DROPPED]
+    return [_stem(w) if stem else w for w in _words(text) if w not in _DROPPED]
 
 
 def _contains(hay: list[str], needle: list[str]) -> bool:
@@ -617,16 +625,20 @@ def _contains(hay: list[str], needle: list[str]) -> bool:
     return any(hay[i:i + n] == needle for i in range(len(hay) - n + 1))
 
 
-def _score(target: str, name: str) -> tuple[float, str]:
+def _score(target: str, name: str, field: bool = False) -> tuple[float, str]:
     """How well a name fits the target: (score, kind of match). See the module docstring."""
     t, n = _key(target), _key(name)
     if not t or not n:
         return 0.0, ""
     if t == n:
+        if _key(target, stem=False) != _key(name, stem=False):
+            return 0.9, "same words but for a plural"
         return 1.0, "exact"
     counted = _key(_COUNT.sub("", name))
     if counted and counted == t:  # "Issues 12", "Promotions, 2 new messages"
         return 0.97, "exact (ignoring the count)"
+    if field and len(n) > 1 and n[0] in _PROMPT_VERBS and n[1:] == t:  # "Add title" field
+        return 0.95, "exact (a prompt)"
     if len(n) > 1 and n[-1] in _UI_NOUNS and n[:-1] == t:  # "Close dialog" is "Close"
         return 0.97, "exact (ignoring the word " + n[-1] + ")"
     if n[0] == "not" and len(n) > 1 and [_past(w) for w in n[1:]] == t:  # "Not starred"
@@ -830,7 +842,8 @@ class GroundingResolver:
                 if not ((action == "select" and editable_combo)
                         or (action == "fill" and el["kind"] == "select")):
                     continue
-            if role and role not in allowed and not (
+            field_click = action == "click" and el["kind"] in ("fillable", "select")
+            if role and role not in allowed and not field_click and not (
                     action == "click" and el["interactive"]
                     and role in ("listitem", "article", "img", "treeitem")):
                 continue
@@ -858,13 +871,14 @@ class GroundingResolver:
                     for name, source in names:
                         if source == "column" and role not in ("cell", "gridcell"):
                             continue
-                        score, kind = _score(text, name)
+                        score, kind = _score(text, name, el["kind"] in ("fillable", "select"))
                         score *= factor * _NAME_WEIGHT.get(source, 0.9)
-                        if hinted and role not in hinted and target != parsed.literal:
+                        if (hinted and role not in hinted and target != parsed.literal) or (
+                                field_click and not hinted):
                             score -= ROLE_MISMATCH_PENALTY
                         if score > best:
                             best, how = score, f"{source} {kind}"
-            for css in parsed.type_hints:
+            for css in parsed.type_hints if action != "click" else ():
                 tag_type = css.split("=")[1].rstrip("]")
                 searchish = tag_type == "search" and (role == "searchbox" or any(
                     _key(name)[:1] == ["search"] for name, _ in el["names"]))
@@ -881,7 +895,7 @@ class GroundingResolver:
                 wanted = parsed.value.strip().lower()
                 if any(wanted in (lab.lower(), val.lower()) for lab, val in el["options"]):
                     best, how = max(best, 0.85), "select containing the option"
-            if best <= 0:
+            if best <= 0 or (field_click and "exact" not in how):
                 continue
             if action == "click" and not el["interactive"]:
                 best = min(best, 0.5)

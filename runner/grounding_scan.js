@@ -1,6 +1,24 @@
 (arg) => {
   const norm = (s) => (s || '').replace(/\s+/g, ' ').trim();
   const text = (n) => norm(n.innerText !== undefined ? n.innerText : n.textContent);
+  const tiny = (el) => {
+    const r = el.getBoundingClientRect();
+    return r.width <= 1 || r.height <= 1;
+  };
+  const parts = (e, skip) => {
+    // text a person sees (skip = visually hidden parts) or a screen reader reads (aria-hidden)
+    const out = [];
+    const walk = (n) => {
+      for (const c of n.childNodes) {
+        if (c.nodeType === 3) out.push(c.nodeValue);
+        else if (c.nodeType === 1 && !skip(c) && getComputedStyle(c).display !== 'none') walk(c);
+      }
+    };
+    walk(e);
+    return norm(out.join(' '));
+  };
+  const seenText = (e) => parts(e, (c) => tiny(c) && c.childElementCount === 0);
+  const readText = (e) => parts(e, (c) => c.getAttribute('aria-hidden') === 'true');
   const pathOf = (e) => {
     const parts = [];
     let n = e;
@@ -220,12 +238,14 @@
     const labels = e.labels ? Array.from(e.labels).map(text).filter(Boolean) : [];
     const isField = ['input', 'textarea', 'select'].includes(tag);
     const btnValue = tag === 'input' && ['submit', 'button', 'reset'].includes(type) ? norm(e.value) : '';
-    const own = isField ? '' : ownText(e);
+    const own = isField ? '' : (e.querySelector('[aria-hidden=true]') ? readText(e) : ownText(e));
+    const seen = isField ? '' : seenText(e);
     const accname = norm(e.getAttribute('aria-label')) || lby || labels.join(' ') || btnValue ||
       (['row', 'listitem', 'article', 'option', 'treeitem', 'cell', 'gridcell', 'link', 'button', 'tab', 'menuitem', 'menuitemcheckbox', 'menuitemradio', 'heading', 'switch', 'checkbox', 'radio', 'columnheader', ''].includes(role) ? own : '') ||
       norm(e.getAttribute('title')) || norm(e.getAttribute('placeholder')) || norm(e.getAttribute('alt'));
     push(accname, 'name');
     if (own && own.length <= 120) push(own, 'text');
+    if (seen && seen !== own && seen.length <= 120) push(seen, 'text');
     for (const l of labels) push(l, 'label');
     if (lby) push(lby, 'label');
     const lbyIds = (e.getAttribute('aria-labelledby') || '').split(/\s+/).filter(Boolean);

@@ -420,3 +420,43 @@ CASES += [
     C("stripe_payments", "Click Refund payment", E),
     C("stripe_payments", "Click $89.00", "p2-amount", "click"),
 ]
+
+CASES += [
+    # ---- Google Calendar: event dialog shown with showModal()
+    C("calendar_event_dialog", "Type {{title}} into the title field", "title", "fill",
+      "{{title}}"),
+    C("calendar_event_dialog", "Click Add title", "title", "click"),
+    C("calendar_event_dialog", "Type {{guest}} into the Add guests field", "guests", "fill",
+      "{{guest}}"),
+    C("calendar_event_dialog", "Enter {{room}} as the location", "location", "fill", "{{room}}"),
+    C("calendar_event_dialog", "Check All day", "all-day", "check"),
+    C("calendar_event_dialog", "Click Add Google Meet video conferencing", "add-meet", "click"),
+    C("calendar_event_dialog", "Click Save", "save", "click"),
+    C("calendar_event_dialog", "Click More options", "more-options", "click"),
+    C("calendar_event_dialog", "Click the Task tab", "tab-task", "click"),
+    C("calendar_event_dialog", "Click the start time", "start-time", "click"),
+    C("calendar_event_dialog", "Close the dialog", "close", "click"),
+    C("calendar_event_dialog", "Click Today", E),  # behind the modal dialog
+    C("calendar_event_dialog", "Click Next week", E),
+    C("calendar_event_dialog", "Click Create", E),
+    C("calendar_event_dialog", "Type {{notes}} into the description", "description", "fill",
+      "{{notes}}"),
+    # ---- LinkedIn people search
+    C("linkedin_search", "Click Connect", "r-priya-connect", "click"),
+    C("linkedin_search", "Click Message", "r-sarah-message", "click"),
+    C("linkedin_search", "Message Sarah Chen", "r-sarah-message", "click"),
+    C("linkedin_search", "Follow Marcus Webb", "r-marcus-follow", "click"),
+    C("linkedin_search", "Invite Priya Raman to connect", "r-priya-connect", "click"),
+    C("linkedin_search", "Click Priya Raman", "r-priya", "click"),
+    C("linkedin_search", "Open Sarah Chen's profile", "r-sarah", "click"),
+    C("linkedin_search", "Click the Companies filter", "f-companies", "click"),
+    C("linkedin_search", "Click All filters", "f-all", "click"),
+    C("linkedin_search", "Go to page 2", "p2", "click"),
+    C("linkedin_search", "Click Previous", E),  # disabled
+    C("linkedin_search", "Click My Network", "nav-network", "click"),
+    C("linkedin_search", "Go to Jobs", "nav-jobs", "click"),
+    C("linkedin_search", "Type {{query}} into the search bar", "search", "fill", "{{query}}"),
+    C("linkedin_search", "Click Compose message", "msg-compose", "click"),
+    C("linkedin_search", "Connect with Sarah Chen", E),  # she has no Connect button here
+    C("linkedin_search", "Click Easy Apply", E),
+]

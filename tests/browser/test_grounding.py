@@ -278,7 +278,7 @@ async def test_llm_resolver_is_consulted_only_after_grounding_and_never_guesses(
     assert llm_stub.StubResolver.calls == []
 
     # Grounding escalates (score below threshold); the LLM's unique, confident answer is used.
-    second = await resolver.resolve(page, "Click the gear icon")
+    second = await resolver.resolve(page, "Click the round thing at the top")
     assert isinstance(second, Resolution) and second.source == "llm"
     assert second.locator is not None
     assert await locator_from_cached(page, second.locator).get_attribute("data-testid") == \
@@ -292,7 +292,7 @@ async def test_llm_resolver_is_consulted_only_after_grounding_and_never_guesses(
     # The LLM is unsure: escalated, not acted on.
     fourth = await resolver.resolve(page, "Click Learn more")
     assert isinstance(fourth, Escalation) and "not confident" in fourth.reason
-    assert llm_stub.StubResolver.calls == ["Click the gear icon", "Click Delete",
+    assert llm_stub.StubResolver.calls == ["Click the round thing at the top", "Click Delete",
                                            "Click Learn more"]
 
     with pytest.raises(TypeError):

@@ -39,13 +39,16 @@ def test_sop_phrasings() -> None:
         "Mark as read": ("click", ("Mark as read",)),
         "Close the dialog": ("click", ("Close",)),
         "Sign in with Google": ("click", ("Sign in with Google",)),
-        "Open Settings": ("click", ("Settings",)),
+        "Click Settings": ("click", ("Settings",)),
     }
     for text, (action, targets) in cases.items():
         parsed = parse_instruction(text)
         assert parsed is not None, text
         assert parsed.action == action, (text, parsed)
         assert parsed.targets[:len(targets)] == targets, (text, parsed)
+    follow = parse_instruction("Follow Marcus Webb")  # a control may be named so
+    assert follow is not None and follow.targets == ("Follow Marcus Webb",)
+    assert follow.alternatives[0].targets[0] == "Marcus Webb"
     star = parse_instruction("Star the email from Sarah Chen")
     assert star is not None
     assert any(r.targets == ("Star",) and r.context == ("Sarah Chen",)

@@ -572,6 +572,10 @@ _ICON_WORDS = {"pencil": ("Edit",), "trash": ("Delete", "Remove"), "bin": ("Dele
                "ellipsis": ("More", "More options", "More actions"),
                "paperclip": ("Attach",), "paper clip": ("Attach",), "hamburger": ("Menu",),
                "question mark": ("Help",), "heart": ("Like",), "eye": ("Show",)}
+_DESTRUCTIVE = {"delete", "remove", "send", "pay", "submit", "cancel", "discard", "archive",
+                "unsubscribe", "reject", "decline", "close", "clear", "reset", "revoke",
+                "disable", "deactivate", "refund", "void", "transfer", "publish", "merge",
+                "approve", "confirm", "sign", "buy", "purchase", "order", "leave", "block"}
 _PROMPT_VERBS = {"add", "enter", "type", "choose", "select", "pick", "write", "insert",
                  "provide", "set"}
 _UI_NOUNS = {"dialog", "modal", "window", "popup", "panel", "sidebar", "drawer", "menu",
@@ -648,7 +652,9 @@ def _score(target: str, name: str, field: bool = False) -> tuple[float, str]:
     if len(parts) > 1 and any(_key(p) == t for p in parts):
         return 0.9, "combined label"
     t_len, n_len = len(" ".join(t)), len(" ".join(n))
-    if n[:len(t)] == t and len(n) - len(t) <= 3:  # the name starts with the target
+    if n[:len(t)] == t and len(n) - len(t) <= 3 and not (len(t) == 1 and t[0] in _DESTRUCTIVE):
+        # the name starts with the target ("To" → "To recipients"); never for a lone
+        # destructive verb: "Delete" must not become "Delete account"
         return max(0.76, 0.5 + 0.35 * t_len / n_len), "partial (leading words)"
     if _contains(n, t):
         return 0.5 + 0.35 * min(1.0, t_len / n_len), "partial"
@@ -921,18 +927,31 @@ class GroundingResolver:
         """Rows of a list that carry every qualifier and context word; act on the row's main
         link, else the row itself when it is clickable."""
         texts: dict[str, str] = {}
+        in_nav: dict[str, bool] = {}
         by_path = {el["path"]: el for el in elements}
         for el in elements:
             if el["role"] in ("row", "listitem", "article", "option", "treeitem"):
                 texts[el["path"]] = el["selfText"]
+                in_nav[el["path"]] = el["inNav"]
             if el["rowPath"] and el["rowPath"] not in texts:
                 texts[el["rowPath"]] = el["row"] + " " + el["rowExtra"]
+                in_nav[el["rowPath"]] = el["inNav"]
         words = [*parsed.qualifiers, *parsed.context]
         matched = [p for p, t in texts.items() if all(_has_words(t, w) for w in words)]
         if not words:
             matched = list(texts)
         matched = [p for p in matched
                    if not any(q != p and q.startswith(p + " > ") for q in matched)]
+        if parsed.ordinal is not None and matched:
+            # "the first email": counted within the one list of the page's content
+            # (navigation, menus and tabs are not it); two such lists are ambiguous
+            content = [p for p in matched if not in_nav.get(p)] or matched
+            groups: dict[str, list[str]] = {}
+            for p in content:
+                groups.setdefault(p.rsplit(" > ", 1)[0], []).append(p)
+            if len(groups) > 1:
+                return {}
+            matched = content
         found: dict[str, Candidate] = {}
         for path in matched:
             inside = [el for el in elements if el["path"].startswith(path + " > ")

@@ -300,6 +300,8 @@
       selfText: text(e).slice(0, 400) + ' ' + extra,
       regions: regionsOf(e),
       hasHeading: !!e.querySelector('h1,h2,h3,h4,h5,h6,[role=heading]'),
+      inNav: !!e.closest('nav,[role=navigation],[role=tree],[role=menu],[role=menubar],' +
+        '[role=tablist],header,[role=banner],aside,[role=complementary]'),
       isItem: e.matches(ROWS) || (!!item && false),
     };
   };

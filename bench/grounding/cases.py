@@ -460,3 +460,17 @@ CASES += [
     C("linkedin_search", "Connect with Sarah Chen", E),  # she has no Connect button here
     C("linkedin_search", "Click Easy Apply", E),
 ]
+
+# Regression cases for the risks found while building (each a class, not a page).
+CASES += [
+    C("gmail_compose", "Open the first email", "row-sarah|row-sarah-subject", "click"),
+    C("gmail_compose", "Open the second email", "row-marcus|row-marcus-subject", "click"),
+    C("outlook_inbox", "Open the first email", "m-sarah", "click"),
+    C("outlook_inbox", "Click Flag", E),  # one per message
+    C("gmail_compose", "Click Discard", E),  # a lone destructive verb is never a prefix match
+    C("stripe_payments", "Click Refund", E),
+    C("settings_switches", "Click Delete", E),
+    C("hubspot_record_modal", "Click Projects", E),
+    C("jira_create_modal", "Click Projects", E),  # "Project" field: a plural is not exact
+    C("linkedin_search", "Click Priya Raman", "r-priya", "click"),
+]

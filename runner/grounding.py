@@ -30,8 +30,10 @@ the target) scores 0.97-1.0; anything else is *partial* (an alternative of a com
 clear ``settings.grounding_threshold`` (0.75) and beat every other plausible candidate (score
 >= 0.4): by ``AMBIGUITY_MARGIN`` (0.1) when it is exact, by ``PARTIAL_MARGIN`` (0.25) when it is
 partial. Two identical "Delete" buttons therefore escalate, unless an ordinal ("the first") or
-a context (the row, the region) names one of them. Hidden elements are never candidates;
-disabled ones only explain an escalation.
+a context (the row, the region) names one of them; an ordinal counts rows only within the one
+list of the page's content. A lone destructive verb ("Delete") never matches the leading words
+of a longer name ("Delete account"). Hidden elements are never candidates; disabled or covered
+look-alikes count as rivals but are never acted on.
 
 **Hit test.** An element must be the top-most thing at its click point (itself, a child, or
 its label). Covered elements are not candidates, and :func:`runner.actions.perform_resolution`

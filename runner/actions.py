@@ -48,12 +48,15 @@ from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 from aef.errors import AefError
 from aef.url_policy import GuardPolicy, Verdict, check_url
 from runner.grounding import (
+    ChainResolver,
     Escalation,
     GroundingResolver,
     Resolution,
     Resolver,
     build_resolver,
+    hit_test,
     locator_from_cached,
+    match_summary,
 )
 from runner.safety import BLOCK_HEADER, NetworkGuard
 
@@ -1021,7 +1024,8 @@ async def _act(page: Page, act: Action, ctx: ActionContext,
                cached: dict[str, Any] | None) -> ActionResult:
     if not act.instruction:
         raise StepError("act needs an instruction")
-    # Variables now, secrets only when acting: the resolution never holds a secret.
+    # The template is parsed first and variables fill only the target words (a value such as
+    # "Back to Basics Bakery" must not split the sentence); secrets only when acting.
     instruction, _ = substitute(act.instruction, ctx.variables, None)
     resolution: Resolution | None = None
     # A cached resolution was made for one filled-in instruction (e.g. one loop item's value);
@@ -1036,13 +1040,19 @@ async def _act(page: Page, act: Action, ctx: ActionContext,
             ctx.note("info", f"Cached locator for {instruction!r} no longer matches; grounding "
                              "again")
     if resolution is None:
-        outcome = await ctx.get_resolver().resolve(page, instruction)
+        resolver = ctx.get_resolver()
+        if isinstance(resolver, (GroundingResolver, ChainResolver)):
+            outcome = await resolver.resolve(page, act.instruction, ctx.variables,
+                                             secret_names=list(ctx.secrets))
+        else:
+            outcome = await resolver.resolve(page, instruction)
         if isinstance(outcome, Escalation):
             ctx.note("warn", f"Grounding escalated {instruction!r}: {outcome.reason}")
             raise NeedsHuman(f"{instruction}: {outcome.reason}", escalation=outcome.to_dict())
         resolution = outcome
         ctx.note("info", f"Grounded {instruction!r} to {resolution.description} "
-                         f"({resolution.source}, confidence {resolution.confidence:.2f})")
+                         f"({resolution.source}, confidence {resolution.confidence:.2f}"
+                         f"{match_summary(resolution.match)})")
     return await perform_resolution(page, resolution, ctx, timeout_ms=_timeout(act, ctx))
 
 
@@ -1072,29 +1082,95 @@ async def perform_resolution(
     if resolution.action == "press":
         await page.keyboard.press(value)
         description = f"Pressed {value}"
+    elif resolution.action == "back":
+        await page.go_back(timeout=timeout)
+        description = "Went back to the previous page"
     else:
         if resolution.locator is None:
             raise StepError(f"the resolution for {resolution.action} has no locator")
         loc = locator_from_cached(page, resolution.locator)
+        point = await _top_most(page, loc, what, timeout)
         if resolution.action == "click":
-            await loc.click(timeout=timeout)
+            await _click_at(page, loc, point, timeout)
             description = f"Clicked {what}"
         elif resolution.action == "fill":
             await loc.fill(value, timeout=timeout)
             description = f"Filled {what} with {_shown(value, secret)}"
         elif resolution.action == "select":
-            await _select_option(loc, value, timeout, f"{_shown(value, secret)} in {what}")
-            description = f"Selected {_shown(value, secret)} in {what}"
-        elif resolution.action == "check":
-            await loc.check(timeout=timeout)
-            description = f"Checked {what}"
-        elif resolution.action == "uncheck":
-            await loc.uncheck(timeout=timeout)
-            description = f"Unchecked {what}"
+            shown = f"{_shown(value, secret)} in {what}"
+            if await loc.evaluate("(e) => e.tagName === 'SELECT'"):
+                await _select_option(loc, value, timeout, shown)
+            else:
+                await _pick_option(page, loc, point, value, timeout, shown)
+            description = f"Selected {shown}"
+        elif resolution.action in ("check", "uncheck"):
+            await _set_checked(page, loc, point, resolution.action == "check", timeout, what)
+            description = f"{'Checked' if resolution.action == 'check' else 'Unchecked'} {what}"
         else:
             raise StepError(f"unknown resolved action {resolution.action!r}")
     return ActionResult(type="act", description=description, url=page.url,
                         resolution=templatize(resolution.to_dict(), ctx.secrets))
+
+
+async def _top_most(page: Page, loc: Locator, what: str,
+                   wait_ms: float) -> dict[str, Any]:
+    """The hit test before an act: the element (or the label of a visually hidden checkbox)
+    must be the top-most thing at its click point; a modal or overlay in the way escalates."""
+    await loc.wait_for(state="attached", timeout=wait_ms)
+    deadline = time.monotonic() + min(wait_ms, 3000.0) / 1000
+    while True:
+        point = await hit_test(loc)
+        if point["state"] == "ok" or time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(0.1)
+    if point["state"] != "ok":
+        by = point.get("by") or "another element"
+        raise NeedsHuman(f"{what} is not the top-most element at its click point "
+                         f"({point['state']}, {by} is in the way)",
+                         escalation={"reason": "hit test failed", "candidates": []})
+    return point
+
+
+async def _click_at(page: Page, loc: Locator, point: dict[str, Any], wait_ms: float) -> None:
+    if point.get("via") == "self":
+        await loc.click(timeout=wait_ms)
+    else:  # through the visible label / custom control of a hidden input
+        await page.mouse.click(point["x"], point["y"])
+
+
+async def _set_checked(page: Page, loc: Locator, point: dict[str, Any], wanted: bool,
+                       wait_ms: float, what: str) -> None:
+    """check/uncheck that also works on switches and visually hidden inputs."""
+    state = "(e) => e.tagName === 'INPUT' ? e.checked : (e.getAttribute('aria-checked') " \
+            "=== 'true' || e.getAttribute('aria-pressed') === 'true')"
+    if bool(await loc.evaluate(state)) == wanted:
+        return
+    await _click_at(page, loc, point, wait_ms)
+    if not await _poll(lambda: _is(loc, state, wanted), min(wait_ms, 3000.0)):
+        raise StepError(f"{what} did not become {'checked' if wanted else 'unchecked'}")
+
+
+async def _is(loc: Locator, js: str, wanted: bool) -> bool:
+    return bool(await loc.evaluate(js)) == wanted
+
+
+async def _pick_option(page: Page, loc: Locator, point: dict[str, Any], value: str,
+                       wait_ms: float, shown: str) -> None:
+    """A custom (ARIA) combobox/listbox: open it, then click the option with that name."""
+    pattern = re.compile(rf"^\W*{re.escape(value.strip())}\W*$", re.I)
+    options = page.get_by_role("option", name=pattern).filter(visible=True)
+    if await options.count() != 1:  # closed: open it first
+        await _click_at(page, loc, point, wait_ms)
+    found = await _poll(lambda: _count_is_one(options), min(wait_ms, 3000.0))
+    if not found:
+        await page.keyboard.press("Escape")
+        raise NeedsHuman(f"no single option {shown}",
+                         escalation={"reason": "option not found", "candidates": []})
+    await options.click(timeout=wait_ms)
+
+
+async def _count_is_one(loc: Locator) -> bool:
+    return await loc.count() == 1
 
 
 _HANDLERS: dict[str, Handler] = {

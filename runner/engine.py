@@ -57,7 +57,7 @@ from aef.store import runner as store
 from runner import actions
 from runner.browser import BrowserSession, capture_jpeg, open_browser
 from runner.control import Command, Control, Stopped, listen_url
-from runner.grounding import build_resolver
+from runner.grounding import build_resolver, match_summary
 from runner.lease import Lease, LeaseLost, NotClaimable
 from runner.preview import build_preview, covered_steps, outlined_screenshot
 from runner.retry import (
@@ -1556,8 +1556,12 @@ class Engine:
             hint = cached.get(str(index)) if cached else None
             result = await self._perform(action, run, hint, attempt)
             self.browser_state.update(lastAction=result.description, currentUrl=result.url)
-            self.journal.log("info", result.description, step_id=step.id, category="action",
-                             details={"type": result.type, "durationMs": result.duration_ms})
+            details: dict[str, Any] = {"type": result.type, "durationMs": result.duration_ms}
+            match = (result.resolution or {}).get("match")
+            if match:  # the element grounding chose and why, to audit the act afterwards
+                details["element"] = match
+            self.journal.log("info", result.description + match_summary(match),
+                             step_id=step.id, category="action", details=details)
             if result.resolution is not None:
                 outcome.resolutions[str(index)] = result.resolution
             if result.variable:

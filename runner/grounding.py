@@ -1,18 +1,50 @@
 """Grounding: map a natural-language instruction to one element on the page, or escalate.
 
-"Never guess" is the rule. An instruction is parsed into an action (click, fill, select, check,
-uncheck, press), target names (quoted text, or the words around role nouns such as "button",
-"field", "dropdown"), role hints and a value. Candidates come from Playwright's own locators
-(role + accessible name exact / normalized / substring, label, placeholder, text, title, and a
-few input-type hints such as "password field"), so what we score is what a replay will find.
-Each element keeps its best score; hidden elements are dropped, disabled ones only explain an
-escalation. The resolver acts only when the top score clears ``settings.grounding_threshold``
-and no other element comes within ``AMBIGUITY_MARGIN`` of it. Two identical "Delete" buttons
-therefore escalate instead of clicking the first.
+"Never guess" is the rule; a wrong act (an email to the wrong person, a record written into the
+wrong form) is the worst thing the product can do, so precision comes before recall.
+
+**Parsing.** The instruction *template* is parsed first (``{{name}}`` placeholders are single
+tokens), then variable values are put into the target phrase; so a value such as "Back to
+Basics Bakery" never splits the sentence. An instruction becomes an action (click, fill,
+select, check, uncheck, press, back), target names (quoted text, or the words around role nouns
+such as "button", "field"), role hints, a value, and optionally a context (the row or region the
+element sits in: "the email from Sarah", "the Firm cell for Marcus Webb", "+ Add under Deals")
+and an ordinal ("the first unread email"). A value that *describes* data ("the company name") is
+never typed: it is bound to the matching ``{{variable}}`` when one exists, else we escalate.
+
+**Candidates.** One scan of the page lists every element a person could act on with all the
+names a person might use for it: accessible name, visible text, ``<label>`` (also one without
+``for=``), placeholder, title/tooltip, the column header of a grid cell. Names are normalized:
+case, punctuation, "(required)"/"(optional)", a trailing shortcut hint ("Discard draft
+(Ctrl-Shift-D)"), and a combined label ("Email or mobile phone number", "Country/Region") is
+also read as its alternatives.
+
+**Modal scoping.** When a modal dialog is open (``role=dialog``/``alertdialog`` with
+``aria-modal=true``, a ``<dialog>`` shown modally, a dialog while the app root is
+``aria-hidden``/``inert``, or a dialog under a full-screen backdrop), only its content is a
+candidate, for every kind of lookup (role, label, placeholder, title, text).
+
+**Unambiguous.** Each element keeps its best score. An *exact* match (normalized name equal to
+the target) scores 0.97-1.0; anything else is *partial* (an alternative of a combined label
+0.9, the target inside the name 0.5-0.85, the name inside the target 0.5-0.8). The top must
+clear ``settings.grounding_threshold`` (0.75) and beat every other plausible candidate (score
+>= 0.4): by ``AMBIGUITY_MARGIN`` (0.1) when it is exact, by ``PARTIAL_MARGIN`` (0.25) when it is
+partial. Two identical "Delete" buttons therefore escalate, unless an ordinal ("the first") or
+a context (the row, the region) names one of them; an ordinal counts rows only within the one
+list of the page's content. A lone destructive verb ("Delete") never matches the leading words
+of a longer name ("Delete account"). Hidden elements are never candidates; disabled or covered
+look-alikes count as rivals but are never acted on.
+
+**Hit test.** An element must be the top-most thing at its click point (itself, a child, or
+its label). Covered elements are not candidates, and :func:`runner.actions.perform_resolution`
+repeats the test right before every act (after scrolling it into view) and escalates when
+something else would receive the click. A visually hidden checkbox/radio is acted on through
+its visible label or custom control.
 
 A :class:`Resolution` carries a JSON locator spec (e.g. ``{"strategy": "role", "role": "button",
-"name": "Next", "exact": true}``) that was verified to match exactly the chosen element, so the
-engine can cache it per step and replay it with :func:`locator_from_cached`.
+"name": "Next", "exact": true}``) verified to match exactly the chosen element, so the engine
+can cache it per step and replay it with :func:`locator_from_cached`; and ``match`` records what
+was chosen and why (role, name, how, score, runner-up and margin) for the audit trail.
 """
 
 from __future__ import annotations
@@ -20,8 +52,9 @@ from __future__ import annotations
 import importlib
 import logging
 import re
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from playwright.async_api import Locator, Page
@@ -29,8 +62,15 @@ from playwright.async_api import Locator, Page
 log = logging.getLogger("runner.grounding")
 
 AMBIGUITY_MARGIN = 0.1
+PARTIAL_MARGIN = 0.25
+PLAUSIBLE = 0.4
+EXACT = 0.97
 ROLE_MISMATCH_PENALTY = 0.15
 MAX_CANDIDATES_REPORTED = 5
+
+_SCAN_JS = (Path(__file__).with_name("grounding_scan.js")).read_text()
+_INFO_JS = f"(els) => ({_SCAN_JS})({{mode: 'info', els}})"
+_HIT_JS = f"(el) => ({_SCAN_JS})({{mode: 'hit', el}})"
 
 # --------------------------------------------------------------------------- results
 
@@ -39,13 +79,14 @@ MAX_CANDIDATES_REPORTED = 5
 class Resolution:
     """An unambiguous match: what to do, on which element, how sure we are."""
 
-    action: str  # click | fill | select | check | uncheck | press
-    locator: dict[str, Any] | None  # None only for a page-level key press
+    action: str  # click | fill | select | check | uncheck | press | back
+    locator: dict[str, Any] | None  # None only for a page-level key press / go back
     value: str | None = None  # text to type / option to select / key; {{placeholders}} kept
     confidence: float = 1.0
     source: str = "grounding"  # grounding | llm | cache
     description: str = ""  # e.g. 'button "Next"' (never contains a substituted secret)
     instruction: str = ""
+    match: dict[str, Any] | None = None  # role, name, how, score, runnerUp, margin
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,35 +124,35 @@ _QUOTED = re.compile(
     r"""(?:(?<=\s)|^)(['"`\u201c\u2018])(.+?)(['"`\u201d\u2019])(?=[\s.,;:!?]|$)"""
 )
 
-# Role nouns → Playwright roles. Order matters: longer phrases first.
+# Role nouns → roles. Order matters: longer phrases first.
+_TEXTISH = ("textbox", "searchbox", "combobox", "spinbutton")
 _ROLE_NOUNS: list[tuple[str, tuple[str, ...]]] = [
     ("radio button", ("radio",)),
     ("check box", ("checkbox",)),
     ("checkbox", ("checkbox",)),
-    ("text field", ("textbox", "searchbox", "combobox", "spinbutton")),
-    ("text box", ("textbox", "searchbox", "combobox", "spinbutton")),
-    ("textbox", ("textbox", "searchbox", "combobox", "spinbutton")),
-    ("input field", ("textbox", "searchbox", "combobox", "spinbutton")),
+    ("text field", _TEXTISH), ("text box", _TEXTISH), ("textbox", _TEXTISH),
+    ("input field", _TEXTISH), ("input box", _TEXTISH),
     ("search box", ("searchbox", "textbox", "combobox")),
-    ("drop-down", ("combobox", "listbox")),
-    ("dropdown", ("combobox", "listbox")),
-    ("drop down", ("combobox", "listbox")),
-    ("select box", ("combobox", "listbox")),
-    ("combo box", ("combobox", "listbox")),
-    ("combobox", ("combobox", "listbox")),
+    ("search field", ("searchbox", "textbox", "combobox")),
+    ("search bar", ("searchbox", "textbox", "combobox")),
+    ("drop-down", ("combobox", "listbox")), ("dropdown", ("combobox", "listbox")),
+    ("drop down", ("combobox", "listbox")), ("select box", ("combobox", "listbox")),
+    ("combo box", ("combobox", "listbox")), ("combobox", ("combobox", "listbox")),
+    ("picker", ("combobox", "listbox", "button")),
     ("menu item", ("menuitem", "menuitemcheckbox", "menuitemradio")),
+    ("icon button", ("button",)),
     ("button", ("button",)),
     ("link", ("link",)),
     ("tab", ("tab",)),
     ("toggle", ("switch", "checkbox")),
     ("switch", ("switch", "checkbox")),
     ("radio", ("radio",)),
-    ("field", ("textbox", "searchbox", "combobox", "spinbutton")),
-    ("input", ("textbox", "searchbox", "combobox", "spinbutton")),
+    ("field", _TEXTISH),
+    ("input", _TEXTISH),
     ("textarea", ("textbox",)),
     ("select", ("combobox", "listbox")),
-    ("list", ("combobox", "listbox")),
-    ("option", ("option", "radio", "checkbox")),
+    ("cell", ("gridcell", "cell")),
+    ("option", ("option", "radio", "checkbox", "menuitem", "menuitemradio")),
     ("box", ()),  # resolved by the action: checkbox for check, textbox for fill
     ("icon", ()),
 ]
@@ -119,14 +160,31 @@ _NOUN_RE = "|".join(re.escape(n) for n, _ in _ROLE_NOUNS)
 
 DEFAULT_ROLES: dict[str, tuple[str, ...]] = {
     "click": ("button", "link", "menuitem", "tab", "option", "radio", "checkbox", "switch",
-              "menuitemcheckbox", "menuitemradio", "treeitem"),
-    "fill": ("textbox", "searchbox", "combobox", "spinbutton"),
+              "menuitemcheckbox", "menuitemradio", "treeitem", "gridcell", "cell", "row"),
+    "fill": _TEXTISH,
     "select": ("combobox", "listbox"),
-    "check": ("checkbox", "switch", "radio", "menuitemcheckbox"),
+    "check": ("checkbox", "switch", "radio", "menuitemcheckbox", "menuitemradio"),
     "uncheck": ("checkbox", "switch", "menuitemcheckbox"),
 }
 _KIND_FOR_ACTION = {"fill": "fillable", "select": "select", "check": "checkable",
                     "uncheck": "checkable"}
+
+# Nouns that name a row/item of a list rather than a control: "the email from Sarah".
+_ITEM_NOUNS = ("email", "e-mail", "message", "conversation", "thread", "result", "search result",
+               "row", "record", "entry", "ticket", "issue", "contact", "deal", "notification",
+               "order", "product", "task", "item", "lead", "account", "opportunity", "case",
+               "candidate", "invoice", "customer", "user", "member", "repository", "repo",
+               "pull request", "document", "doc", "card", "event", "meeting", "chat", "listing",
+               "company", "file", "payment", "transaction", "charge", "subscription", "refund",
+               "quote", "proposal", "campaign", "post", "comment", "review", "application",
+               "request", "booking", "reservation", "shipment", "project", "job", "report")
+_ITEM_RE = "|".join(re.escape(n) for n in sorted(_ITEM_NOUNS, key=len, reverse=True))
+_REGION_NOUNS = (r"section|panel|card|sidebar|side panel|dialog|modal|window|popup|pop-up|menu|"
+                 r"toolbar|list|table|area|pane|column|form|header|footer|bar|box|widget|tab|"
+                 r"page|screen|drawer|module|group")
+_ORDINAL_WORDS = {"first": 1, "1st": 1, "second": 2, "2nd": 2, "third": 3, "3rd": 3,
+                  "fourth": 4, "4th": 4, "fifth": 5, "5th": 5, "last": -1, "top": 1}
+_ORDINAL_RE = r"(?:first|1st|second|2nd|third|3rd|fourth|4th|fifth|5th|last|top)"
 
 _KEYS = {
     "enter": "Enter", "return": "Enter", "tab": "Tab", "escape": "Escape", "esc": "Escape",
@@ -149,33 +207,55 @@ _TYPE_HINTS: dict[str, str] = {
     "website": "input[type=url]",
     "date": "input[type=date]",
 }
-_FILLER_WORDS = {"address", "field", "input", "box", "number", "text", "the", "your", "a", "an"}
+_FILLER_WORDS = {"address", "field", "input", "box", "number", "text", "the", "your", "a", "an",
+                 "folder", "line",
+                 "value", "area"}
 
-_FILL_PATTERNS = [
-    re.compile(r"^(?:type|enter|input|write|put|insert|key\s+in|paste)\s+(?P<value>.+?)\s+"
-               r"(?:into|in|inside|on|to)\s+(?P<target>.+)$", re.I | re.S),
-    re.compile(r"^(?:fill(?:\s+in|\s+out)?|complete|populate|set)\s+(?P<target>.+?)\s+"
-               r"(?:with|to|as)\s+(?P<value>.+)$", re.I | re.S),
-]
-_SELECT_PATTERN = re.compile(
-    r"^(?:select|choose|pick)\s+(?P<value>.+?)\s+(?:in|from|for|within|on)\s+(?P<target>.+)$",
-    re.I | re.S)
-_CHECK_PATTERN = re.compile(r"^(?:check|tick|mark|enable|turn\s+on|select|activate)\s+"
-                            r"(?P<target>.+)$", re.I | re.S)
-_UNCHECK_PATTERN = re.compile(r"^(?:uncheck|un-check|untick|unmark|deselect|disable|"
-                              r"turn\s+off|clear)\s+(?P<target>.+)$", re.I | re.S)
-_CLICK_PATTERN = re.compile(r"^(?:click|double-click|press|tap|hit|push|open|follow|choose|"
-                            r"select|pick|activate)\s+(?:on\s+|at\s+)?(?P<target>.+)$",
+_FILL_VERB = r"(?:type|enter|input|write|put|insert|key\s+in|paste|add)"
+_FILL_AS = re.compile(rf"^(?:{_FILL_VERB}|use|set)\s+(?P<value>.+?)\s+as\s+(?:the\s+|your\s+|"
+                      r"a\s+|an\s+)?(?P<target>.+)$", re.I | re.S)
+_FILL_SEPARATORS = ("into", "inside", "in", "on", "to")
+_FILL_HEAD = re.compile(rf"^{_FILL_VERB}\s+(?P<rest>.+)$", re.I | re.S)
+_FILL_WITH = re.compile(r"^(?:fill(?:\s+in|\s+out)?|complete|populate|set|change|update)\s+"
+                        r"(?P<target>.+?)\s+(?:with|to|as)\s+(?P<value>.+)$", re.I | re.S)
+_FILL_IN_FIRST = re.compile(rf"^in\s+(?P<target>.+?),?\s+{_FILL_VERB}\s+(?P<value>.+)$",
                             re.I | re.S)
+_SELECT_PATTERN = re.compile(
+    r"^(?:select|choose|pick)\s+(?P<value>.+?)\s+(?:in|from|for|within|on|as|under)\s+"
+    r"(?P<target>.+)$", re.I | re.S)
+_TOGGLE_ON = re.compile(r"^(?:toggle|turn|switch|flip|set)\s+(?:on\s+(?P<a>.+)|(?P<b>.+?)\s+on)$"
+                        r"|^(?:enable|activate)\s+(?P<c>.+)$", re.I | re.S)
+_TOGGLE_OFF = re.compile(r"^(?:toggle|turn|switch|flip|set)\s+(?:off\s+(?P<a>.+)|(?P<b>.+?)\s+"
+                         r"off)$|^(?:disable|deactivate)\s+(?P<c>.+)$", re.I | re.S)
+_MARK_AS = re.compile(r"^mark\s+(?:(?P<object>.+?)\s+)?as\s+(?P<state>(?:not\s+)?[\w-]+)$",
+                      re.I | re.S)
+_CHECK_PATTERN = re.compile(r"^(?:check|tick|mark|select|activate|opt\s+in\s+to)\s+"
+                            r"(?P<target>.+)$", re.I | re.S)
+_UNCHECK_PATTERN = re.compile(r"^(?:uncheck|un-check|untick|unmark|deselect|clear|"
+                              r"opt\s+out\s+of)\s+(?P<target>.+)$", re.I | re.S)
+_CLICK_PATTERN = re.compile(
+    r"^(?:click|double-click|press|tap|hit|push|open|follow|choose|select|pick|activate|"
+    r"go\s+to|navigate\s+to|visit|switch\s+to|view|expand|toggle|use|go\s+back\s+to|"
+    r"return\s+to|back\s+to)\s+(?:on\s+|at\s+)?"
+    r"(?P<target>.+)$", re.I | re.S)
+_CLOSE = re.compile(r"^(?:close|dismiss|exit)\s+(?P<target>.+)$", re.I | re.S)
+_PAGE_N = re.compile(r"^(?:go\s+to|open|navigate\s+to|click(?:\s+on)?|view)\s+(?:the\s+)?"
+                     r"(?:(?P<word>next|previous)\s+page|page\s+(?P<n>\d+))"
+                     r"(?:\s+of\s+(?:the\s+)?results)?$", re.I)
+_BACK = re.compile(r"^(?:go|navigate|head)\s+back(?:\s+to\s+the\s+previous\s+page)?$"
+                   r"|^(?:return|go)\s+to\s+the\s+previous\s+page$", re.I)
 _PRESS_KEY = re.compile(r"^(?:press|hit|push|type)\s+(?:the\s+)?(?P<key>[a-z ]+?)"
                         r"(?:\s+key)?(?:\s+(?:to|and)\s+.*)?$", re.I)
-_NOT_ACTIONS = re.compile(r"^(?:check|verify|ensure|make sure|confirm)\s+(?:that|if|whether)\b",
-                          re.I)
+_NOT_ACTIONS = re.compile(r"^(?:check|verify|ensure|make sure|confirm)\s+(?:that|if|whether)\b"
+                          r"|^(?:wait|scroll|read|review|note|remember|copy|look|find|scan|"
+                          r"decide|think|consider|repeat|log into|sign into)\b", re.I)
 _CONDITIONAL = re.compile(r"^(?:if|when|unless|once|after|before|wait)\b", re.I)
-_ORDINALS = re.compile(r"\b(?:first|second|third|fourth|fifth|last|next\s+\w+\s+in|each|every|"
-                       r"all|any)\b", re.I)
+_QUANTIFIERS = re.compile(r"\b(?:each|every|all|any|some|relevant|appropriate|matching|"
+                          r"correct|right|proper|needed|necessary|next\s+\w+\s+in)\b", re.I)
 _CHECK_NOUNS = re.compile(r"\b(?:check\s*box|checkbox|box|toggle|switch|radio|option|"
                           r"terms|consent)\b", re.I)
+_DESCRIPTION = re.compile(r"^(?:the|your|their|his|her|its|our|this|that|a|an|my)\s+\S", re.I)
+_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][\w.-]*)\s*\}\}")
 
 
 @dataclass(frozen=True)
@@ -187,6 +267,14 @@ class ParsedInstruction:
     value: str | None = None
     type_hints: tuple[str, ...] = ()  # CSS for "password field" and friends
     or_click: bool = False  # "Select X" without a container: an option, else a click
+    context: tuple[str, ...] = ()  # words the element's row or region must contain
+    ordinal: int | None = None  # 1-based, -1 = last: picks among equally good matches
+    item: bool = False  # the target is a row of a list ("the email from Sarah")
+    qualifiers: tuple[str, ...] = ()  # words the item must carry ("unread", "LinkedIn")
+    describes: bool = False  # the value describes data ("the company name")
+    literal: str | None = None  # "Insert link": the target with its role noun
+    icon: bool = False  # "the pencil icon": the target says what the icon looks like
+    alternatives: tuple[ParsedInstruction, ...] = ()  # other readings, tried in order
 
 
 def _unquote(text: str) -> tuple[str, bool]:
@@ -197,193 +285,392 @@ def _unquote(text: str) -> tuple[str, bool]:
 
 
 def _strip_articles(text: str) -> str:
-    text = re.sub(r"^(?:on\s+|at\s+)?(?:the|a|an|your|our|this|that)\s+", "", text.strip(),
-                  flags=re.I)
+    """ "the Next button" → "Next button"; "your email" → "email", but "My Network" is a name."""
+    text = re.sub(r"^(?:on\s+|at\s+)?(?:(?i:the|a|an|this|that)|your|our|my)\s+", "",
+                  text.strip())
     return text.strip(" .,:;!")
 
 
-def _parse_target(text: str, action: str) -> tuple[tuple[str, ...], bool, tuple[str, ...],
-                                                    tuple[str, ...]]:
-    """(target alternatives, quoted?, role hints, input-type hints) from a target phrase."""
-    quoted = [m.group(2) for m in _QUOTED.finditer(text)]
-    rest = _QUOTED.sub(" ", text) if quoted else text
-    rest = _strip_articles(rest)
-    # "the Next button to complete login": drop the purpose clause after a role noun.
-    rest = re.sub(rf"\b({_NOUN_RE})\s+(?:to|in order to|so that|so as to|and then)\s+.*$",
-                  r"\1", rest, flags=re.I)
-    roles: list[str] = []
-    # Role nouns in whatever is left; "box" depends on the action.
-    name = rest
+def _role_split(rest: str, action: str, quoted: bool) -> tuple[str, str]:
+    """(name, role noun) of a target phrase such as "the Next button" / "the link Pricing"."""
+    m2 = re.search(rf"^(?P<name>.*?)\s*\b(?P<noun>{_NOUN_RE})\b\s*"
+                   rf"(?:(?:labell?ed|named|called|titled|with\s+(?:the\s+)?"
+                   rf"(?:text|label|name))\s+(?P<after>.+))?$", rest, re.I)
+    if m2 and (m2.group("name") or m2.group("after") or quoted):
+        return (m2.group("after") or m2.group("name") or "").strip(), m2.group("noun").lower()
     m = re.match(rf"^(?P<noun>{_NOUN_RE})\s+(?:named|called|labell?ed|titled|saying|"
                  rf"with\s+(?:the\s+)?(?:text|label|name))?\s*(?P<name>.+)$", rest, re.I)
-    if m and not quoted:
-        noun, name = m.group("noun").lower(), m.group("name")
-    else:
-        m2 = re.search(rf"^(?P<name>.*?)\s*\b(?P<noun>{_NOUN_RE})\b\s*"
-                       rf"(?:(?:labell?ed|named|called|titled|with\s+(?:the\s+)?"
-                       rf"(?:text|label|name))\s+(?P<after>.+))?$", rest, re.I)
-        noun = m2.group("noun").lower() if m2 else ""
-        if m2:
-            name = (m2.group("after") or m2.group("name") or "").strip()
-    if noun:
-        for known, mapped in _ROLE_NOUNS:
-            if known == noun:
-                if known == "box":
-                    mapped = DEFAULT_ROLES["check"] if action in ("check", "uncheck") else (
-                        DEFAULT_ROLES["fill"] if action == "fill" else ())
-                roles.extend(mapped)
-                break
-    name = _strip_articles(name)
-    if not name and noun == "search box":
+    if m and not quoted and not re.match(r"^(?:input|select|box|option|toggle)\b", rest, re.I):
+        return m.group("name"), m.group("noun").lower()
+    if m2:
+        return "", m2.group("noun").lower()
+    return rest, ""
+
+
+def _roles_for(noun: str, action: str) -> tuple[str, ...]:
+    for known, mapped in _ROLE_NOUNS:
+        if known == noun:
+            if known == "box":
+                return DEFAULT_ROLES["check"] if action in ("check", "uncheck") else (
+                    DEFAULT_ROLES["fill"] if action == "fill" else ())
+            return mapped
+    return ()
+
+
+def _context_words(text: str) -> tuple[str, ...]:
+    """ "the Edit contact dialog" → ("Edit contact",): the words a region/row must contain."""
+    text = _strip_articles(text)
+    text = re.sub(rf"\s+(?:{_REGION_NOUNS})$", "", text, flags=re.I)
+    text = re.sub(rf"^(?:{_ITEM_RE})\s+(?:from|by|for|about|named|called|titled)\s+", "", text,
+                  flags=re.I)
+    text = text.strip(" .,:;!'\"")
+    return (text,) if text else ()
+
+
+def _readings(rest: str, text: str, action: str, quoted: list[str], ordinal: int | None,
+              allow_item: bool) -> list[ParsedInstruction]:
+    """The plain reading of a target phrase, then its reading as a row of a list."""
+    name, noun = _role_split(rest, action, bool(quoted))
+    roles = list(_roles_for(noun, action)) if noun else []
+    name = re.sub(r"^(?:the|a|an)\s+", "", name.strip(), flags=re.I).strip(" .,:;!")
+    literal = None
+    if not name and noun in ("search box", "search field", "search bar"):
         name = "search"
+    elif noun and name and not quoted:
+        literal = f"{name} {noun}"  # "Insert link", "Close tab": the noun may be the name's
     if quoted:
         targets = tuple(q.strip() for q in quoted if q.strip())
     else:
         parts = [p for p in re.split(r"\s+or\s+|\s*/\s*", name) if p.strip()]
-        targets = tuple(_strip_articles(p) for p in parts)
+        targets = tuple(re.sub(r"^(?:the|a|an)\s+", "", p.strip(), flags=re.I) for p in parts)
+        if len(targets) > 1 and len(name) <= 40:
+            targets = (*targets, name)  # "Country/Region" may be the name itself
+        if literal:
+            targets = (*targets, literal)
     words = set(re.findall(r"[\w-]+", text.lower()))
     hints = tuple(dict.fromkeys(css for word, css in _TYPE_HINTS.items() if word in words))
-    return tuple(t for t in targets if t), bool(quoted), tuple(dict.fromkeys(roles)), hints
+    plain = ParsedInstruction(action, tuple(t for t in targets if t), bool(quoted),
+                              tuple(dict.fromkeys(roles)), None, hints, ordinal=ordinal,
+                              literal=literal, icon=noun in ("icon", "icon button"))
+    out = [plain]
+    im = re.match(rf"^(?P<q>.*?)\s*\b(?P<kind>{_ITEM_RE})s?$", name, re.I)
+    if allow_item and im and not noun and not quoted:
+        qualifiers = tuple(w for w in re.split(r"\s+", im.group("q").strip()) if w)
+        out.append(replace(plain, item=True, qualifiers=qualifiers, type_hints=(),
+                           literal=None))
+    return out
+
+
+def _parse_target(text: str, action: str, *, split: bool = True) -> ParsedInstruction:
+    """Targets, roles, hints, ordinal, item and context readings of a target phrase; the
+    first reading is the literal one, the others are tried when it names nothing."""
+    quoted = [m.group(2) for m in _QUOTED.finditer(text)]
+    rest = _QUOTED.sub(" ", text).strip() if quoted else text
+    rest = _strip_articles(rest)
+    # "the Next button to complete login": drop the purpose clause after a role noun.
+    rest = re.sub(rf"\b({_NOUN_RE}|{_ITEM_RE})\s+(?:to|in order to|so that|so as to|and then)"
+                  r"\s+.*$", r"\1", rest, flags=re.I)
+    om = re.match(rf"^{_ORDINAL_RE}\b\s*", rest, re.I)
+    readings = _readings(rest, text, action, quoted, None, allow_item=not om)
+    if om:  # "the first unread email"; but "First name" is a name
+        readings += _readings(rest[om.end():], text, action, quoted,
+                              _ORDINAL_WORDS[om.group(0).strip().lower()], allow_item=True)
+    alts = readings[1:]
+    if split and not quoted:
+        # "<target> for|from|under|in <row or region>"
+        for m in re.finditer(r"\s+(?:for|from|by|about|regarding|under|below|beneath|inside|"
+                             r"next\s+to|beside|near|with|"
+                             r"within|in|on|of|with subject|titled|named)\s+", text, re.I):
+            head, ctx = text[:m.start()], text[m.end():]
+            context = _context_words(ctx)
+            if not head.strip() or not context:
+                continue
+            sub = _parse_target(head, action, split=False)
+            for reading in (sub, *sub.alternatives):
+                if reading.targets or reading.item:
+                    alts.append(replace(reading, context=context, type_hints=(),
+                                        alternatives=()))
+            if len(alts) >= 6:
+                break
+    return replace(readings[0], alternatives=tuple(alts))
+
+
+def _fill_split(rest: str) -> tuple[str, str] | None:
+    """ "Back to Basics Bakery into the Company field" → (value, target): the most specific
+    separator wins, and the target part must read like a target."""
+    q = re.match(r"""^(['"\u201c\u2018])(.+?)(['"\u201d\u2019])\s+(?:into|inside|in|on|to)\s+"""
+                 r"(?P<target>.+)$", rest, re.S)
+    if q:
+        return q.group(1) + q.group(2) + q.group(3), q.group("target")
+    for sep in _FILL_SEPARATORS:
+        spots = [m for m in re.finditer(rf"\s+{sep}\s+", rest, re.I)]
+        if not spots:
+            continue
+        for m in spots:  # leftmost target that starts like one: "the ...", "your ...", quote
+            target = rest[m.end():]
+            if re.match(r"^(?:the|a|an|your|this|that|my)\b", target, re.I) or \
+                    _QUOTED.match(target):
+                return rest[:m.start()], target
+        for m in reversed(spots):  # else the last one followed by a role noun
+            if re.search(rf"\b(?:{_NOUN_RE})\b", rest[m.end():], re.I):
+                return rest[:m.start()], rest[m.end():]
+        m = spots[-1]
+        return rest[:m.start()], rest[m.end():]
+    return None
+
+
+def _fill(value: str, target: str) -> ParsedInstruction:
+    value, quoted = _unquote(value)
+    parsed = _parse_target(target, "fill")
+    describes = (not quoted and "{{" not in value and bool(_DESCRIPTION.match(value)))
+    return replace(parsed, value=value, describes=describes)
 
 
 def parse_instruction(instruction: str) -> ParsedInstruction | None:
-    """Parse an instruction; None when it is not a single element action we understand."""
+    """Parse an instruction (template); None when it is not a single element action."""
     text = re.sub(r"\s+", " ", instruction).strip().rstrip(".!")
-    text = re.sub(r"^(?:please|now|then|next,)\s+", "", text, flags=re.I)
+    text = re.sub(r"^(?:please|now|then|next,|and|also)\s+", "", text, flags=re.I)
     if not text or _NOT_ACTIONS.match(text) or _CONDITIONAL.match(text):
         return None
     key = _PRESS_KEY.match(text)
     if key and key.group("key").lower().strip() in _KEYS:
         return ParsedInstruction("press", value=_KEYS[key.group("key").lower().strip()])
-    for pattern in _FILL_PATTERNS:
-        m = pattern.match(text)
-        if m:
-            value, _ = _unquote(m.group("value"))
-            targets, quoted, roles, hints = _parse_target(m.group("target"), "fill")
-            return ParsedInstruction("fill", targets, quoted, roles, value, hints)
+    if _BACK.match(text):
+        return ParsedInstruction("back")
+    m = _PAGE_N.match(text)
+    if m:
+        n = m.group("n") or m.group("word").capitalize()
+        names = (f"Page {n}", n, f"Go to page {n}") if m.group("n") else (
+            f"{n} page", n, f"Go to {n.lower()} page")
+        readings = [ParsedInstruction("click", (name,), roles=("link", "button"))
+                    for name in names]
+        return replace(readings[0], alternatives=tuple(readings[1:]))
+    m = _FILL_IN_FIRST.match(text)
+    if m:
+        return _fill(m.group("value"), m.group("target"))
+    m = _FILL_AS.match(text)
+    if m and not re.search(r"\s(?:into|in|on)\s", m.group("value")):
+        return _fill(m.group("value"), m.group("target"))
+    m = _FILL_HEAD.match(text)
+    if m:
+        split = _fill_split(m.group("rest"))
+        if split:
+            return _fill(*split)
+    m = _FILL_WITH.match(text)
+    if m:
+        return _fill(m.group("value"), m.group("target"))
     m = _SELECT_PATTERN.match(text)
     if m and not _CHECK_NOUNS.search(m.group("target")):
         value, _ = _unquote(m.group("value"))
-        targets, quoted, roles, hints = _parse_target(m.group("target"), "select")
-        return ParsedInstruction("select", targets, quoted, roles, value, hints)
+        parsed = replace(_parse_target(m.group("target"), "select"), value=value)
+        as_choice = ParsedInstruction("click", (value,), roles=(
+            "radio", "option", "menuitemradio", "tab"), context=_context_words(
+            m.group("target")))
+        return replace(parsed, alternatives=(*parsed.alternatives, as_choice))
+    m = _TOGGLE_OFF.match(text)
+    if m:
+        return _parse_target(m.group("a") or m.group("b") or m.group("c"), "uncheck")
+    m = _TOGGLE_ON.match(text)
+    if m:
+        return _parse_target(m.group("a") or m.group("b") or m.group("c"), "check")
+    m = _MARK_AS.match(text)
+    if m:
+        label = f"Mark as {m.group('state')}"
+        if not m.group("object"):
+            return ParsedInstruction("click", (label,), roles=("button", "menuitem", "link"))
+        context, ordinal = _object_context(m.group("object"))
+        return ParsedInstruction("click", (label,), roles=("button", "menuitem", "link"),
+                                 context=context, ordinal=ordinal)
     m = _UNCHECK_PATTERN.match(text)
     if m:
         target = m.group("target")
-        if text.lower().startswith("clear") and not _CHECK_NOUNS.search(target):
-            targets, quoted, roles, hints = _parse_target(target, "fill")
-            return ParsedInstruction("fill", targets, quoted, roles, "", hints)
-        targets, quoted, roles, hints = _parse_target(target, "uncheck")
-        return ParsedInstruction("uncheck", targets, quoted, roles, None, hints)
+        boxless = re.sub(r"\b(?:search|text|input|message|comment)\s+box\b", "", target, flags=re.I)
+        if text.lower().startswith("clear") and not _CHECK_NOUNS.search(boxless):
+            return replace(_parse_target(target, "fill"), value="")
+        return _parse_target(target, "uncheck")
     m = _CHECK_PATTERN.match(text)
     if m and (not re.match(r"^(?:select|activate)\b", text, re.I)
               or _CHECK_NOUNS.search(m.group("target"))):
-        targets, quoted, roles, hints = _parse_target(m.group("target"), "check")
-        return ParsedInstruction("check", targets, quoted, roles, None, hints)
+        return _parse_target(m.group("target"), "check")
+    m = _CLOSE.match(text)
+    if m:
+        whole = _verb_phrase(text)
+        ctx = _context_words(m.group("target"))
+        alts = [ParsedInstruction("click", ("Close",), roles=("button",), context=ctx)] \
+            if ctx else []
+        generic = re.fullmatch(rf"(?:the\s+)?(?:{_REGION_NOUNS}|it)", m.group("target"), re.I)
+        if generic:
+            return ParsedInstruction("click", ("Close",), roles=("button",))
+        return replace(whole, alternatives=(*alts, *whole.alternatives))
     m = _CLICK_PATTERN.match(text)
     if m:
-        targets, quoted, roles, hints = _parse_target(m.group("target"), "click")
-        if re.match(r"^(?:select|choose|pick)\b", text, re.I) and not roles:
+        parsed = _parse_target(m.group("target"), "click")
+        if re.match(r"^(?:select|choose|pick)\b", text, re.I) and not parsed.roles \
+                and not parsed.item:
             # "Select 'Seed'": an option of some dropdown, or a clickable thing.
-            return ParsedInstruction("select", targets, quoted, (), targets[0] if targets else
-                                     None, hints, or_click=True)
-        return ParsedInstruction("click", targets, quoted, roles, None, hints)
-    return None
+            return replace(parsed, action="select",
+                           value=parsed.targets[0] if parsed.targets else None, or_click=True)
+        if not re.match(r"^(?:click|double-click|press|tap|hit|push)\b", text, re.I):
+            # "Follow Marcus Webb", "Open in new tab": the whole phrase may be the name
+            whole = ParsedInstruction("click", (text,), roles=("button", "link", "menuitem"))
+            return replace(whole, alternatives=(replace(parsed, alternatives=()),
+                                                *parsed.alternatives))
+        return parsed
+    return _verb_phrase(text)
 
 
-# --------------------------------------------------------------------------- page probing
+def _verb_phrase(text: str) -> ParsedInstruction:
+    """Any other verb: a control named by the whole phrase ("Sign in with Google", "Remove
+    label Work"), or the verb's control in the object's row/region ("Star the email from
+    Sarah" → "Star" in Sarah's row)."""
+    whole = ParsedInstruction("click", (text,), roles=("button", "link", "menuitem", "tab"))
+    m = re.match(r"^(?P<verb>[A-Za-z][\w-]*(?:\s+(?:in|out|up|to|as|all))?)\s+(?P<obj>.+)$",
+                 text)
+    if not m:
+        return whole
+    context, ordinal = _object_context(m.group("obj"))
+    if not context:
+        return whole
+    alt = ParsedInstruction("click", (m.group("verb"),), roles=("button", "link", "menuitem"),
+                            context=context, ordinal=ordinal)
+    return replace(whole, alternatives=(alt,))
 
-_INFO_JS = r"""
-(els) => {
-  const pathOf = (e) => {
-    const parts = [];
-    let n = e;
-    while (n && n.nodeType === 1) {
-      const p = n.parentElement;
-      const tag = n.tagName.toLowerCase();
-      if (!p) {
-        const root = n.getRootNode();
-        parts.unshift(tag);
-        if (root && root.host) { parts.unshift('>>>'); n = root.host; continue; }
-        break;
-      }
-      parts.unshift(`${tag}:nth-child(${Array.prototype.indexOf.call(p.children, n) + 1})`);
-      n = p;
-    }
-    return parts.join(' > ');
-  };
-  const norm = (s) => (s || '').replace(/\s+/g, ' ').trim();
-  const text = (n) => norm(n.innerText !== undefined ? n.innerText : n.textContent);
-  const visible = (e) => {
-    if (!e.isConnected) return false;
-    if (e.checkVisibility && !e.checkVisibility({opacityProperty: true,
-        visibilityProperty: true, contentVisibilityAuto: true})) return false;
-    const r = e.getBoundingClientRect();
-    return r.width >= 1 && r.height >= 1;
-  };
-  const tagRole = (e) => {
-    const role = e.getAttribute('role');
-    if (role) return role.split(' ')[0];
-    const tag = e.tagName.toLowerCase(), type = (e.getAttribute('type') || 'text').toLowerCase();
-    if (tag === 'a' && e.hasAttribute('href')) return 'link';
-    const buttonTypes = ['submit', 'button', 'reset', 'image'];
-    if (tag === 'button' || (tag === 'input' && buttonTypes.includes(type))) return 'button';
-    if (tag === 'input' && type === 'checkbox') return 'checkbox';
-    if (tag === 'input' && type === 'radio') return 'radio';
-    if (tag === 'input' && type === 'search') return 'searchbox';
-    if (tag === 'input' && ['number'].includes(type)) return 'spinbutton';
-    if (tag === 'input' || tag === 'textarea') return 'textbox';
-    if (tag === 'select') return (e.multiple || e.size > 1) ? 'listbox' : 'combobox';
-    if (tag === 'summary') return 'button';
-    if (tag === 'option') return 'option';
-    return '';
-  };
-  const anchorOf = (e) => {
-    const a = e.closest('a[href],button,summary,label,[onclick],[role=button],[role=link],' +
-      '[role=menuitem],[role=tab],[role=option],[role=checkbox],[role=radio],[role=switch],' +
-      '[role=treeitem],input,select,textarea');
-    if (!a) return e;
-    if (a.tagName.toLowerCase() === 'label' && a.control) return a.control;
-    return a;
-  };
-  return els.map((el) => {
-    const e = anchorOf(el);
-    const tag = e.tagName.toLowerCase();
-    const type = (e.getAttribute('type') || '').toLowerCase();
-    const role = tagRole(e);
-    const labelledby = (e.getAttribute('aria-labelledby') || '').split(/\s+/)
-      .map((id) => id && document.getElementById(id)).filter(Boolean).map(text).join(' ');
-    const labels = e.labels ? Array.from(e.labels).map(text).join(' ') : '';
-    const name = norm(e.getAttribute('aria-label')) || labelledby || labels ||
-      (tag === 'input' && ['submit', 'button', 'reset'].includes(type) ? norm(e.value) : '') ||
-      (['input', 'textarea', 'select'].includes(tag) ? '' : text(e)) ||
-      norm(e.getAttribute('placeholder')) || norm(e.getAttribute('title')) ||
-      norm(e.getAttribute('alt'));
-    const checkable = (tag === 'input' && ['checkbox', 'radio'].includes(type)) ||
-      ['checkbox', 'switch', 'radio', 'menuitemcheckbox', 'menuitemradio'].includes(role);
-    const isSelect = tag === 'select' || role === 'listbox' ||
-      (role === 'combobox' && tag !== 'input' && tag !== 'textarea');
-    const fillable = !checkable && !isSelect && (tag === 'textarea' ||
-      (tag === 'input' && !['submit', 'button', 'reset', 'file', 'image', 'hidden', 'range',
-        'color'].includes(type)) || e.isContentEditable ||
-      ['textbox', 'searchbox', 'spinbutton', 'combobox'].includes(role));
-    const disabled = (e.matches(':disabled')) || e.getAttribute('aria-disabled') === 'true' ||
-      !!e.closest('[aria-disabled=true]') || (fillable && (e.readOnly === true));
-    const interactive = e !== el || !!role || e.hasAttribute('onclick') || e.tabIndex >= 0 ||
-      getComputedStyle(e).cursor === 'pointer';
-    return {
-      path: pathOf(e), tag, type, role, name: name.slice(0, 300),
-      visible: visible(e), enabled: !disabled, interactive,
-      kind: checkable ? 'checkable' : isSelect ? 'select' : fillable ? 'fillable' : 'other',
-      testid: e.getAttribute('data-testid'), id: e.id || null,
-      cssId: e.id ? '#' + CSS.escape(e.id) : null,
-      options: tag === 'select'
-        ? Array.from(e.options).map((o) => [norm(o.label || o.text), o.value]) : [],
-    };
-  });
-}
-"""
 
-_PATHS_JS = _INFO_JS  # the same probe; we only read .path (anchors included)
+def _object_context(text: str) -> tuple[tuple[str, ...], int | None]:
+    """The row/region words of an object phrase: "the email from Sarah" → ("Sarah",)."""
+    obj = _parse_target(text, "click")
+    for reading in (obj, *obj.alternatives):
+        if reading.item:
+            words = [*reading.qualifiers, *reading.context]
+            if words:
+                return (" ".join(words),), reading.ordinal
+    if obj.targets and not obj.item:
+        return _context_words(" ".join(obj.targets[-1:])), obj.ordinal
+    return (), obj.ordinal
+
+
+# --------------------------------------------------------------------------- matching
+
+_SHORTCUT = re.compile(r"\s*[(\[][^()\[\]]*(?:ctrl|cmd|\u2318|shift|alt|\u2325|\u21e7|meta|"
+                       r"enter|esc)[^()\[\]]*[)\]]\s*$"
+                       r"|\s+(?:\u2318|\u2325|\u21e7|ctrl[+-]|cmd[+-]|alt[+-])\S*$", re.I)
+_DECOR = re.compile(r"\((?:required|optional)\)|\*|\u2022", re.I)
+_COMBINED = re.compile(r"\s+or\s+|\s*/\s*|\s+and/or\s+", re.I)
+_NAME_WEIGHT = {"name": 1.0, "label": 0.98, "text": 0.97, "column": 0.97, "placeholder": 0.95,
+                "title": 0.95, "tooltip": 0.95}
+# Words that say what kind of thing a target is, not its name: "the #random channel".
+_KIND_WORDS = {"channel", "folder", "page", "project", "repository", "repo", "file", "document",
+               "label", "tag", "filter", "view", "board", "workspace", "team", "space",
+               "section", "category", "column", "stage", "status", "menu", "setting", "entry",
+               "record", "step", "chip", "pill"}
+# What an icon looks like → what its control is named: "the pencil icon" is "Edit".
+_ICON_WORDS = {"pencil": ("Edit",), "trash": ("Delete", "Remove"), "bin": ("Delete", "Remove"),
+               "trash can": ("Delete", "Remove"), "gear": ("Settings",), "cog": ("Settings",),
+               "plus": ("Add", "Create", "New"), "x": ("Close", "Remove"),
+               "cross": ("Close", "Remove"), "magnifying glass": ("Search",),
+               "magnifier": ("Search",), "bell": ("Notifications",),
+               "three dots": ("More", "More options", "More actions"),
+               "kebab": ("More", "More options", "More actions"),
+               "ellipsis": ("More", "More options", "More actions"),
+               "paperclip": ("Attach",), "paper clip": ("Attach",), "hamburger": ("Menu",),
+               "question mark": ("Help",), "heart": ("Like",), "eye": ("Show",)}
+_DESTRUCTIVE = {"delete", "remove", "send", "pay", "submit", "cancel", "discard", "archive",
+                "unsubscribe", "reject", "decline", "close", "clear", "reset", "revoke",
+                "disable", "deactivate", "refund", "void", "transfer", "publish", "merge",
+                "approve", "confirm", "sign", "buy", "purchase", "order", "leave", "block"}
+_PROMPT_VERBS = {"add", "enter", "type", "choose", "select", "pick", "write", "insert",
+                 "provide", "set"}
+_UI_NOUNS = {"dialog", "modal", "window", "popup", "panel", "sidebar", "drawer", "menu",
+             "banner", "overlay", "tooltip"}
+_LEAF_ROLES = {"button", "link", "menuitem", "menuitemcheckbox", "menuitemradio", "tab",
+               "option", "checkbox", "radio", "switch", "combobox", "textbox", "searchbox",
+               "spinbutton"}
+
+
+def _stem(word: str) -> str:
+    """Plurals only ("files" = "file"); tenses are different controls ("Snoozed" folder)."""
+    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+        word = word[:-1]
+        if word.endswith(("che", "she", "xe", "sse")):
+            word = word[:-1]
+    return word
+
+
+def _past(word: str) -> str:
+    """ "starred" → "star": only to read state names such as "Not starred"."""
+    if word.endswith("ed") and len(word) > 4:
+        word = word[:-2]
+        if len(word) > 2 and word[-1] == word[-2]:
+            word = word[:-1]
+    return word
+
+
+_INVISIBLE = re.compile("[\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+_DROPPED = {"a", "an", "the", "this"}
+_SYNONYMS = [(re.compile(r"\b(?:log\s*in|login|signin)\b"), "sign in"),
+             (re.compile(r"\b(?:log\s*out|logout|signout)\b"), "sign out"),
+             (re.compile(r"\be-mail\b"), "email")]
+_COUNT = re.compile(r"[\s,(]*\d[\d,.]*\+?\s*(?:new|unread)?\s*(?:messages?|items?)?[\s,)]*$",
+                    re.I)
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower().replace("'s ", " ").replace("\u2019s ", " "))
+
+
+def _key(text: str, stem: bool = True) -> list[str]:
+    text = _INVISIBLE.sub("", text)
+    text = _DECOR.sub(" ", _SHORTCUT.sub("", text)).lower()
+    for pattern, repl in _SYNONYMS:
+        text = pattern.sub(repl, text)
+    return [_stem(w) if stem else w for w in _words(text) if w not in _DROPPED]
+
+
+def _contains(hay: list[str], needle: list[str]) -> bool:
+    n = len(needle)
+    return any(hay[i:i + n] == needle for i in range(len(hay) - n + 1))
+
+
+def _score(target: str, name: str, field: bool = False) -> tuple[float, str]:
+    """How well a name fits the target: (score, kind of match). See the module docstring."""
+    t, n = _key(target), _key(name)
+    if not t or not n:
+        return 0.0, ""
+    if t == n:
+        if _key(target, stem=False) != _key(name, stem=False):
+            return 0.9, "same words but for a plural"
+        return 1.0, "exact"
+    counted = _key(_COUNT.sub("", name))
+    if counted and counted == t:  # "Issues 12", "Promotions, 2 new messages"
+        return 0.97, "exact (ignoring the count)"
+    if field and len(n) > 1 and n[0] in _PROMPT_VERBS and n[1:] == t:  # "Add title" field
+        return 0.95, "exact (a prompt)"
+    if len(n) > 1 and n[-1] in _UI_NOUNS and n[:-1] == t:  # "Close dialog" is "Close"
+        return 0.97, "exact (ignoring the word " + n[-1] + ")"
+    if n[0] == "not" and len(n) > 1 and [_past(w) for w in n[1:]] == t:  # "Not starred"
+        return 0.9, "state name"
+    parts = [p for p in _COMBINED.split(_SHORTCUT.sub("", _INVISIBLE.sub("", name)))
+             if p.strip()]
+    if len(parts) > 1 and any(_key(p) == t for p in parts):
+        return 0.9, "combined label"
+    t_len, n_len = len(" ".join(t)), len(" ".join(n))
+    if n[:len(t)] == t and len(n) - len(t) <= 3 and not (len(t) == 1 and t[0] in _DESTRUCTIVE):
+        # the name starts with the target ("To" → "To recipients"); never for a lone
+        # destructive verb: "Delete" must not become "Delete account"
+        return max(0.76, 0.5 + 0.35 * t_len / n_len), "partial (leading words)"
+    if _contains(n, t):
+        return 0.5 + 0.35 * min(1.0, t_len / n_len), "partial"
+    content = [w for w in n if w not in _FILLER_WORDS]
+    if content and _contains(t, n):
+        return 0.5 + 0.35 * min(1.0, n_len / t_len), "partial (name inside target)"
+    if set(t) <= set(n):
+        return 0.4 + 0.2 * min(1.0, t_len / n_len), "words"
+    return 0.0, ""
+
+
+def _has_words(hay: str, phrase: str) -> bool:
+    words = set(_key(hay))
+    return bool(_key(phrase)) and all(w in words for w in _key(phrase))
 
 
 @dataclass
@@ -391,13 +678,14 @@ class Candidate:
     path: str
     info: dict[str, Any]
     score: float = 0.0
-    how: str = ""  # e.g. "role exact"
+    how: str = ""  # e.g. "label exact"
+    exact: bool = False
     specs: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
 
     def describe(self) -> str:
         role = self.info.get("role") or self.info.get("tag") or "element"
         name = self.info.get("name") or ""
-        return f'{role} "{name}"' if name else role
+        return f'{role} "{name[:80]}"' if name else role
 
 
 def locator_from_cached(page: Page, spec: dict[str, Any]) -> Locator:
@@ -434,64 +722,322 @@ def locator_from_cached(page: Page, spec: dict[str, Any]) -> Locator:
     return loc
 
 
-def _words(text: str) -> list[str]:
-    return re.findall(r"[\w']+", text.lower())
+def _fill_in(text: str, variables: Mapping[str, Any]) -> str:
+    def repl(m: re.Match[str]) -> str:
+        value = variables.get(m.group(1))
+        return m.group(0) if value is None or isinstance(value, (dict, list)) else str(value)
+    return _PLACEHOLDER.sub(repl, text)
 
 
-def _normalized_regex(target: str) -> str:
-    words = [re.escape(w) for w in _words(target)]
-    core = r"\W+".join(words) if words else re.escape(target.strip())
-    return rf"^\W*{core}\W*(?:\((?:required|optional)\)\W*)?$"
-
-
-def _partial_score(target: str, name: str) -> float:
-    """Substring matches: whole words covering much of the name score higher."""
-    t_words, n_words = _words(target), _words(name)
-    if not t_words or not n_words:
-        return 0.0
-    coverage = min(1.0, len(" ".join(t_words)) / max(1, len(" ".join(n_words))))
-    joined = " " + " ".join(n_words) + " "
-    if (" " + " ".join(t_words) + " ") in joined:
-        return 0.55 + 0.3 * coverage
-    return 0.4 + 0.2 * coverage
+def _bind_description(value: str, names: Sequence[str]) -> str | None:
+    """ "the company name" → "{{company_name}}" when such a variable exists."""
+    wanted = [w for w in _words(re.sub(r"^\w+\s+", "", value)) if w not in ("s", "value")]
+    for name in names:
+        spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", name)
+        if sorted(_words(spaced.replace("_", " ").replace("-", " ").replace(".", " "))) == \
+                sorted(wanted):
+            return "{{" + name + "}}"
+    return None
 
 
 class GroundingResolver:
-    """The built-in resolver: roles, labels, placeholders, text; never guesses."""
+    """The built-in resolver: one scan of the page, names scored in Python; never guesses."""
 
-    def __init__(self, threshold: float = 0.75, *, margin: float = AMBIGUITY_MARGIN) -> None:
+    def __init__(self, threshold: float = 0.75, *, margin: float = AMBIGUITY_MARGIN,
+                 partial_margin: float = PARTIAL_MARGIN) -> None:
         self.threshold = threshold
         self.margin = margin
+        self.partial_margin = partial_margin
 
     @classmethod
     def from_settings(cls, settings: Any) -> GroundingResolver:
         return cls(float(getattr(settings, "grounding_threshold", 0.75)))
 
-    async def resolve(self, page: Page, instruction: str) -> Resolution | Escalation:
+    async def resolve(self, page: Page, instruction: str,
+                      variables: Mapping[str, Any] | None = None, *,
+                      secret_names: Sequence[str] = ()) -> Resolution | Escalation:
+        """Ground ``instruction`` (a template: ``{{name}}`` kept; ``variables`` fill the target
+        words after parsing, never the value; a described value may bind to a variable or to
+        one of ``secret_names``)."""
+        variables = variables or {}
+        filled = _fill_in(instruction, variables)
         parsed = parse_instruction(instruction)
         if parsed is None:
             return Escalation("the instruction is not a single element action the grounding "
-                              "understands", instruction)
+                              "understands", filled)
         if parsed.action == "press":
             return Resolution("press", None, parsed.value, 1.0, description=f"key {parsed.value}",
-                              instruction=instruction)
-        if not parsed.targets and not parsed.type_hints:
-            return Escalation("no target element named in the instruction", instruction)
-        if parsed.action == "click" and not parsed.quoted and any(
-            _ORDINALS.search(t) for t in parsed.targets
-        ):
-            return Escalation("the instruction picks an element by position or condition; "
-                              "that needs a person or an explicit selector", instruction)
-        candidates = await self._candidates(page, parsed)
-        result = await self._decide(page, parsed, instruction, candidates)
-        if isinstance(result, Escalation) and parsed.or_click and not candidates:
+                              instruction=filled)
+        if parsed.action == "back":
+            return Resolution("back", None, None, 1.0, description="the previous page",
+                              instruction=filled)
+        value = parsed.value
+        if parsed.describes and value is not None:
+            bound = _bind_description(value, [*variables, *secret_names])
+            if bound is None:
+                return Escalation(f"{value!r} describes a value instead of giving it, and no "
+                                  "{{variable}} matches it", filled)
+            value = bound
+        if not parsed.targets and not parsed.type_hints and not parsed.item:
+            return Escalation("no target element named in the instruction", filled)
+        conditional = not parsed.quoted and any(
+            _QUANTIFIERS.search(t) for t in (*parsed.targets, *parsed.qualifiers))
+        scan = await self._scan(page)
+        first: Resolution | Escalation | None = None
+        for reading in (parsed, *parsed.alternatives):
+            reading = self._substituted(reading, variables)
+            found = self._candidates(scan, reading)
+            result = await self._decide(page, reading, filled, found, value)
+            if isinstance(result, Resolution) and conditional and "exact" not in str(
+                    (result.match or {}).get("how")):
+                # "each", "any", "the relevant ...": only a control named so may act
+                return Escalation("the instruction picks an element by a condition; that needs "
+                                  "a person or an explicit selector", filled)
+            if isinstance(result, Resolution):
+                return result
+            if first is None:
+                first = result
+            if found and any(c.score >= self.threshold for c in found.values()
+                             if c.info["visible"]):
+                return result  # a confident but ambiguous/blocked reading: do not look further
+        if parsed.or_click:
             as_click = ParsedInstruction("click", parsed.targets, parsed.quoted, (), None,
                                          parsed.type_hints)
-            result = await self._decide(page, as_click, instruction,
-                                        await self._candidates(page, as_click))
-        return result
+            found = self._candidates(scan, as_click)
+            result = await self._decide(page, as_click, filled, found, None)
+            if isinstance(result, Resolution) or not isinstance(first, Escalation) \
+                    or "no visible" in first.reason:
+                return result
+        assert first is not None
+        return first
 
-    # ---- candidate generation
+    @staticmethod
+    def _substituted(reading: ParsedInstruction,
+                     variables: Mapping[str, Any]) -> ParsedInstruction:
+        if not variables:
+            return reading
+        return replace(reading, targets=tuple(_fill_in(t, variables) for t in reading.targets),
+                       context=tuple(_fill_in(t, variables) for t in reading.context),
+                       qualifiers=tuple(_fill_in(t, variables) for t in reading.qualifiers))
+
+    async def _scan(self, page: Page) -> dict[str, Any]:
+        try:
+            result: dict[str, Any] = await page.evaluate(f"({_SCAN_JS})(null)")
+            return result
+        except Exception as exc:  # navigation in progress, closed page
+            log.debug("scan failed: %s", exc)
+            return {"modal": None, "elements": []}
+
+    # ---- candidates
+
+    def _candidates(self, scan: dict[str, Any],
+                    parsed: ParsedInstruction) -> dict[str, Candidate]:
+        elements: list[dict[str, Any]] = scan["elements"]
+        if parsed.item:
+            return self._items(elements, parsed)
+        action = parsed.action
+        hinted = set(parsed.roles)
+        allowed = set(parsed.roles) | set(DEFAULT_ROLES[action])
+        if action == "click" and not ({"gridcell", "cell"} & hinted) and not parsed.context:
+            allowed -= {"gridcell", "cell", "row"}
+        needed_kind = _KIND_FOR_ACTION.get(action)
+        found: dict[str, Candidate] = {}
+        t_words = {w for t in parsed.targets for w in _words(t)} - _FILLER_WORDS
+        for el in elements:
+            role = el["role"] or ""
+            if needed_kind and el["kind"] != needed_kind:
+                editable_combo = el["kind"] == "fillable" and role == "combobox"
+                if not ((action == "select" and editable_combo)
+                        or (action == "fill" and el["kind"] == "select")):
+                    continue
+            field_click = action == "click" and el["kind"] in ("fillable", "select")
+            if role and role not in allowed and not field_click and not (
+                    action == "click" and el["interactive"]
+                    and role in ("listitem", "article", "img", "treeitem")):
+                continue
+            if action == "click" and not role and not el["interactive"]:
+                continue
+            if parsed.context and not all(
+                _has_words(" ".join([el["row"], *el["regions"]]), c) for c in parsed.context
+            ):
+                continue
+            best, how = 0.0, ""
+            for target in parsed.targets:
+                variants = [(target, 1.0)]
+                stripped = " ".join(w for w in target.split() if w.lower() not in _FILLER_WORDS)
+                if stripped and stripped.lower() != target.lower():
+                    variants.append((stripped, 0.9))
+                words = target.split()
+                if len(words) > 1 and words[-1].lower() in _KIND_WORDS:
+                    variants.append((" ".join(words[:-1]), 0.95))
+                if parsed.icon:
+                    variants += [(name, 1.0) for name in _ICON_WORDS.get(target.lower(), ())]
+                names = list(el["names"])
+                if el["regions"] and el["name"]:
+                    names.append((f"{el['name']} {el['regions'][0]}", "label"))
+                for text, factor in variants:
+                    for name, source in names:
+                        if source == "column" and role not in ("cell", "gridcell"):
+                            continue
+                        score, kind = _score(text, name, el["kind"] in ("fillable", "select"))
+                        score *= factor * _NAME_WEIGHT.get(source, 0.9)
+                        if (hinted and role not in hinted and target != parsed.literal) or (
+                                field_click and not hinted):
+                            score -= ROLE_MISMATCH_PENALTY
+                        if score > best:
+                            best, how = score, f"{source} {kind}"
+            for css in parsed.type_hints if action != "click" else ():
+                tag_type = css.split("=")[1].rstrip("]")
+                searchish = tag_type == "search" and (role == "searchbox" or any(
+                    _key(name)[:1] == ["search"] for name, _ in el["names"]))
+                if (el["tag"] == "input" and el["type"] == tag_type) or searchish:
+                    hint_words = {w for w, c in _TYPE_HINTS.items() if c == css}
+                    score = 0.85 if not (t_words - hint_words) else 0.6
+                    if best >= PLAUSIBLE:  # the name and the input type agree
+                        best, how = max(best, score) + 0.1, how + f" + input type {tag_type}"
+                    elif score > best:
+                        best, how = score, f"input type {tag_type}"
+            if action == "select" and parsed.value and not parsed.roles and el["options"] and (
+                not parsed.targets or parsed.targets == (parsed.value,)
+            ):
+                wanted = parsed.value.strip().lower()
+                if any(wanted in (lab.lower(), val.lower()) for lab, val in el["options"]):
+                    best, how = max(best, 0.85), "select containing the option"
+            if best <= 0 or (field_click and "exact" not in how):
+                continue
+            if action == "click" and not el["interactive"]:
+                best = min(best, 0.5)
+            found[el["path"]] = Candidate(el["path"], el, best, how, exact="exact" in how)
+        return self._merge_nested(found)
+
+    @staticmethod
+    def _merge_nested(found: dict[str, Candidate]) -> dict[str, Candidate]:
+        """A span inside a button is the button: keep the control, with the better score."""
+        leaves = sorted((c for c in found.values() if c.info["role"] in _LEAF_ROLES),
+                        key=lambda c: len(c.path))
+        for cand in sorted(found.values(), key=lambda c: len(c.path), reverse=True):
+            for outer in leaves:
+                if outer is not cand and cand.path.startswith(outer.path + " > "):
+                    if cand.score > outer.score:
+                        outer.score, outer.how, outer.exact = cand.score, cand.how, cand.exact
+                    found.pop(cand.path, None)
+                    break
+        return found
+
+    def _items(self, elements: list[dict[str, Any]],
+               parsed: ParsedInstruction) -> dict[str, Candidate]:
+        """Rows of a list that carry every qualifier and context word; act on the row's main
+        link, else the row itself when it is clickable."""
+        texts: dict[str, str] = {}
+        in_nav: dict[str, bool] = {}
+        by_path = {el["path"]: el for el in elements}
+        for el in elements:
+            if el["role"] in ("row", "listitem", "article", "option", "treeitem"):
+                texts[el["path"]] = el["selfText"]
+                in_nav[el["path"]] = el["inNav"]
+            if el["rowPath"] and el["rowPath"] not in texts:
+                texts[el["rowPath"]] = el["row"] + " " + el["rowExtra"]
+                in_nav[el["rowPath"]] = el["inNav"]
+        words = [*parsed.qualifiers, *parsed.context]
+        matched = [p for p, t in texts.items() if all(_has_words(t, w) for w in words)]
+        if not words:
+            matched = list(texts)
+        matched = [p for p in matched
+                   if not any(q != p and q.startswith(p + " > ") for q in matched)]
+        if parsed.ordinal is not None and matched:
+            # "the first email": counted within the one list of the page's content
+            # (navigation, menus and tabs are not it); two such lists are ambiguous
+            content = [p for p in matched if not in_nav.get(p)] or matched
+            groups: dict[str, list[str]] = {}
+            for p in content:
+                groups.setdefault(p.rsplit(" > ", 1)[0], []).append(p)
+            if len(groups) > 1:
+                return {}
+            matched = content
+        found: dict[str, Candidate] = {}
+        for path in matched:
+            inside = [el for el in elements if el["path"].startswith(path + " > ")
+                      and el["role"] == "link" and el["visible"]]
+            inside.sort(key=lambda el: (not el["hasHeading"], el["order"]))
+            act = inside[0] if inside else by_path.get(path)
+            if act is None or not act["interactive"]:
+                continue
+            how = "item with " + " ".join(repr(w) for w in words) if words else "item"
+            found[act["path"]] = Candidate(act["path"], act, 0.97, how, exact=True)
+        return found
+
+    # ---- decision
+
+    async def _decide(self, page: Page, parsed: ParsedInstruction, instruction: str,
+                      found: dict[str, Candidate], value: str | None) -> Resolution | Escalation:
+        action = parsed.action
+        visible = [c for c in found.values() if c.info["visible"]]
+        usable = [c for c in visible if c.info["enabled"] and c.info["hit"] != "covered"]
+        if action == "select" and value is not None and "{{" not in value:
+            wanted = value.strip().lower()
+            with_option = [c for c in usable if not c.info["options"] or any(
+                wanted in (label.lower(), val.lower()) for label, val in c.info["options"])]
+            if usable and not with_option:
+                return Escalation(f"no option {value!r} in the matching dropdown", instruction,
+                                  self._report(usable))
+            usable = with_option
+        usable.sort(key=lambda c: (-c.score, c.info["order"]))
+        if not usable:
+            blocked = sorted(visible, key=lambda c: -c.score)
+            if blocked and blocked[0].score >= self.threshold:
+                top = blocked[0]
+                why = "is disabled" if not top.info["enabled"] else \
+                    f"is covered by {top.info['coveredBy'] or 'another element'}"
+                return Escalation(f"the matching element {top.describe()} {why}", instruction,
+                                  self._report(blocked))
+            return Escalation("no visible element matches the instruction", instruction)
+        top = usable[0]
+        if top.score < self.threshold:
+            return Escalation(f"best match {top.describe()} scored {top.score:.2f}, below the "
+                              f"threshold {self.threshold:.2f}", instruction, self._report(usable))
+        exact = "exact" in top.how or top.how.startswith("item")
+        margin = self.margin if exact else self.partial_margin
+        blocked = [c for c in visible if c not in usable]  # disabled or covered look-alikes
+        rivals = [c for c in [*usable[1:], *blocked]
+                  if c.score >= max(PLAUSIBLE, top.score - margin)]
+        if rivals and parsed.ordinal is not None:
+            tier = sorted([top, *[c for c in rivals if c.score >= self.threshold
+                                  and c.score >= top.score - self.margin]],
+                          key=lambda c: c.info["order"])
+            index = parsed.ordinal - 1 if parsed.ordinal > 0 else len(tier) + parsed.ordinal
+            if 0 <= index < len(tier) and len(tier) == len(rivals) + 1:
+                top, rivals = tier[index], []
+        elif not rivals and parsed.ordinal not in (None, 1, -1) and not parsed.item:
+            return Escalation("the instruction picks an element by position among others "
+                              "that do not match", instruction, self._report(usable))
+        if rivals:
+            return Escalation(f"ambiguous: {len(rivals) + 1} elements match about equally well "
+                              f"(a partial match needs a lead of {margin:.2f})", instruction,
+                              self._report(usable))
+        spec = await self._unique_spec(page, top)
+        if spec is None:
+            return Escalation(f"could not build a locator that matches only {top.describe()}",
+                              instruction, self._report(usable))
+        final_action = action
+        if action == "fill" and top.info["kind"] == "select":
+            final_action = "select"
+        if action == "select" and top.info["kind"] not in ("select", "fillable"):
+            final_action = "click"
+        runner_up = usable[1] if len(usable) > 1 and usable[1] is not top else (
+            usable[0] if usable[0] is not top else None)
+        match = {"role": top.info["role"] or top.info["tag"], "name": top.info["name"][:120],
+                 "how": top.how, "score": round(top.score, 3),
+                 "runnerUp": None if runner_up is None else {
+                     "description": runner_up.describe(), "score": round(runner_up.score, 3)},
+                 "margin": None if runner_up is None else round(top.score - runner_up.score, 3)}
+        return Resolution(final_action, spec, value if final_action != "click" else None,
+                          round(min(1.0, top.score), 3), "grounding", top.describe(),
+                          instruction, match)
+
+    def _report(self, cands: Sequence[Candidate]) -> tuple[dict[str, Any], ...]:
+        ranked = sorted(cands, key=lambda c: c.score, reverse=True)[:MAX_CANDIDATES_REPORTED]
+        return tuple({"description": c.describe(), "score": round(c.score, 3), "how": c.how,
+                      "testid": c.info.get("testid")} for c in ranked)
 
     async def _probe(self, loc: Locator) -> list[dict[str, Any]]:
         try:
@@ -501,174 +1047,51 @@ class GroundingResolver:
             log.debug("probe failed: %s", exc)
             return []
 
-    async def _candidates(self, page: Page, parsed: ParsedInstruction) -> dict[str, Candidate]:
-        found: dict[str, Candidate] = {}
-        hinted = set(parsed.roles)
-        action = parsed.action
-        roles = parsed.roles or DEFAULT_ROLES[action]
-        if parsed.roles:  # also look at the other plausible roles, with a penalty
-            roles = tuple(dict.fromkeys([*parsed.roles, *DEFAULT_ROLES[action]]))
-        needed_kind = _KIND_FOR_ACTION.get(action)
-
-        def add(info: dict[str, Any], score: float, how: str, spec: dict[str, Any],
-                role: str | None) -> None:
-            if needed_kind and info["kind"] != needed_kind:
-                editable_combo = info["kind"] == "fillable" and info["role"] == "combobox"
-                if not ((action == "select" and editable_combo)
-                        or (action == "fill" and info["kind"] == "select")):
-                    return
-            the_role = role or info.get("role") or ""
-            if hinted and the_role not in hinted:
-                score -= ROLE_MISMATCH_PENALTY
-            if action == "click" and not info.get("interactive"):
-                score = min(score, 0.5)
-            cand = found.setdefault(info["path"], Candidate(info["path"], info))
-            cand.specs.append((score, spec))
-            if score > cand.score:
-                cand.score, cand.how = score, how
-
-        for target in parsed.targets:
-            variants = [(target, 1.0)]
-            stripped = " ".join(w for w in target.split() if w.lower() not in _FILLER_WORDS)
-            if stripped and stripped.lower() != target.lower():
-                variants.append((stripped, 0.9))
-            for text, factor in variants:
-                await self._by_role(page, roles, text, factor, add)
-                await self._by_text_like(page, action, text, factor, add)
-        for css in parsed.type_hints:
-            t_words = {w for t in parsed.targets for w in _words(t)} - _FILLER_WORDS
-            hint_words = {w for w, c in _TYPE_HINTS.items() if c == css}
-            base = 0.85 if not (t_words - hint_words) else 0.6
-            for info in await self._probe(page.locator(css)):
-                add(info, base, f"input type {css}", {"strategy": "css", "selector": css}, None)
-        if action == "select" and parsed.value and not parsed.roles and (
-            not parsed.targets or parsed.targets == (parsed.value,)
-        ):
-            await self._selects_with_option(page, parsed.value, add)
-        return found
-
-    async def _by_role(self, page: Page, roles: Sequence[str], text: str, factor: float,
-                       add: Any) -> None:
-        for role in roles:
-            loose = page.get_by_role(role, name=text)  # type: ignore[arg-type]
-            infos = await self._probe(loose)
-            if not infos:
-                continue
-            exact_paths = {i["path"] for i in await self._probe(
-                page.get_by_role(role, name=text, exact=True))}  # type: ignore[arg-type]
-            rx = _normalized_regex(text)
-            norm_paths = {i["path"] for i in await self._probe(
-                page.get_by_role(role, name=re.compile(rx, re.I)))}  # type: ignore[arg-type]
-            for info in infos:
-                if info["path"] in exact_paths:
-                    add(info, 1.0 * factor, "role exact",
-                        {"strategy": "role", "role": role, "name": text, "exact": True}, role)
-                elif info["path"] in norm_paths:
-                    add(info, 0.92 * factor, "role normalized",
-                        {"strategy": "role", "role": role, "name": rx, "regex": True}, role)
-                else:
-                    add(info, _partial_score(text, info["name"]) * factor, "role partial",
-                        {"strategy": "role", "role": role, "name": text, "exact": False}, role)
-
-    async def _by_text_like(self, page: Page, action: str, text: str, factor: float,
-                            add: Any) -> None:
-        strategies: list[tuple[str, float]] = [("label", 1.0), ("placeholder", 0.95),
-                                               ("title", 0.9)]
-        if action == "click":
-            strategies.append(("text", 0.9))
-        for strategy, base in strategies:
-            loose_spec = {"strategy": strategy, "text": text, "exact": False}
-            infos = await self._probe(locator_from_cached(page, loose_spec))
-            if not infos:
-                continue
-            exact_spec = {"strategy": strategy, "text": text, "exact": True}
-            exact_paths = {i["path"] for i in await self._probe(
-                locator_from_cached(page, exact_spec))}
-            for info in infos:
-                if not info["visible"]:
-                    continue
-                if info["path"] in exact_paths:
-                    add(info, base * factor, f"{strategy} exact", exact_spec, None)
-                else:
-                    add(info, _partial_score(text, info["name"]) * base * factor,
-                        f"{strategy} partial", loose_spec, None)
-
-    async def _selects_with_option(self, page: Page, value: str, add: Any) -> None:
-        wanted = value.strip().lower()
-        for info in await self._probe(page.locator("select")):
-            if any(wanted in (label.lower(), val.lower()) for label, val in info["options"]):
-                add(info, 0.85, "select containing the option",
-                    {"strategy": "css", "selector": "select"}, None)
-
-    # ---- decision
-
-    async def _decide(self, page: Page, parsed: ParsedInstruction, instruction: str,
-                      found: dict[str, Candidate]) -> Resolution | Escalation:
-        action, value = parsed.action, parsed.value
-        usable = [c for c in found.values() if c.info["visible"] and c.info["enabled"]]
-        if action == "select" and value is not None and "{{" not in value:
-            wanted = value.strip().lower()
-            with_option = [c for c in usable if not c.info["options"] or any(
-                wanted in (label.lower(), val.lower()) for label, val in c.info["options"])]
-            if usable and not with_option:
-                return Escalation(f"no option {value!r} in the matching dropdown", instruction,
-                                  self._report(usable))
-            usable = with_option
-        usable.sort(key=lambda c: c.score, reverse=True)
-        if not usable:
-            disabled = [c for c in found.values() if c.info["visible"] and not c.info["enabled"]]
-            if disabled:
-                return Escalation("the matching element is disabled", instruction,
-                                  self._report(disabled))
-            return Escalation("no visible element matches the instruction", instruction)
-        top = usable[0]
-        if top.score < self.threshold:
-            return Escalation(f"best match {top.describe()} scored {top.score:.2f}, below the "
-                              f"threshold {self.threshold:.2f}", instruction, self._report(usable))
-        rivals = [c for c in usable[1:] if c.score >= top.score - self.margin]
-        if rivals:
-            return Escalation(f"ambiguous: {len(rivals) + 1} elements match about equally well",
-                              instruction, self._report(usable))
-        spec = await self._unique_spec(page, top)
-        if spec is None:
-            return Escalation(f"could not build a locator that matches only {top.describe()}",
-                              instruction, self._report(usable))
-        final_action = action
-        if action == "fill" and top.info["kind"] == "select":
-            final_action = "select"
-        confidence = round(min(1.0, top.score), 3)
-        return Resolution(final_action, spec, value, confidence, "grounding", top.describe(),
-                          instruction)
-
-    def _report(self, cands: Sequence[Candidate]) -> tuple[dict[str, Any], ...]:
-        ranked = sorted(cands, key=lambda c: c.score, reverse=True)[:MAX_CANDIDATES_REPORTED]
-        return tuple({"description": c.describe(), "score": round(c.score, 3), "how": c.how,
-                      "testid": c.info.get("testid")} for c in ranked)
-
     async def _unique_spec(self, page: Page, cand: Candidate) -> dict[str, Any] | None:
-        """The best spec that matches exactly this element (nothing else, hidden included)."""
-        specs = [s for _, s in sorted(cand.specs, key=lambda x: x[0], reverse=True)]
-        if cand.info.get("testid"):
-            specs.append({"strategy": "testid", "value": cand.info["testid"]})
-        if cand.info.get("cssId"):
-            specs.append({"strategy": "css", "selector": cand.info["cssId"]})
+        """The most readable spec that matches exactly this element (hidden ones included)."""
+        info = cand.info
+        specs: list[dict[str, Any]] = []
+        if info["role"] and info["name"] and info["role"] in _LEAF_ROLES | {"row", "gridcell",
+                                                                            "cell", "treeitem"}:
+            specs.append({"strategy": "role", "role": info["role"], "name": info["name"],
+                          "exact": True})
+        if info.get("testid"):
+            specs.append({"strategy": "testid", "value": info["testid"]})
+        if info.get("cssId"):
+            specs.append({"strategy": "css", "selector": info["cssId"]})
         if ">>>" not in cand.path:
             specs.append({"strategy": "css", "selector": cand.path})
-        seen: list[dict[str, Any]] = []
         for spec in specs:
-            for variant in (spec, {**spec, "visible": True}):
-                if variant in seen:
-                    continue
-                seen.append(variant)
-                try:
-                    paths = [i["path"] for i in await self._probe(
-                        locator_from_cached(page, variant))]
-                except Exception as exc:
-                    log.debug("locator %s not usable: %s", variant, exc)
-                    continue
-                if paths == [cand.path]:
-                    return variant
+            try:
+                paths = [i["path"] for i in await self._probe(locator_from_cached(page, spec))]
+            except Exception as exc:
+                log.debug("locator %s not usable: %s", spec, exc)
+                continue
+            if paths == [cand.path]:
+                return spec
         return None
+
+
+async def hit_test(loc: Locator) -> dict[str, Any]:
+    """Scroll the element (or a hidden checkbox's label) into view and say whether it is the
+    top-most element at its click point: ``{"state": "ok"|"covered"|..., "x", "y", "via"}``."""
+    result: dict[str, Any] = await loc.evaluate(_HIT_JS)
+    return result
+
+
+def match_summary(match: Mapping[str, Any] | None) -> str:
+    """ "; chose button "Next" by name exact at 1.00, runner-up ... (margin 0.28)" for logs."""
+    if not match:
+        return ""
+    text = f"; chose {match.get('role')} \"{match.get('name')}\" by {match.get('how')} at " \
+           f"{match.get('score', 0):.2f}"
+    runner_up = match.get("runnerUp")
+    if runner_up:
+        text += f", runner-up {runner_up['description']} at {runner_up['score']:.2f} " \
+                f"(margin {match.get('margin', 0):.2f})"
+    else:
+        text += ", no runner-up"
+    return text
 
 
 # --------------------------------------------------------------------------- chain + LLM
@@ -697,12 +1120,19 @@ class ChainResolver:
         self.resolvers = list(resolvers)
         self.threshold = threshold
 
-    async def resolve(self, page: Page, instruction: str) -> Resolution | Escalation:
+    async def resolve(self, page: Page, instruction: str,
+                      variables: Mapping[str, Any] | None = None, *,
+                      secret_names: Sequence[str] = ()) -> Resolution | Escalation:
         reasons: list[str] = []
+        filled = _fill_in(instruction, variables or {})
         candidates: tuple[dict[str, Any], ...] = ()
         for index, resolver in enumerate(self.resolvers):
             try:
-                result = await resolver.resolve(page, instruction)
+                if isinstance(resolver, GroundingResolver):
+                    result = await resolver.resolve(page, instruction, variables,
+                                                    secret_names=secret_names)
+                else:
+                    result = await resolver.resolve(page, filled)
             except Exception as exc:
                 log.warning("resolver %s failed: %s", type(resolver).__name__, type(exc).__name__)
                 reasons.append(f"{type(resolver).__name__} failed")
@@ -722,7 +1152,7 @@ class ChainResolver:
                                "match exactly one visible element")
                 continue
             return result
-        return Escalation("; ".join(reasons) or "no resolver", instruction, candidates)
+        return Escalation("; ".join(reasons) or "no resolver", filled, candidates)
 
 
 def load_llm_resolver(path: str, settings: Any) -> Resolver:

@@ -24,7 +24,7 @@ class StubResolver:
     async def resolve(self, page: Page, instruction: str) -> Resolution | Escalation:
         self.calls.append(instruction)
         table = {
-            "Click the close button": ({"strategy": "testid", "value": "close"}, 0.9),
+            "Click the round thing at the top": ({"strategy": "testid", "value": "settings"}, 0.9),
             # Both Delete buttons match: the chain must refuse it.
             "Click Delete": ({"strategy": "role", "role": "button", "name": "Delete"}, 0.95),
             "Click Learn more": ({"strategy": "testid", "value": "learn-1"}, 0.4),

@@ -25,6 +25,7 @@ SMOKE = {
     "bench/bench_checkpoint.py": ["--steps", "1", "--runs", "1"],
     "bench/bench_cold_start.py": ["--runs", "1"],
     "bench/bench_deploy.py": ["--signings", "5", "--runs", "1"],
+    "bench/bench_grounding.py": ["--pages", "1"],
     "bench/bench_preview.py": ["--n", "2"],
     "bench/bench_realtime.py": ["--events", "3"],
     "bench/bench_runner.py": ["--steps", "10", "--runs", "1"],
@@ -33,7 +34,8 @@ SMOKE = {
     "bench/load/run.py": ["--executions", "2", "--clients", "4", "--seconds", "2",
                           "--baseline-seconds", "1"],
 }
-NEEDS_CHROMIUM = {"bench/bench_runner.py", "bench/bench_preview.py", "bench/bench_start.py"}
+NEEDS_CHROMIUM = {"bench/bench_runner.py", "bench/bench_preview.py", "bench/bench_start.py",
+                  "bench/bench_grounding.py"}
 
 
 def run_benchmark(path: str, *args: str, cwd: Path, timeout: float) -> str:

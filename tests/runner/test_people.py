@@ -220,6 +220,12 @@ async def test_grounded_locator_is_cached_across_loop_iterations(
     for iteration in (2, 3):
         cached = steps[("press-go", iteration)]["locator"]["actions"]["1"]
         assert cached["source"] == "cache" and cached["locator"] == first["locator"]
+    # the act's log line says which element was chosen and why, for an audit afterwards
+    acts = [line for line in logs(db, execution) if line["message"].startswith("Clicked ")]
+    assert acts and all("chose button" in line["message"] for line in acts)
+    element = acts[0]["details"]["element"]
+    assert element["role"] == "button" and element["how"] and element["score"] > 0.75
+    assert "runnerUp" in element and "margin" in element
 
 
 async def test_a_failed_upload_never_fails_a_step(

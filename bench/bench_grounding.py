@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
 import statistics
@@ -171,6 +172,11 @@ def print_report(report: Report, *, quiet: bool = False) -> None:
     resolve, base = statistics.median(report.resolve_ms), statistics.median(report.baseline_ms)
     print(f"median grounding {resolve:.1f} ms vs one get_by_role lookup {base:.1f} ms: "
           f"ratio {resolve / base:.1f}x")
+    print(json.dumps({"bench": "grounding", "cases": len(rows), "pages": pages,
+                      "acted": len(report.acted), "wrong": len(report.wrong),
+                      "precision": round(report.precision, 4), "recall": round(report.recall, 4),
+                      "resolve_p50_ms": round(resolve, 1), "lookup_p50_ms": round(base, 1),
+                      "ratio": round(resolve / base, 2)}))
 
 
 def main() -> None:

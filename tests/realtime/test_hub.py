@@ -15,12 +15,15 @@ from tests.realtime.phx import PhxClient, eventually
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
-def _kill_listener(database_url: str) -> int:
+def _terminate(database_url: str, *, listener: bool) -> int:
+    """Drop the hub's LISTEN connection (`listener`), or every other client connection (its
+    pool is then left holding dead ones). Returns how many were dropped."""
+    which = "" if listener else "not "
     with psycopg.connect(database_url, autocommit=True) as conn:
         rows = conn.execute(
             "select pg_terminate_backend(pid) from pg_stat_activity"
-            " where datname = current_database() and query ilike 'listen%%'"
-            " and pid <> pg_backend_pid()").fetchall()
+            " where datname = current_database() and backend_type = 'client backend'"
+            f" and query {which}ilike 'listen%%' and pid <> pg_backend_pid()").fetchall()
     return len(rows)
 
 
@@ -35,7 +38,7 @@ async def test_messages_sent_while_the_listener_reconnects_are_delivered(
         await asyncio.to_thread(realtime_server.send, topic, "step", [{"n": 0}])
         assert as_sent((await client.recv()).payload["payload"]) == {"n": 0}
 
-        assert await asyncio.to_thread(_kill_listener, realtime_server.database_url) == 1
+        assert await asyncio.to_thread(_terminate, realtime_server.database_url, listener=True) == 1
         # Sent while nobody listens: replayed from realtime.messages after the reconnect.
         await asyncio.to_thread(realtime_server.send, topic, "step", [{"n": 1}, {"n": 2}])
         got = [(await client.recv(within=10)).payload["payload"] for _ in range(2)]
@@ -71,16 +74,6 @@ async def test_shutdown_closes_sockets_and_the_listen_connection(
     await eventually(lambda: _listeners(realtime_database) == before)
 
 
-def _kill_fetchers(database_url: str) -> int:
-    """Drop every connection but the LISTEN one: the hub's pool is left holding dead ones."""
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        rows = conn.execute(
-            "select pg_terminate_backend(pid) from pg_stat_activity"
-            " where datname = current_database() and backend_type = 'client backend'"
-            " and query not ilike 'listen%%' and pid <> pg_backend_pid()").fetchall()
-    return len(rows)
-
-
 async def test_a_failed_fetch_is_retried_and_loses_nothing(
         realtime_server: RunningServer, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="local.realtime.hub")
@@ -92,7 +85,8 @@ async def test_a_failed_fetch_is_retried_and_loses_nothing(
         await asyncio.to_thread(realtime_server.send, topic, "step", [{"n": 0}])
         assert as_sent((await client.recv()).payload["payload"]) == {"n": 0}
 
-        assert await asyncio.to_thread(_kill_fetchers, realtime_server.database_url) >= 1
+        assert await asyncio.to_thread(_terminate, realtime_server.database_url,
+                                       listener=False) >= 1
         # the hub's next fetch runs on a dead pooled connection and fails: retried, not lost
         await asyncio.to_thread(realtime_server.send, topic, "step", [{"n": 1}, {"n": 2}])
         got = [(await client.recv(within=10)).payload["payload"] for _ in range(2)]

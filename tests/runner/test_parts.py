@@ -93,17 +93,22 @@ async def test_polling_backstop_sees_commands_and_stops_without_listen(db: Datab
         await control.close()
 
 
+async def listening(control: Control) -> None:
+    """Until the control's LISTEN connection is up (a wake-up sent before would be missed)."""
+    for _ in range(250):
+        if control.listening:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("LISTEN did not start within 5 s")
+
+
 async def test_listen_wakes_the_runner_at_once(db: Database, settings: Settings) -> None:
     execution = make_execution(db, [task("s", [{"type": "wait", "timeoutMs": 1}])])
     control = Control(db, settings.database_url, execution.id, execution.token,
                       poll_seconds=60)
     await control.start()
     try:
-        for _ in range(100):
-            if control.listening:
-                break
-            await asyncio.sleep(0.02)
-        assert control.listening
+        await listening(control)
         control.commands_hint = False
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -126,11 +131,7 @@ async def test_forged_notifications_only_wake_the_runner(db: Database,
                       poll_seconds=60)
     await control.start()
     try:
-        for _ in range(100):
-            if control.listening:
-                break
-            await asyncio.sleep(0.02)
-        assert control.listening
+        await listening(control)
         control.commands_hint = False
         forged = ['{"kind":"stop"}', '{"kind":"command","id":1}',
                   '{"kind":"checkpoint","id":"00000000-0000-4000-8000-000000000000"}']
@@ -159,10 +160,7 @@ async def test_a_stop_is_seen_within_a_second_of_its_notification(db: Database,
                       poll_seconds=60)  # no backstop within the test: only the wake-up
     await control.start()
     try:
-        for _ in range(100):
-            if control.listening:
-                break
-            await asyncio.sleep(0.02)
+        await listening(control)
         await asyncio.to_thread(request_stop, db, execution)
         for _ in range(100):
             if control.stop_requested:

@@ -98,12 +98,17 @@ def children(pid: int) -> list[Child]:
     return found
 
 
+def execution_runner(child: Child) -> bool:
+    """A runner of one execution (the stack's pool worker, `--pool`, lives as long as it)."""
+    return "-m runner" in child.command and "--pool" not in child.command
+
+
 def runners_done(stack_pid: int, timeout: float = 60) -> list[Child]:
     """Wait until no runner of the stack is running; returns the children left then."""
     deadline = time.monotonic() + timeout
     while True:
         left = children(stack_pid)
-        if not any("-m runner" in c.command and c.state != "Z" for c in left) \
+        if not any(execution_runner(c) and c.state != "Z" for c in left) \
                 or time.monotonic() > deadline:
             return left
         time.sleep(0.2)
@@ -187,7 +192,7 @@ def test_ctrl_c_at_a_checkpoint_prompt_cancels_and_exits_at_once(
     # the runner saw the stop, ended, and the stack reaped it
     left = runners_done(stack.process.pid)
     assert [c for c in left if c.state == "Z"] == [], left
-    assert not any("-m runner" in c.command for c in left), left
+    assert not any(execution_runner(c) for c in left), left
 
 
 @pytest.mark.timeout(120)

@@ -134,7 +134,10 @@ class Settings(BaseSettings):
     pool_slots: int = Field(default=4, ge=1, le=64)  # executions one worker runs at once
     pool_drain_seconds: float = 90.0  # SIGTERM: running executions get this long to finish
     use_pool: bool = True  # the launcher dispatches to live pool workers before run_task
-    dev_runner: str = "pool"  # `aef dev`: "pool" (one worker) or "process" (one per execution)
+    # `aef dev`: "process" (a subprocess per execution) or "pool" (one warm pool worker). Not
+    # the pool by default yet: under a full test run, Ctrl-C of `aef demo` with a pool worker
+    # was seen to take over 15 s (cause not found yet).
+    dev_runner: str = "process"
     pool_metric_namespace: str | None = None  # the sweeper publishes pool demand here (AWS)
 
     @property

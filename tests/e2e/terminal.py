@@ -18,8 +18,11 @@ import time
 from pathlib import Path
 
 # Runs first in the child: take the pty (already on stdin) as the controlling terminal of the
-# new session, then become the real program (same pid).
-_TAKE_TERMINAL = ("import fcntl, os, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
+# new session, give SIGINT its default disposition back as a shell does for a foreground job
+# (an ignored SIGINT is inherited through exec: a test that ignored it earlier in this process
+# would leave the program deaf to Ctrl-C), then become the real program (same pid).
+_TAKE_TERMINAL = ("import fcntl, os, signal, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
+                  "signal.signal(signal.SIGINT, signal.SIG_DFL); "
                   "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])")
 _ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\r")
 

@@ -78,7 +78,7 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, default=str)
 
 
-class _StderrHandler(logging.StreamHandler):
+class _StderrHandler(logging.StreamHandler[Any]):
     """Writes to whatever sys.stderr is *now* (Lambda, uvicorn and pytest capture all swap it)."""
 
     def __init__(self) -> None:

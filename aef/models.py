@@ -25,6 +25,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     StringConstraints,
     model_serializer,
     model_validator,
@@ -116,9 +117,10 @@ class _Sparse(_Wire):
     types such fields `name?: T` (docs/api-contract.ts), and the schema says the same."""
 
     # no return annotation on purpose: pydantic would document the annotated type (a bare
-    # object) instead of the model's fields
+    # object) instead of the model's fields (`return_type=Any` does the same)
     @model_serializer(mode="wrap")
-    def _drop_none(self, handler):
+    def _drop_none(  # type: ignore[no-untyped-def]
+            self, handler: SerializerFunctionWrapHandler):
         return {k: v for k, v in handler(self).items() if v is not None}
 
     @classmethod

@@ -119,7 +119,7 @@ class _Sparse(_Wire):
     # no return annotation on purpose: pydantic would document the annotated type (a bare
     # object) instead of the model's fields (`return_type=Any` does the same)
     @model_serializer(mode="wrap")
-    def _drop_none(  # type: ignore[no-untyped-def]
+    def _drop_none(  # type: ignore[no-untyped-def, unused-ignore]
             self, handler: SerializerFunctionWrapHandler):
         return {k: v for k, v in handler(self).items() if v is not None}
 

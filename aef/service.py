@@ -694,7 +694,7 @@ def _signed_preview(checkpoint: dict[str, Any], key: str | None) -> dict[str, An
 def _sign_screenshot(key: str) -> str | None:
     """A fresh short-lived URL: the one in the stored message may have expired."""
     try:
-        from aef.storage import get_screenshot_store
+        from aef.screenshots import get_screenshot_store
 
         return get_screenshot_store().sign(key)
     except Exception:  # storage misconfigured: the snapshot is still useful without it

@@ -202,7 +202,7 @@ class Sample:
 def one_run(driver: Driver, db: Database, runner_db: Database, settings: Settings, base: str,
             steps: int, listen: bool, rng: random.Random) -> tuple[list[Sample], list[float]]:
     """One execution of the K-step workflow; returns the samples and the database-clock ones."""
-    from aef.storage import ScreenshotStore
+    from aef.screenshots import ScreenshotStore
 
     execution = make_execution(db, plan(base, steps))
     token = bearer(execution)

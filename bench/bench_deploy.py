@@ -24,8 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from aef.screenshots import ScreenshotStore  # noqa: E402
 from aef.settings import Settings  # noqa: E402
-from aef.storage import ScreenshotStore  # noqa: E402
 
 KEY = "executions/0b6a3c1e-8a4f-4a8e-9a51-3f0c2d1b7e11/000001-open.jpg"
 

@@ -4,7 +4,7 @@ moto keeps objects in memory, so a restart of `aef dev` used to lose every scree
 `/live` kept handing out their URLs. Here each write the server accepts (a PUT, POST or DELETE
 answered 2xx: create bucket, put object, delete ...) is appended to `journal.jsonl` before its
 answer leaves, and replayed into the fresh server at the next start. The bucket and objects
-come back exactly as moto's own S3 API made them; `aef.storage` talks to it through the same
+come back exactly as moto's own S3 API made them; `aef.screenshots` talks to it through the same
 boto3 calls it uses against AWS. The server also keeps its port (`port` beside the journal), so
 a presigned URL handed out before a restart still points at it afterwards.
 

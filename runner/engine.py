@@ -51,8 +51,8 @@ from aef import rules
 from aef.db import Connection, Database, get_database
 from aef.errors import AefError, ServiceUnavailable
 from aef.models import Action, AefConfig, ComputeSpec, PlanStep, RecoveryPolicy
+from aef.screenshots import ScreenshotStore
 from aef.settings import Settings
-from aef.storage import ScreenshotStore
 from aef.store import runner as store
 from runner import actions
 from runner.browser import BrowserSession, capture_jpeg, open_browser

@@ -7,7 +7,7 @@ from typing import Any
 import boto3
 from psycopg.types.json import Jsonb
 
-from aef.storage import get_screenshot_store, set_screenshot_store
+from aef.screenshots import get_screenshot_store, set_screenshot_store
 from tests.api.helpers import transform
 from tests.integration.factories import admin_connection
 

@@ -1,5 +1,5 @@
 """The local stack's S3 (moto's server with a journal): what it stored is there after a
-restart, at the same address, through the same `aef.storage` calls the runner makes.
+restart, at the same address, through the same `aef.screenshots` calls the runner makes.
 
 Each server runs in a process of its own, as in `aef dev`: moto keeps its objects in module
 globals, so a second server in the same process would see the first one's objects whether or
@@ -22,8 +22,8 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from aef.screenshots import ScreenshotStore
 from aef.settings import Settings
-from aef.storage import ScreenshotStore
 from local.s3 import JOURNAL, LOCAL_AWS_CREDENTIALS, PORT_FILE, S3Server, client
 
 BUCKET = "aef-screenshots"

@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from aef.db import Database
+from aef.screenshots import ScreenshotStore, screenshot_key
 from aef.settings import Settings
-from aef.storage import ScreenshotStore, screenshot_key
 from runner.control import Control, wake_channel
 from runner.engine import iteration_number, lookup
 from tests.integration.factories import admin_connection, create_user

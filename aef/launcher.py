@@ -293,11 +293,11 @@ class PoolLauncher:
 
     def dispatch(self, execution_id: str) -> bool:
         from aef.errors import AefError
-        from aef.store import api as store
+        from aef.store import api as api_store
 
         try:
             with self._db().as_service() as conn:
-                return store.dispatch_to_pool(conn, execution_id)
+                return api_store.dispatch_to_pool(conn, execution_id)
         except AefError as exc:  # the pool cannot be asked: start a task of its own
             log.warning("pool dispatch failed", extra={"executionId": execution_id,
                                                        "code": exc.code})

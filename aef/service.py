@@ -34,7 +34,7 @@ from aef.launcher import (
 )
 from aef.plan import all_ids, parse_plan
 from aef.settings import Settings, get_settings
-from aef.store import api as store
+from aef.store import api as api_store
 
 log = logging.getLogger("aef.service")
 
@@ -86,7 +86,7 @@ def rate_limit(caller: Caller, bucket: str, settings: Settings | None = None) ->
         "read": (s.read_rate_limit_capacity, s.read_rate_limit_refill_per_second),
     }[bucket]
     with _db().as_user(caller.claims) as conn:
-        allowed, tokens, wait = store.take_token(conn, caller.user_id, bucket, capacity, rate)
+        allowed, tokens, wait = api_store.take_token(conn, caller.user_id, bucket, capacity, rate)
     headers = {
         "RateLimit-Limit": str(int(capacity)),
         "RateLimit-Remaining": str(max(0, int(tokens))),
@@ -108,7 +108,7 @@ def transform_sop(caller: Caller, request: Any) -> dict[str, Any]:
     config = request.config.model_dump(by_alias=True, exclude_none=True) if request.config else None
     with _db().as_user(caller.claims) as conn:
         if request.sop_id is not None:
-            row = store.get_sop(conn, str(request.sop_id))
+            row = api_store.get_sop(conn, str(request.sop_id))
             if row is None:
                 raise NotFound(f"SOP {request.sop_id} was not found", code="sop_not_found")
             sop = row["data"]
@@ -119,14 +119,14 @@ def transform_sop(caller: Caller, request: Any) -> dict[str, Any]:
         # the runner's settings: whether a resolver computes data steps, which URLs it may open
         result = transform(sop, config, resolver=bool(s.llm_resolver), url_policy=s)
         title = _document_title(result.document)
-        document_id = store.insert_document(
+        document_id = api_store.insert_document(
             conn, caller.user_id, str(request.sop_id) if request.sop_id else None, title,
             result.document)
-        execution_id = store.insert_execution(conn, caller.user_id, document_id)
-        entry = store.insert_log(conn, execution_id, "info", "system",
+        execution_id = api_store.insert_execution(conn, caller.user_id, document_id)
+        entry = api_store.insert_log(conn, execution_id, "info", "system",
                                  f"Workflow '{title}' transformed: "
                                  f"{result.estimated_step_count} steps")
-        store.emit_event(conn, execution_id, "execution_update", {"logs": [entry]})
+        api_store.emit_event(conn, execution_id, "execution_update", {"logs": [entry]})
     return {
         "aefDocument": result.document,
         "aefDocumentId": document_id,
@@ -151,7 +151,7 @@ def plan_step_ids(document: Mapping[str, Any]) -> set[str]:
 
 # Execute -------------------------------------------------------------------------------------
 def _request_hash(body: Mapping[str, Any]) -> str:
-    return hashlib.sha256(store.dumps(body).encode()).hexdigest()
+    return hashlib.sha256(api_store.dumps(body).encode()).hexdigest()
 
 
 def _new_runner_token() -> tuple[str, bytes]:
@@ -175,19 +175,19 @@ def start_execution(caller: Caller, request: Any, idempotency_key: str | None) -
     token, token_hash = _new_runner_token()
     with _db().as_user(caller.claims) as conn:
         if idempotency_key is not None:
-            stored = store.claim_idempotency_key(conn, caller.user_id, idempotency_key,
+            stored = api_store.claim_idempotency_key(conn, caller.user_id, idempotency_key,
                                                  _request_hash(body))
             if stored is not None:
                 return _replay(conn, stored, _request_hash(body))
-        store.lock_user(conn, caller.user_id)
-        document = store.get_document(conn, str(request.aef_document_id))
+        api_store.lock_user(conn, caller.user_id)
+        document = api_store.get_document(conn, str(request.aef_document_id))
         if document is None:
             raise NotFound(f"AEF document {request.aef_document_id} was not found",
                            code="document_not_found")
         _check_step_ids(document["document"], request.step_ids)
         variables, secret_names = set(request.variables or {}), set(request.secrets or {})
         if request.execution_id is not None:
-            execution = store.get_execution(conn, str(request.execution_id), for_update=True)
+            execution = api_store.get_execution(conn, str(request.execution_id), for_update=True)
             if execution is None:
                 raise NotFound(f"Execution {request.execution_id} was not found",
                                code="execution_not_found")
@@ -199,27 +199,27 @@ def start_execution(caller: Caller, request: Any, idempotency_key: str | None) -
                                "execution can be started", code="invalid_state",
                                currentStatus=execution["status"])
             execution_id = str(execution["id"])
-            held_variables, held_secrets = store.input_names(conn, execution_id)
+            held_variables, held_secrets = api_store.input_names(conn, execution_id)
             variables |= held_variables
             secret_names = secret_names if request.secrets else held_secrets
         warnings = check_inputs(document["document"], request.step_ids, variables,
                                 secret_names, new=set(request.variables or {}),
                                 new_secrets=set(request.secrets or {}))
         if request.execution_id is None:
-            execution_id = store.insert_execution(conn, caller.user_id,
+            execution_id = api_store.insert_execution(conn, caller.user_id,
                                                   str(request.aef_document_id))
         _check_active_cap(conn, caller.user_id, s)
-        store.queue_execution(conn, execution_id, step_ids=request.step_ids,
+        api_store.queue_execution(conn, execution_id, step_ids=request.step_ids,
                               runner_token_hash=token_hash, resume_from=None,
                               variables=request.variables)
         if request.secrets:
-            store.put_secrets(conn, execution_id, dict(request.secrets))
-        entry = store.insert_log(conn, execution_id, "info", "system", "Execution queued")
-        store.emit_event(conn, execution_id, "execution_update", {"logs": [entry]})
+            api_store.put_secrets(conn, execution_id, dict(request.secrets))
+        entry = api_store.insert_log(conn, execution_id, "info", "system", "Execution queued")
+        api_store.emit_event(conn, execution_id, "execution_update", {"logs": [entry]})
         response = {"executionId": execution_id, "status": states.QUEUED,
                     **execute_links(execution_id, s), "warnings": warnings}
         if idempotency_key is not None:
-            store.store_idempotent_response(conn, caller.user_id, idempotency_key, execution_id,
+            api_store.store_idempotent_response(conn, caller.user_id, idempotency_key, execution_id,
                                             response)
     response["status"] = _launch(caller, execution_id, token)
     return response
@@ -233,7 +233,7 @@ def _replay(conn: Connection, stored: Mapping[str, Any], request_hash: str) -> d
         raise Conflict("The first request with this Idempotency-Key failed; use a new key",
                        code="idempotency_key_unusable")
     response = dict(stored["response"])
-    execution = store.get_execution(conn, str(stored["execution_id"]))
+    execution = api_store.get_execution(conn, str(stored["execution_id"]))
     if execution is not None:
         response["status"] = execution["status"]
     return response
@@ -271,7 +271,7 @@ def check_inputs(document: Mapping[str, Any], step_ids: list[str] | None, variab
 
 
 def _check_active_cap(conn: Connection, user_id: str, s: Settings) -> None:
-    active = store.count_active_executions(conn, user_id)
+    active = api_store.count_active_executions(conn, user_id)
     if active >= s.max_active_executions:
         raise Conflict(f"{active} executions are already active (the limit is "
                        f"{s.max_active_executions}); stop one or wait", code="too_many_active",
@@ -288,22 +288,22 @@ def _launch(caller: Caller, execution_id: str, token: str) -> str:
         launch = get_launcher().launch(execution_id, token)
     except LaunchFailed as exc:
         with _db().as_user(caller.claims) as conn:
-            execution = store.get_execution(conn, execution_id, for_update=True)
+            execution = api_store.get_execution(conn, execution_id, for_update=True)
             if execution is None or execution["status"] != states.QUEUED:
                 return execution["status"] if execution else states.FAILED
             message = f"{exc}. Retry in a moment; if it keeps failing, tell the operator."
             error = {"message": message, "code": exc.code,
                      "recovery_options": recovery_options("retry")}
-            store.set_status(conn, execution_id, states.FAILED, error=error)
-            entry = store.insert_log(conn, execution_id, "error", "system", message,
+            api_store.set_status(conn, execution_id, states.FAILED, error=error)
+            entry = api_store.insert_log(conn, execution_id, "error", "system", message,
                                      details={"code": exc.code})
-            store.emit_event(conn, execution_id, "error", {"logs": [entry], "error": error})
+            api_store.emit_event(conn, execution_id, "error", {"logs": [entry], "error": error})
         return states.FAILED
     if launch.task_arn == POOL_ARN_PREFIX:  # the claiming worker records itself
         return states.QUEUED
     # An ECS runner proves itself with this ARN (runner/identity.py): store it at once.
     with _db().as_user(caller.claims) as conn:
-        store.set_task_arn(conn, execution_id, launch.task_arn)
+        api_store.set_task_arn(conn, execution_id, launch.task_arn)
     return states.QUEUED
 
 
@@ -320,8 +320,8 @@ def act(caller: Caller, execution_id: str, request: Any) -> dict[str, Any]:
     with _db().as_user(caller.claims) as conn:
         if action in ("execute", "retry", "skip", "resume"):
             # may re-queue: serialize with the user's other starts so the cap holds
-            store.lock_user(conn, caller.user_id)
-        execution = store.get_execution(conn, execution_id, for_update=True)
+            api_store.lock_user(conn, caller.user_id)
+        execution = api_store.get_execution(conn, execution_id, for_update=True)
         if execution is None:
             raise NotFound(f"Execution {execution_id} was not found", code="execution_not_found")
         status = execution["status"]
@@ -329,14 +329,14 @@ def act(caller: Caller, execution_id: str, request: Any) -> dict[str, Any]:
             raise Conflict(f"Cannot {action} an execution that is {status}",
                            code="invalid_state", currentStatus=status)
         if request.step_id is not None:
-            document = store.get_document(conn, str(execution["document_id"]))
+            document = api_store.get_document(conn, str(execution["document_id"]))
             _check_step_ids(document["document"] if document else {}, [request.step_id])
         payload = request.input.model_dump(exclude_none=True) if request.input else {}
         command = states.ACTION_COMMAND[action]
         runner_listening = (status == states.QUEUED or (
             status in states.RUNNER_LISTENING_STATES and execution["runner_live"]))
         if runner_listening:
-            store.insert_command(conn, execution_id, command, request.step_id, payload)
+            api_store.insert_command(conn, execution_id, command, request.step_id, payload)
             delivered = "runner"
         elif (status in (states.IDLE, states.FAILED) and action in (
                 "execute", "retry", "skip", "resume")) or (
@@ -345,25 +345,25 @@ def act(caller: Caller, execution_id: str, request: Any) -> dict[str, Any]:
                 _check_active_cap(conn, caller.user_id, get_settings())
             if action == "skip":
                 # the new runner reads pending commands when it claims the execution
-                store.insert_command(conn, execution_id, "skip", request.step_id, payload)
+                api_store.insert_command(conn, execution_id, "skip", request.step_id, payload)
             step_ids = ([request.step_id] if action == "execute" and request.step_id
                         else execution["step_ids"])
-            document = store.get_document(conn, str(execution["document_id"]))
+            document = api_store.get_document(conn, str(execution["document_id"]))
             check_inputs(document["document"] if document else {}, step_ids,
-                         *store.input_names(conn, execution_id))
+                         *api_store.input_names(conn, execution_id))
             token, token_hash = _new_runner_token()
-            store.queue_execution(conn, execution_id, step_ids=step_ids,
+            api_store.queue_execution(conn, execution_id, step_ids=step_ids,
                                   runner_token_hash=token_hash,
                                   resume_from=request.step_id if action != "execute" else None)
             delivered = "launched"
         else:
             raise Conflict(f"No runner is live for this execution ({status}); "
                            f"'{action}' needs one", code="runner_not_live", currentStatus=status)
-        entry = store.insert_log(conn, execution_id, "info", "user",
+        entry = api_store.insert_log(conn, execution_id, "info", "user",
                                  f"User requested {action}"
                                  + (f" on step {request.step_id}" if request.step_id else ""),
                                  step_id=request.step_id)
-        store.emit_event(conn, execution_id, "execution_update", {"logs": [entry]})
+        api_store.emit_event(conn, execution_id, "execution_update", {"logs": [entry]})
         new_status = states.QUEUED if token else status
     if token is not None:
         new_status = _launch(caller, execution_id, token)
@@ -384,7 +384,7 @@ def next_action(checkpoint_type: str, response: str) -> str:
 
 def respond_checkpoint(caller: Caller, checkpoint_id: str, request: Any) -> dict[str, Any]:
     with _db().as_user(caller.claims) as conn:
-        checkpoint = store.get_checkpoint(conn, checkpoint_id, for_update=True)
+        checkpoint = api_store.get_checkpoint(conn, checkpoint_id, for_update=True)
         if checkpoint is None:
             raise NotFound(f"Checkpoint {checkpoint_id} was not found",
                            code="checkpoint_not_found")
@@ -398,12 +398,12 @@ def respond_checkpoint(caller: Caller, checkpoint_id: str, request: Any) -> dict
                            defaultAction=checkpoint["default_action"])
         status = CHECKPOINT_STATUS[request.response]
         response = {"response": request.response, "data": request.data or {}}
-        store.answer_checkpoint(conn, checkpoint_id, status, caller.user_id, response)
+        api_store.answer_checkpoint(conn, checkpoint_id, status, caller.user_id, response)
         execution_id = str(checkpoint["execution_id"])
-        entry = store.insert_log(conn, execution_id, "info", "checkpoint",
+        entry = api_store.insert_log(conn, execution_id, "info", "checkpoint",
                                  f"Checkpoint {status} by the user",
                                  step_id=checkpoint["step_id"])
-        store.emit_event(conn, execution_id, "execution_update", {"logs": [entry]})
+        api_store.emit_event(conn, execution_id, "execution_update", {"logs": [entry]})
     return {"status": "success", "decision": status,
             "nextAction": next_action(checkpoint["type"], request.response)}
 
@@ -419,7 +419,7 @@ def stop_execution(caller: Caller, execution_id: str) -> dict[str, Any]:
     """Cooperative stop: `cancelling`, a bounded wait for the runner, then force."""
     s = get_settings()
     with _db().as_user(caller.claims) as conn:
-        execution = store.get_execution(conn, execution_id, for_update=True)
+        execution = api_store.get_execution(conn, execution_id, for_update=True)
         if execution is None:
             raise NotFound(f"Execution {execution_id} was not found", code="execution_not_found")
         status = execution["status"]
@@ -434,14 +434,14 @@ def stop_execution(caller: Caller, execution_id: str) -> dict[str, Any]:
             status == states.QUEUED and execution["runner_id"] is None)
         if unclaimed:
             # no runner holds it yet: nothing to clean up; a late runner finds it cancelled
-            store.set_status(conn, execution_id, states.CANCELLED)
-            store.set_stop_cleanup(conn, execution_id, "completed")
-            entry = store.insert_log(conn, execution_id, "info", "user", "Execution stopped")
-            store.emit_event(conn, execution_id, "execution_complete", {"logs": [entry]})
+            api_store.set_status(conn, execution_id, states.CANCELLED)
+            api_store.set_stop_cleanup(conn, execution_id, "completed")
+            entry = api_store.insert_log(conn, execution_id, "info", "user", "Execution stopped")
+            api_store.emit_event(conn, execution_id, "execution_complete", {"logs": [entry]})
         elif status != states.CANCELLING:
-            store.set_status(conn, execution_id, states.CANCELLING)
-            entry = store.insert_log(conn, execution_id, "info", "user", "Stop requested")
-            store.emit_event(conn, execution_id, "execution_update", {"logs": [entry]})
+            api_store.set_status(conn, execution_id, states.CANCELLING)
+            entry = api_store.insert_log(conn, execution_id, "info", "user", "Stop requested")
+            api_store.emit_event(conn, execution_id, "execution_update", {"logs": [entry]})
     if unclaimed:
         if task_arn:
             get_launcher().stop(task_arn, "AEF stop before the runner started")
@@ -478,34 +478,34 @@ def _wait_for_runner_stop(caller: Caller, execution_id: str, s: Settings) -> boo
         time.sleep(min(pause, left))
         pause = min(pause * 2, STOP_POLL_MAX_SECONDS)
         with _db().as_user(caller.claims) as conn:
-            if store.get_status(conn, execution_id) == states.CANCELLED:
+            if api_store.get_status(conn, execution_id) == states.CANCELLED:
                 return True
 
 
 def _acknowledged_cleanup(caller: Caller, execution_id: str) -> str:
     """The runner wrote `cancelled`: record (once) that the stop completed cleanly."""
     with _db().as_user(caller.claims) as conn:
-        execution = store.get_execution(conn, execution_id, for_update=True)
+        execution = api_store.get_execution(conn, execution_id, for_update=True)
         if execution is None:
             return "completed"
         if execution["stop_cleanup"] is None:
-            store.set_stop_cleanup(conn, execution_id, "completed")
+            api_store.set_stop_cleanup(conn, execution_id, "completed")
         return str(execution["stop_cleanup"] or "completed")
 
 
 def _force_cancel(execution_id: str) -> str:
     with _db().as_service() as conn:
-        execution = store.get_execution(conn, execution_id, for_update=True)
+        execution = api_store.get_execution(conn, execution_id, for_update=True)
         if execution is None:
             raise NotFound(f"Execution {execution_id} was not found", code="execution_not_found")
         if execution["status"] == states.CANCELLED:
             return str(execution["stop_cleanup"] or "completed")
-        store.cancel_open_steps(conn, execution_id)
-        store.set_status(conn, execution_id, states.CANCELLED)
-        store.set_stop_cleanup(conn, execution_id, "forced")
-        entry = store.insert_log(conn, execution_id, "warn", "system",
+        api_store.cancel_open_steps(conn, execution_id)
+        api_store.set_status(conn, execution_id, states.CANCELLED)
+        api_store.set_stop_cleanup(conn, execution_id, "forced")
+        entry = api_store.insert_log(conn, execution_id, "warn", "system",
                                  "The runner did not acknowledge the stop; it was stopped")
-        store.emit_event(conn, execution_id, "execution_complete", {"logs": [entry]})
+        api_store.emit_event(conn, execution_id, "execution_complete", {"logs": [entry]})
     return "forced"
 
 
@@ -576,7 +576,7 @@ def parse_statuses(text: str | None) -> list[str]:
 def list_documents(caller: Caller, *, after: str | None, limit: int) -> dict[str, Any]:
     before = decode_keyset("documents", after)
     with _db().as_user(caller.claims) as conn:
-        rows = store.page_documents(conn, caller.user_id, before=before, limit=limit + 1)
+        rows = api_store.page_documents(conn, caller.user_id, before=before, limit=limit + 1)
     page = rows[:limit]
     return {
         "documents": [{"id": str(r["id"]), "title": r["title"],
@@ -604,7 +604,7 @@ def list_executions(caller: Caller, *, after: str | None, limit: int, status: st
     before = decode_keyset("executions", after)
     statuses = parse_statuses(status)
     with _db().as_user(caller.claims) as conn:
-        rows = store.page_executions(conn, caller.user_id, before=before, limit=limit + 1,
+        rows = api_store.page_executions(conn, caller.user_id, before=before, limit=limit + 1,
                                      statuses=statuses, document_id=document_id)
     page = rows[:limit]
 
@@ -628,9 +628,9 @@ def read_logs(caller: Caller, execution_id: str, *, after: str | None, limit: in
               level: str | None, step_id: str | None) -> dict[str, Any]:
     after_id = decode_cursor(after)
     with _db().as_user(caller.claims) as conn:
-        if store.get_execution(conn, execution_id) is None:
+        if api_store.get_execution(conn, execution_id) is None:
             raise NotFound(f"Execution {execution_id} was not found", code="execution_not_found")
-        rows = store.page_logs(conn, execution_id, after=after_id, limit=limit, level=level,
+        rows = api_store.page_logs(conn, execution_id, after=after_id, limit=limit, level=level,
                                step_id=step_id)
     logs = [{
         "id": r["id"], "timestamp": r["created_at"].isoformat(), "level": r["level"],
@@ -659,16 +659,17 @@ def read_live(caller: Caller, execution_id: str, *, after: int,
               if_none_match: str | None) -> tuple[dict[str, Any] | None, str]:
     """The live snapshot plus the events after `after`; (None, etag) when unchanged."""
     with _db().as_user(caller.claims) as conn:
-        execution = store.get_execution(conn, execution_id)
+        execution = api_store.get_execution(conn, execution_id)
         if execution is None:
             raise NotFound(f"Execution {execution_id} was not found", code="execution_not_found")
         etag = live_etag(execution_id, execution["last_seq"], after)
         if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
             return None, etag
-        snapshot = store.live_snapshot(conn, execution_id, live_message_type(execution["status"]),
-                                       LIVE_RECENT_LOGS)
-        events = store.events_after(conn, execution_id, after, LIVE_MAX_EVENTS)
-        previews = store.preview_keys(conn, execution_id) if snapshot and \
+        snapshot = api_store.live_snapshot(conn, execution_id,
+                                           live_message_type(execution["status"]),
+                                           LIVE_RECENT_LOGS)
+        events = api_store.events_after(conn, execution_id, after, LIVE_MAX_EVENTS)
+        previews = api_store.preview_keys(conn, execution_id) if snapshot and \
             snapshot["message"].get("checkpoints") else {}
     assert snapshot is not None
     message = dict(snapshot["message"])
@@ -712,7 +713,7 @@ def sweep(*, db: Database | None = None, launcher: Launcher | None = None, batch
     lost = stale = expired = resumed = 0
     orphans: list[tuple[str, str]] = []  # (execution id, task ARN) to stop after commit
     with database.as_service() as conn:
-        for row in store.expired_leases(conn, batch):
+        for row in api_store.expired_leases(conn, batch):
             _mark_runner_lost(conn, str(row["id"]), row["status"])
             lost += 1
             pooled = str(row["task_arn"] or "").startswith(POOL_ARN_PREFIX)
@@ -720,26 +721,26 @@ def sweep(*, db: Database | None = None, launcher: Launcher | None = None, batch
                 resumed += _resume_on_pool(conn, str(row["id"]), row["step_ids"])
             elif row["task_arn"]:
                 orphans.append((str(row["id"]), str(row["task_arn"])))
-        for row in store.stale_queued(conn, queued_timeout_seconds, batch):
+        for row in api_store.stale_queued(conn, queued_timeout_seconds, batch):
             message = "No runner picked up the execution"
             error = {"message": message, "recovery_options": recovery_options("retry", "stop")}
-            store.set_status(conn, str(row["id"]), states.FAILED, error=error)
-            entry = store.insert_log(conn, str(row["id"]), "error", "system", message)
-            store.emit_event(conn, str(row["id"]), "error", {"logs": [entry], "error": error})
+            api_store.set_status(conn, str(row["id"]), states.FAILED, error=error)
+            entry = api_store.insert_log(conn, str(row["id"]), "error", "system", message)
+            api_store.emit_event(conn, str(row["id"]), "error", {"logs": [entry], "error": error})
             stale += 1
             if row["task_arn"]:
                 orphans.append((str(row["id"]), str(row["task_arn"])))
-        for row in store.expired_checkpoints(conn, batch):
-            store.answer_checkpoint(conn, str(row["id"]), "expired", None,
+        for row in api_store.expired_checkpoints(conn, batch):
+            api_store.answer_checkpoint(conn, str(row["id"]), "expired", None,
                                     {"defaultAction": row["default_action"], "by": "timeout"})
-            entry = store.insert_log(conn, str(row["execution_id"]), "warn", "checkpoint",
+            entry = api_store.insert_log(conn, str(row["execution_id"]), "warn", "checkpoint",
                                      "Checkpoint expired; default action "
                                      f"'{row['default_action']}' applies")
-            store.emit_event(conn, str(row["execution_id"]), "execution_update",
+            api_store.emit_event(conn, str(row["execution_id"]), "execution_update",
                              {"logs": [entry]})
             expired += 1
-        purged = store.purge_idempotency_keys(conn, 24)
-        demand = store.pool_demand(conn)
+        purged = api_store.purge_idempotency_keys(conn, 24)
+        demand = api_store.pool_demand(conn)
     stopped = _stop_tasks(launcher or get_launcher(), orphans)
     _publish_pool_demand(demand)
     return {"runnersLost": lost, "staleQueued": stale, "checkpointsExpired": expired,
@@ -751,13 +752,13 @@ def _resume_on_pool(conn: Connection, execution_id: str, step_ids: Any) -> int:
     """A lost pool worker's execution (crash, drain hand-back) resumes from its last completed
     step on a live worker with a free slot: 1. None free: it stays failed with `resume`."""
     with conn.transaction():  # a savepoint: undone unless the pool takes it
-        store.queue_execution(conn, execution_id, step_ids=step_ids,
+        api_store.queue_execution(conn, execution_id, step_ids=step_ids,
                               runner_token_hash=_new_runner_token()[1], resume_from=None)
-        if not store.dispatch_to_pool(conn, execution_id):
+        if not api_store.dispatch_to_pool(conn, execution_id):
             raise psycopg.Rollback()
-        entry = store.insert_log(conn, execution_id, "info", "system",
+        entry = api_store.insert_log(conn, execution_id, "info", "system",
                                  "Resuming on another pool worker")
-        store.emit_event(conn, execution_id, "execution_update", {"logs": [entry]})
+        api_store.emit_event(conn, execution_id, "execution_update", {"logs": [entry]})
         return 1
     return 0
 
@@ -800,18 +801,18 @@ def _stop_tasks(launcher: Launcher, orphans: list[tuple[str, str]]) -> int:
 
 
 def _mark_runner_lost(conn: Connection, execution_id: str, status: str) -> None:
-    store.fail_open_steps(conn, execution_id, "The runner stopped responding")
+    api_store.fail_open_steps(conn, execution_id, "The runner stopped responding")
     if status == states.CANCELLING:
-        store.set_status(conn, execution_id, states.CANCELLED)
-        store.set_stop_cleanup(conn, execution_id, "forced")
-        entry = store.insert_log(conn, execution_id, "warn", "system",
+        api_store.set_status(conn, execution_id, states.CANCELLED)
+        api_store.set_stop_cleanup(conn, execution_id, "forced")
+        entry = api_store.insert_log(conn, execution_id, "warn", "system",
                                  "The runner ended before acknowledging the stop")
-        store.emit_event(conn, execution_id, "execution_complete", {"logs": [entry]})
+        api_store.emit_event(conn, execution_id, "execution_complete", {"logs": [entry]})
         return
-    last = store.last_completed_step(conn, execution_id)
+    last = api_store.last_completed_step(conn, execution_id)
     message = ("The runner stopped responding"
                + (f"; resume continues after step {last}" if last else ""))
     error = {"message": message, "recovery_options": recovery_options("resume", "retry", "stop")}
-    store.set_status(conn, execution_id, states.FAILED, error=error)
-    entry = store.insert_log(conn, execution_id, "error", "system", message)
-    store.emit_event(conn, execution_id, "error", {"logs": [entry], "error": error})
+    api_store.set_status(conn, execution_id, states.FAILED, error=error)
+    entry = api_store.insert_log(conn, execution_id, "error", "system", message)
+    api_store.emit_event(conn, execution_id, "error", {"logs": [entry], "error": error})

@@ -23,7 +23,7 @@ import psycopg
 
 from aef.db import Database
 from aef.settings import Settings
-from aef.store import runner as store
+from aef.store import runner as runner_store
 from runner.retry import retry_unavailable
 
 log = logging.getLogger("aef.runner.control")
@@ -172,7 +172,7 @@ class Control:
 
     def _poll_sync(self) -> dict[str, Any] | None:
         with self.db.as_runner(self.execution_id, self._token) as conn:
-            return store.poll(conn, self.execution_id)
+            return runner_store.poll(conn, self.execution_id)
 
     async def poll_now(self) -> None:
         row = await asyncio.to_thread(self._poll_sync)
@@ -200,7 +200,7 @@ class Control:
     # commands ----------------------------------------------------------------------------------
     def _fetch_sync(self) -> list[dict[str, Any]]:
         with self.db.as_runner(self.execution_id, self._token) as conn:
-            return store.pending_commands(conn, self.execution_id)
+            return runner_store.pending_commands(conn, self.execution_id)
 
     async def fetch(self) -> list[Command]:
         """Pending commands, oldest first (clears the hint)."""
@@ -211,7 +211,7 @@ class Control:
 
     def _finish_sync(self, command_id: int, status: str) -> None:
         with self.db.as_runner(self.execution_id, self._token) as conn:
-            store.finish_command(conn, command_id, status)
+            runner_store.finish_command(conn, command_id, status)
 
     async def finish(self, command: Command, status: str = "done") -> None:
         await retry_unavailable(lambda: self._finish_sync(command.id, status),

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from aef.db import Database
 from aef.errors import ServiceUnavailable
-from aef.store import runner as store
+from aef.store import runner as runner_store
 
 log = logging.getLogger("aef.runner.identity")
 
@@ -62,7 +62,7 @@ def claim_with_task_arn(db: Database, execution_id: str, task_arn: str, *,
         try:
             # role aef_runner without a token: it sees no row, it may only call the claim
             with db.as_runner(execution_id, "") as conn:
-                token = store.claim_by_task(conn, execution_id, task_arn)
+                token = runner_store.claim_by_task(conn, execution_id, task_arn)
         except ServiceUnavailable as exc:  # a database blip: same as "not yet"
             log.warning("claim by task ARN failed: %s", exc.detail)
             token = None

@@ -18,7 +18,7 @@ from typing import Any
 
 from aef.db import Database
 from aef.errors import AefError, Conflict
-from aef.store import runner as store
+from aef.store import runner as runner_store
 
 log = logging.getLogger("aef.runner.lease")
 
@@ -59,10 +59,10 @@ class Lease:
 
     def _claim_sync(self) -> dict[str, Any]:
         with self.db.as_runner(self.execution_id, self._token) as conn:
-            row = store.claim(conn, self.execution_id, self.runner_id, self.lease_seconds)
+            row = runner_store.claim(conn, self.execution_id, self.runner_id, self.lease_seconds)
             if row is not None:
                 return row
-            blocker = store.claim_blocker(conn, self.execution_id)
+            blocker = runner_store.claim_blocker(conn, self.execution_id)
         if blocker is None:
             raise NotClaimable("Unknown execution or wrong runner token",
                                executionId=self.execution_id)
@@ -77,7 +77,8 @@ class Lease:
 
     def _beat_sync(self) -> str | None:
         with self.db.as_runner(self.execution_id, self._token) as conn:
-            return store.heartbeat(conn, self.execution_id, self.runner_id, self.lease_seconds)
+            return runner_store.heartbeat(conn, self.execution_id, self.runner_id,
+                                          self.lease_seconds)
 
     async def beat(self) -> str | None:
         """Extend the lease now; returns the status (None: the lease is not ours any more)."""

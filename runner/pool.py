@@ -38,7 +38,7 @@ from aef.db import Database
 from aef.errors import AefError
 from aef.logs import log_context
 from aef.settings import Settings
-from aef.store import runner as store
+from aef.store import runner as runner_store
 from runner.browser import BrowserSession, LaunchedBrowser, launch_chromium, open_browser
 from runner.control import listen_url
 from runner.engine import Engine
@@ -144,7 +144,8 @@ class PoolWorker:
     # -- the database ----------------------------------------------------------------------
     def _heartbeat_sync(self, draining: bool) -> None:
         with self.db.as_runner("", "") as conn:
-            store.pool_heartbeat(conn, self.worker_id, self.slots, len(self.engines), draining)
+            runner_store.pool_heartbeat(conn, self.worker_id, self.slots, len(self.engines),
+                                        draining)
 
     async def _beat(self) -> None:
         try:
@@ -159,11 +160,11 @@ class PoolWorker:
 
     def _claim_sync(self) -> tuple[str, str] | None:
         with self.db.as_runner("", "") as conn:
-            return store.claim_for_pool(conn, self.worker_id)
+            return runner_store.claim_for_pool(conn, self.worker_id)
 
     def _leave_sync(self) -> None:
         with self.db.as_runner("", "") as conn:
-            store.pool_leave(conn, self.worker_id)
+            runner_store.pool_leave(conn, self.worker_id)
 
     async def _listen(self) -> None:
         """Wake on `aef_pool` (the payload is never read: anyone may NOTIFY; the claim reads

@@ -21,7 +21,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from aef.db import Connection, Database
 from aef.errors import Conflict, ServiceUnavailable
 from aef.settings import Settings
-from aef.store import runner as store
+from aef.store import runner as runner_store
 from runner.engine import Journal, Secrets
 from tests.runner.helpers import (
     Execution,
@@ -153,7 +153,7 @@ async def proxied(database_url: str, *, connect_timeout: float = 5.0
 def claimed(db: Database) -> Execution:
     execution = make_execution(db, [task("s1", [{"type": "navigate", "url": "about:blank"}])])
     with db.as_runner(execution.id, execution.token) as conn:
-        assert store.claim(conn, execution.id, "journal-test", 60) is not None
+        assert runner_store.claim(conn, execution.id, "journal-test", 60) is not None
     return execution
 
 
@@ -165,8 +165,9 @@ def journal_for(database: Database, execution: Execution, retry_seconds: float,
 
 def start_s1(execution: Execution) -> Callable[[Connection], Any]:
     def change(conn: Connection) -> Any:
-        store.upsert_step(conn, execution.id, "s1", 0, "running", label="s1", new_attempt=True)
-        return store.update_execution(conn, execution.id, status="running", progress=10)
+        runner_store.upsert_step(conn, execution.id, "s1", 0, "running", label="s1",
+                                 new_attempt=True)
+        return runner_store.update_execution(conn, execution.id, status="running", progress=10)
     return change
 
 
@@ -243,7 +244,7 @@ async def test_a_refused_write_is_not_retried_and_its_line_is_not_written(
     journal.log("info", "progress line")
 
     def finish(conn: Connection) -> Any:  # starting -> completed is not a legal transition
-        return store.update_execution(conn, execution.id, status="completed")
+        return runner_store.update_execution(conn, execution.id, status="completed")
 
     started = time.monotonic()
     with pytest.raises(Conflict) as caught:

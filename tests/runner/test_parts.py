@@ -68,8 +68,8 @@ def test_screenshots_are_uploaded_and_signed(settings: Settings) -> None:
 async def test_polling_backstop_sees_commands_and_stops_without_listen(db: Database) -> None:
     execution = make_execution(db, [task("s", [{"type": "wait", "timeoutMs": 1}])])
     with db.as_runner(execution.id, execution.token) as conn:
-        from aef.store import runner as store
-        store.claim(conn, execution.id, "r1", 30)
+        from aef.store import runner as runner_store
+        runner_store.claim(conn, execution.id, "r1", 30)
     # an unreachable LISTEN server: only the 1 s poll can tell the runner anything
     control = Control(db, "postgresql://nobody@127.0.0.1:1/none", execution.id,
                       execution.token, poll_seconds=0.2)

@@ -24,7 +24,7 @@ from aef.db import Database
 from aef.errors import AefError
 from aef.settings import Settings
 from aef.store import api as api_store
-from aef.store import runner as store
+from aef.store import runner as runner_store
 from runner.browser import kill_process_tree, process_alive
 from tests.integration.factories import admin_connection
 from tests.runner.helpers import (
@@ -256,32 +256,32 @@ def test_a_worker_acts_only_for_the_executions_it_claimed(
     try:
         assert not dispatch(db, one)  # no live worker: the launcher starts a task instead
         with db.as_runner("", "") as conn:
-            store.pool_heartbeat(conn, "pool:w1", 1, 0, False)
-            store.pool_heartbeat(conn, "pool:w2", 1, 0, False)
+            runner_store.pool_heartbeat(conn, "pool:w1", 1, 0, False)
+            runner_store.pool_heartbeat(conn, "pool:w2", 1, 0, False)
         assert dispatch(db, one) and dispatch(db, two)
         assert not dispatch(db, undispatched)  # both slots are spoken for
         with db.as_runner("", "") as conn:
-            first = store.claim_for_pool(conn, "pool:w1")
-            second = store.claim_for_pool(conn, "pool:w2")
-            assert store.claim_for_pool(conn, "pool:w1") is None  # nothing else dispatched
-            assert store.claim_for_pool(conn, "pool:unregistered") is None
+            first = runner_store.claim_for_pool(conn, "pool:w1")
+            second = runner_store.claim_for_pool(conn, "pool:w2")
+            assert runner_store.claim_for_pool(conn, "pool:w1") is None  # nothing else dispatched
+            assert runner_store.claim_for_pool(conn, "pool:unregistered") is None
         assert first is not None and second is not None
         (mine, my_token), (theirs, their_token) = first, second
         assert {mine, theirs} == {one.id, two.id}
         with db.as_runner(mine, my_token) as conn:
-            assert store.get_execution(conn, mine) is not None
-            assert store.get_execution(conn, theirs) is None  # RLS: not claimed by it
+            assert runner_store.get_execution(conn, mine) is not None
+            assert runner_store.get_execution(conn, theirs) is None  # RLS: not claimed by it
             assert conn.execute("update aef_executions set status = 'failed' where id = %s",
                                 (theirs,)).rowcount == 0
-            assert store.get_steps(conn, theirs) == []
-            assert store.get_secrets(conn, theirs) == {}
+            assert runner_store.get_steps(conn, theirs) == []
+            assert runner_store.get_secrets(conn, theirs) == {}
         with db.as_runner(theirs, my_token) as conn:  # its token names one execution only
-            assert store.get_execution(conn, theirs) is None
+            assert runner_store.get_execution(conn, theirs) is None
         with db.as_runner(theirs, their_token) as conn:  # the other worker's own token does
-            assert store.get_execution(conn, theirs) is not None
+            assert runner_store.get_execution(conn, theirs) is not None
         with db.as_runner("", "") as conn:  # a draining worker claims nothing
-            store.pool_heartbeat(conn, "pool:w1", 1, 0, True)
-            assert store.claim_for_pool(conn, "pool:w1") is None
+            runner_store.pool_heartbeat(conn, "pool:w1", 1, 0, True)
+            assert runner_store.claim_for_pool(conn, "pool:w1") is None
         with pytest.raises((AefError, psycopg.Error)), db.as_user(one.user.claims) as conn:
             conn.execute("select * from aef_private.claim_for_pool('pool:w2')")
         with pytest.raises((AefError, psycopg.Error)), db.as_user(one.user.claims) as conn:
@@ -311,7 +311,7 @@ def test_the_launcher_uses_the_pool_while_it_has_room_then_run_task(
     arn = "arn:aws:ecs:us-east-1:123456789012:task/aef/0123456789abcdef0123456789abcdef"
     try:
         with db.as_runner("", "") as conn:
-            store.pool_heartbeat(conn, "pool:w1", 1, 0, False)
+            runner_store.pool_heartbeat(conn, "pool:w1", 1, 0, False)
         with Stubber(ecs) as stub:  # no answer queued: a RunTask here would raise
             assert launcher.launch(new_execution(plan).id, "unused").task_arn == "pool:"
             stub.add_response("run_task", {"tasks": [{"taskArn": arn}], "failures": []})

@@ -35,6 +35,7 @@ from aef.launcher import (
 from aef.plan import all_ids, parse_plan
 from aef.settings import Settings, get_settings
 from aef.store import api as api_store
+from aef.store import common
 
 log = logging.getLogger("aef.service")
 
@@ -500,7 +501,7 @@ def _force_cancel(execution_id: str) -> str:
             raise NotFound(f"Execution {execution_id} was not found", code="execution_not_found")
         if execution["status"] == states.CANCELLED:
             return str(execution["stop_cleanup"] or "completed")
-        api_store.cancel_open_steps(conn, execution_id)
+        common.cancel_open_steps(conn, execution_id)
         api_store.set_status(conn, execution_id, states.CANCELLED)
         api_store.set_stop_cleanup(conn, execution_id, "forced")
         entry = api_store.insert_log(conn, execution_id, "warn", "system",
@@ -801,7 +802,9 @@ def _stop_tasks(launcher: Launcher, orphans: list[tuple[str, str]]) -> int:
 
 
 def _mark_runner_lost(conn: Connection, execution_id: str, status: str) -> None:
-    api_store.fail_open_steps(conn, execution_id, "The runner stopped responding")
+    # the runner is gone: its verdict on a step it was running no longer stands
+    common.fail_open_steps(conn, execution_id, "The runner stopped responding",
+                           keep_error=False)
     if status == states.CANCELLING:
         api_store.set_status(conn, execution_id, states.CANCELLED)
         api_store.set_stop_cleanup(conn, execution_id, "forced")

@@ -14,6 +14,8 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from aef.db import Connection
+from aef.store import common
+from aef.store.common import get_status as get_status
 
 ACTIVE = ("queued", "starting", "running", "paused", "waiting_checkpoint", "waiting_recovery",
           "cancelling")
@@ -128,16 +130,7 @@ def insert_execution(conn: Connection, user_id: str, document_id: str) -> str:
 
 def get_execution(conn: Connection, execution_id: str, *, for_update: bool = False
                   ) -> dict[str, Any] | None:
-    lock = " for update" if for_update else ""
-    return conn.execute(f"select {_EXECUTION_COLUMNS} from aef_executions where id = %s{lock}",
-                        (execution_id,)).fetchone()
-
-
-def get_status(conn: Connection, execution_id: str) -> str | None:
-    """Just the status, without a lock (the stop's wait for the runner reads this)."""
-    row = conn.execute("select status from aef_executions where id = %s",
-                       (execution_id,)).fetchone()
-    return str(row["status"]) if row else None
+    return common.get_execution(conn, execution_id, _EXECUTION_COLUMNS, for_update=for_update)
 
 
 def count_active_executions(conn: Connection, user_id: str) -> int:
@@ -217,10 +210,7 @@ def input_names(conn: Connection, execution_id: str) -> tuple[set[str], set[str]
 def emit_event(conn: Connection, execution_id: str, event_type: str,
                extras: dict[str, Any] | None = None) -> None:
     """Append to the outbox; the trigger numbers it, builds the live message and broadcasts."""
-    conn.execute(
-        "insert into aef_events (execution_id, type, message) values (%s, %s, %s)",
-        (execution_id, event_type, Jsonb(extras or {})),
-    )
+    common.append_event(conn, execution_id, event_type, extras or {})
 
 
 def insert_command(conn: Connection, execution_id: str, command: str, step_id: str | None,
@@ -287,14 +277,10 @@ def live_snapshot(conn: Connection, execution_id: str, message_type: str,
                   recent_logs: int) -> dict[str, Any] | None:
     """The live message as of now, built by the same SQL the broadcast trigger uses."""
     row = conn.execute(
-        """
+        f"""
         select aef_private.live_message(e, %(type)s, e.last_seq, jsonb_build_object('logs',
           coalesce((select jsonb_agg(l.entry order by l.id) from (
-            select id, jsonb_build_object('id', id,
-              'timestamp', to_char(created_at at time zone 'utc',
-                                   'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
-              'level', level, 'category', category, 'message', message, 'stepId', step_id,
-              'details', details) as entry
+            select id, {common.log_entry()}
             from aef_logs where execution_id = e.id order by id desc limit %(n)s) l),
             '[]'::jsonb))) as message,
           e.last_seq, e.browser
@@ -399,29 +385,6 @@ def stale_queued(conn: Connection, older_than_seconds: int, limit: int) -> list[
     ).fetchall()
 
 
-def fail_open_steps(conn: Connection, execution_id: str, message: str) -> list[str]:
-    rows = conn.execute(
-        """
-        update aef_execution_steps set status = 'failed', error = %s, finished_at = now()
-        where execution_id = %s and status in ('running', 'waiting_checkpoint')
-        returning step_id
-        """,
-        (message, execution_id),
-    ).fetchall()
-    return [r["step_id"] for r in rows]
-
-
-def cancel_open_steps(conn: Connection, execution_id: str) -> None:
-    conn.execute(
-        """
-        update aef_execution_steps set status = 'cancelled', finished_at = now()
-        where execution_id = %s and status in ('pending', 'running', 'waiting_checkpoint',
-                                               'failed')
-        """,
-        (execution_id,),
-    )
-
-
 def last_completed_step(conn: Connection, execution_id: str) -> str | None:
     row = conn.execute(
         "select step_id from aef_execution_steps where execution_id = %s and status = 'completed'"
@@ -446,14 +409,8 @@ def insert_log(conn: Connection, execution_id: str, level: str, category: str, m
                step_id: str | None = None, details: dict[str, Any] | None = None
                ) -> dict[str, Any]:
     row = conn.execute(
-        """
-        insert into aef_logs (execution_id, step_id, level, category, message, details)
-        values (%s, %s, %s, %s, %s, %s)
-        returning jsonb_build_object('id', id,
-          'timestamp', to_char(created_at at time zone 'utc', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
-          'level', level, 'category', category, 'message', message, 'stepId', step_id,
-          'details', details) as entry
-        """,
+        "insert into aef_logs (execution_id, step_id, level, category, message, details)"
+        f" values (%s, %s, %s, %s, %s, %s) returning {common.log_entry()}",
         (execution_id, step_id, level, category, message,
          Jsonb(details) if details is not None else None),
     ).fetchone()

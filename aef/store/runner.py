@@ -15,10 +15,11 @@ from typing import Any, Final
 from psycopg.types.json import Jsonb
 
 from aef.db import Connection
+from aef.store import common
+from aef.store.common import OPEN_STEP_STATES as OPEN_STEP_STATES
+from aef.store.common import get_status as get_status
 
 TERMINAL: Final = ("completed", "failed", "cancelled")
-# Steps a stop turns into `cancelled` (a finished step keeps its outcome).
-OPEN_STEP_STATES: Final = ("pending", "running", "waiting_checkpoint", "failed")
 MAX_MESSAGE: Final = 8000
 MAX_CATEGORY: Final = 64
 
@@ -28,13 +29,6 @@ _EXECUTION_COLUMNS = """
   id, user_id, document_id, status, step_ids, current_step_id, progress, variables, browser,
   error, last_seq, runner_id, lease_expires_at, heartbeat_at, resume_from, created_at,
   started_at, finished_at
-"""
-
-_LOG_ENTRY = """
-  jsonb_build_object('id', id,
-    'timestamp', to_char(created_at at time zone 'utc', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
-    'level', level, 'category', category, 'message', message, 'stepId', step_id,
-    'details', details) as entry
 """
 
 _CHECKPOINT_COLUMNS = """
@@ -145,14 +139,7 @@ def claim_blocker(conn: Connection, execution_id: str) -> dict[str, Any] | None:
 
 # Reads -----------------------------------------------------------------------------------------
 def get_execution(conn: Connection, execution_id: str) -> dict[str, Any] | None:
-    return conn.execute(f"select {_EXECUTION_COLUMNS} from aef_executions where id = %s",
-                        (execution_id,)).fetchone()
-
-
-def get_status(conn: Connection, execution_id: str) -> str | None:
-    row = conn.execute("select status from aef_executions where id = %s",
-                       (execution_id,)).fetchone()
-    return str(row["status"]) if row else None
+    return common.get_execution(conn, execution_id, _EXECUTION_COLUMNS)
 
 
 def get_document(conn: Connection, document_id: str) -> dict[str, Any] | None:
@@ -295,17 +282,9 @@ def upsert_step(
 
 
 def cancel_open_steps(conn: Connection, execution_id: str, message: str) -> list[str]:
-    """A stop: every step that had not finished becomes `cancelled`."""
-    rows = conn.execute(
-        """
-        update aef_execution_steps set status = 'cancelled', finished_at = now(),
-          error = coalesce(error, %s)
-        where execution_id = %s and status = any(%s)
-        returning step_id
-        """,
-        (message, execution_id, list(OPEN_STEP_STATES)),
-    ).fetchall()
-    return [r["step_id"] for r in rows]
+    """A stop: every step that had not finished becomes `cancelled` (`message` its error
+    unless it has one)."""
+    return common.cancel_open_steps(conn, execution_id, message)
 
 
 # Writes: logs and events -----------------------------------------------------------------------
@@ -322,7 +301,7 @@ def insert_logs(conn: Connection, execution_id: str,
                    Jsonb(dict(r.details)) if r.details is not None else None]
     rows = conn.execute(
         "insert into aef_logs (execution_id, step_id, level, category, message, details)"
-        f" values {rows_sql} returning id, {_LOG_ENTRY}",
+        f" values {rows_sql} returning id, {common.log_entry()}",
         params,
     ).fetchall()
     return [dict(r["entry"]) for r in sorted(rows, key=lambda r: int(r["id"]))]
@@ -335,13 +314,7 @@ def insert_event(conn: Connection, execution_id: str, event_type: str, *,
     extras: dict[str, Any] = {"logs": [dict(entry) for entry in logs]}
     if error is not None:
         extras["error"] = dict(error)
-    row = conn.execute(
-        "insert into aef_events (execution_id, type, message) values (%s, %s, %s)"
-        " returning seq",
-        (execution_id, event_type, Jsonb(extras)),
-    ).fetchone()
-    assert row is not None
-    return int(row["seq"])
+    return common.append_event(conn, execution_id, event_type, extras)
 
 
 def transaction_id(conn: Connection) -> str:
@@ -471,17 +444,9 @@ def release_lease(conn: Connection, execution_id: str, runner_id: str) -> bool:
 
 
 def fail_open_steps(conn: Connection, execution_id: str, message: str) -> list[str]:
-    """A failed run: steps caught mid-way become `failed`, so a resume runs them again."""
-    rows = conn.execute(
-        """
-        update aef_execution_steps set status = 'failed', finished_at = now(),
-          error = coalesce(error, %s)
-        where execution_id = %s and status in ('running', 'waiting_checkpoint')
-        returning step_id
-        """,
-        (message, execution_id),
-    ).fetchall()
-    return [r["step_id"] for r in rows]
+    """A failed run: steps caught mid-way become `failed`, so a resume runs them again; an
+    error the runner already wrote for a step stays."""
+    return common.fail_open_steps(conn, execution_id, message, keep_error=True)
 
 
 def close_pending_checkpoints(conn: Connection, execution_id: str, reason: str) -> int:

@@ -192,14 +192,14 @@ def start_execution(caller: Caller, request: Any, idempotency_key: str | None) -
             if execution is None:
                 raise NotFound(f"Execution {request.execution_id} was not found",
                                code="execution_not_found")
-            if str(execution["document_id"]) != str(request.aef_document_id):
+            if str(execution.document_id) != str(request.aef_document_id):
                 raise Conflict("The execution belongs to another document",
                                code="document_mismatch")
-            if execution["status"] not in (states.IDLE, states.FAILED):
-                raise Conflict(f"The execution is {execution['status']}; only an idle or failed "
+            if execution.status not in (states.IDLE, states.FAILED):
+                raise Conflict(f"The execution is {execution.status}; only an idle or failed "
                                "execution can be started", code="invalid_state",
-                               currentStatus=execution["status"])
-            execution_id = str(execution["id"])
+                               currentStatus=execution.status)
+            execution_id = str(execution.id)
             held_variables, held_secrets = api_store.input_names(conn, execution_id)
             variables |= held_variables
             secret_names = secret_names if request.secrets else held_secrets
@@ -236,7 +236,7 @@ def _replay(conn: Connection, stored: Mapping[str, Any], request_hash: str) -> d
     response = dict(stored["response"])
     execution = api_store.get_execution(conn, str(stored["execution_id"]))
     if execution is not None:
-        response["status"] = execution["status"]
+        response["status"] = execution.status
     return response
 
 
@@ -290,8 +290,8 @@ def _launch(caller: Caller, execution_id: str, token: str) -> str:
     except LaunchFailed as exc:
         with _db().as_user(caller.claims) as conn:
             execution = api_store.get_execution(conn, execution_id, for_update=True)
-            if execution is None or execution["status"] != states.QUEUED:
-                return execution["status"] if execution else states.FAILED
+            if execution is None or execution.status != states.QUEUED:
+                return execution.status if execution else states.FAILED
             message = f"{exc}. Retry in a moment; if it keeps failing, tell the operator."
             error = {"message": message, "code": exc.code,
                      "recovery_options": recovery_options("retry")}
@@ -325,17 +325,17 @@ def act(caller: Caller, execution_id: str, request: Any) -> dict[str, Any]:
         execution = api_store.get_execution(conn, execution_id, for_update=True)
         if execution is None:
             raise NotFound(f"Execution {execution_id} was not found", code="execution_not_found")
-        status = execution["status"]
+        status = execution.status
         if not states.action_allowed(action, status):
             raise Conflict(f"Cannot {action} an execution that is {status}",
                            code="invalid_state", currentStatus=status)
         if request.step_id is not None:
-            document = api_store.get_document(conn, str(execution["document_id"]))
+            document = api_store.get_document(conn, str(execution.document_id))
             _check_step_ids(document["document"] if document else {}, [request.step_id])
         payload = request.input.model_dump(exclude_none=True) if request.input else {}
         command = states.ACTION_COMMAND[action]
         runner_listening = (status == states.QUEUED or (
-            status in states.RUNNER_LISTENING_STATES and execution["runner_live"]))
+            status in states.RUNNER_LISTENING_STATES and execution.runner_live))
         if runner_listening:
             api_store.insert_command(conn, execution_id, command, request.step_id, payload)
             delivered = "runner"
@@ -348,8 +348,8 @@ def act(caller: Caller, execution_id: str, request: Any) -> dict[str, Any]:
                 # the new runner reads pending commands when it claims the execution
                 api_store.insert_command(conn, execution_id, "skip", request.step_id, payload)
             step_ids = ([request.step_id] if action == "execute" and request.step_id
-                        else execution["step_ids"])
-            document = api_store.get_document(conn, str(execution["document_id"]))
+                        else execution.step_ids)
+            document = api_store.get_document(conn, str(execution.document_id))
             check_inputs(document["document"] if document else {}, step_ids,
                          *api_store.input_names(conn, execution_id))
             token, token_hash = _new_runner_token()
@@ -423,16 +423,16 @@ def stop_execution(caller: Caller, execution_id: str) -> dict[str, Any]:
         execution = api_store.get_execution(conn, execution_id, for_update=True)
         if execution is None:
             raise NotFound(f"Execution {execution_id} was not found", code="execution_not_found")
-        status = execution["status"]
+        status = execution.status
         if status == states.CANCELLED:
-            return {"status": "stopped", "cleanup": execution["stop_cleanup"] or "completed"}
+            return {"status": "stopped", "cleanup": execution.stop_cleanup or "completed"}
         if status in (states.COMPLETED, states.FAILED):
             raise Conflict(f"The execution already ended ({status})", code="execution_finished",
                            currentStatus=status)
-        task_arn = execution["task_arn"]
-        runner_live = bool(execution["runner_live"])
+        task_arn = execution.task_arn
+        runner_live = bool(execution.runner_live)
         unclaimed = status == states.IDLE or (
-            status == states.QUEUED and execution["runner_id"] is None)
+            status == states.QUEUED and execution.runner_id is None)
         if unclaimed:
             # no runner holds it yet: nothing to clean up; a late runner finds it cancelled
             api_store.set_status(conn, execution_id, states.CANCELLED)
@@ -489,9 +489,9 @@ def _acknowledged_cleanup(caller: Caller, execution_id: str) -> str:
         execution = api_store.get_execution(conn, execution_id, for_update=True)
         if execution is None:
             return "completed"
-        if execution["stop_cleanup"] is None:
+        if execution.stop_cleanup is None:
             api_store.set_stop_cleanup(conn, execution_id, "completed")
-        return str(execution["stop_cleanup"] or "completed")
+        return str(execution.stop_cleanup or "completed")
 
 
 def _force_cancel(execution_id: str) -> str:
@@ -499,8 +499,8 @@ def _force_cancel(execution_id: str) -> str:
         execution = api_store.get_execution(conn, execution_id, for_update=True)
         if execution is None:
             raise NotFound(f"Execution {execution_id} was not found", code="execution_not_found")
-        if execution["status"] == states.CANCELLED:
-            return str(execution["stop_cleanup"] or "completed")
+        if execution.status == states.CANCELLED:
+            return str(execution.stop_cleanup or "completed")
         common.cancel_open_steps(conn, execution_id)
         api_store.set_status(conn, execution_id, states.CANCELLED)
         api_store.set_stop_cleanup(conn, execution_id, "forced")
@@ -663,11 +663,11 @@ def read_live(caller: Caller, execution_id: str, *, after: int,
         execution = api_store.get_execution(conn, execution_id)
         if execution is None:
             raise NotFound(f"Execution {execution_id} was not found", code="execution_not_found")
-        etag = live_etag(execution_id, execution["last_seq"], after)
+        etag = live_etag(execution_id, execution.last_seq, after)
         if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
             return None, etag
         snapshot = api_store.live_snapshot(conn, execution_id,
-                                           live_message_type(execution["status"]),
+                                           live_message_type(execution.status),
                                            LIVE_RECENT_LOGS)
         events = api_store.events_after(conn, execution_id, after, LIVE_MAX_EVENTS)
         previews = api_store.preview_keys(conn, execution_id) if snapshot and \

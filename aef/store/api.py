@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from datetime import datetime
 from typing import Any
+from uuid import UUID
 
+from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 from aef.db import Connection
@@ -20,12 +24,38 @@ from aef.store.common import get_status as get_status
 ACTIVE = ("queued", "starting", "running", "paused", "waiting_checkpoint", "waiting_recovery",
           "cancelling")
 
-_EXECUTION_COLUMNS = """
-  id, user_id, document_id, status, step_ids, current_step_id, progress, browser, error,
-  last_seq, task_arn, runner_id, lease_expires_at, heartbeat_at, resume_from, stop_cleanup,
-  created_at, started_at, finished_at, updated_at,
-  (lease_expires_at is not null and lease_expires_at > now()) as runner_live
-"""
+
+
+@dataclass(frozen=True)
+class ExecutionRow:
+    """An execution as the functions and the sweeper read it (`get_execution`)."""
+
+    id: UUID
+    user_id: UUID
+    document_id: UUID
+    status: str
+    step_ids: list[str] | None
+    current_step_id: str | None
+    progress: int
+    browser: dict[str, Any] | None
+    error: dict[str, Any] | None
+    last_seq: int
+    task_arn: str | None
+    runner_id: str | None
+    lease_expires_at: datetime | None
+    heartbeat_at: datetime | None
+    resume_from: str | None
+    stop_cleanup: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+    runner_live: bool  # a runner holds a lease that has not run out
+
+
+_EXECUTION_COLUMNS = ", ".join(
+    [f.name for f in fields(ExecutionRow) if f.name != "runner_live"]
+    + ["(lease_expires_at is not null and lease_expires_at > now()) as runner_live"])
 
 
 # Rate limits and idempotency -----------------------------------------------------------------
@@ -129,8 +159,9 @@ def insert_execution(conn: Connection, user_id: str, document_id: str) -> str:
 
 
 def get_execution(conn: Connection, execution_id: str, *, for_update: bool = False
-                  ) -> dict[str, Any] | None:
-    return common.get_execution(conn, execution_id, _EXECUTION_COLUMNS, for_update=for_update)
+                  ) -> ExecutionRow | None:
+    return common.get_execution(conn, execution_id, _EXECUTION_COLUMNS,
+                                class_row(ExecutionRow), for_update=for_update)
 
 
 def count_active_executions(conn: Connection, user_id: str) -> int:

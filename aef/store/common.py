@@ -9,11 +9,14 @@ second copy of the SQL.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
+from psycopg.rows import RowFactory
 from psycopg.types.json import Jsonb
 
 from aef.db import Connection
+
+Row = TypeVar("Row")
 
 # The wire format of every timestamp the database composes (live messages, log entries):
 # UTC, milliseconds, a literal Z.
@@ -38,12 +41,14 @@ def log_entry(alias: str = "entry") -> str:
 
 
 # Executions ------------------------------------------------------------------------------------
-def get_execution(conn: Connection, execution_id: str, columns: str, *,
-                  for_update: bool = False) -> dict[str, Any] | None:
-    """The execution's `columns` (each store reads the ones its role may see)."""
+def get_execution(conn: Connection, execution_id: str, columns: str,
+                  row_factory: RowFactory[Row], *, for_update: bool = False) -> Row | None:
+    """The execution's `columns` (each store reads the ones its role may see), made into a
+    row by `row_factory`."""
     lock = " for update" if for_update else ""
-    return conn.execute(f"select {columns} from aef_executions where id = %s{lock}",
-                        (execution_id,)).fetchone()
+    with conn.cursor(row_factory=row_factory) as cur:
+        return cur.execute(f"select {columns} from aef_executions where id = %s{lock}",
+                           (execution_id,)).fetchone()
 
 
 def get_status(conn: Connection, execution_id: str) -> str | None:

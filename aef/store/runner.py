@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from aef.db import Connection
@@ -139,7 +140,7 @@ def claim_blocker(conn: Connection, execution_id: str) -> dict[str, Any] | None:
 
 # Reads -----------------------------------------------------------------------------------------
 def get_execution(conn: Connection, execution_id: str) -> dict[str, Any] | None:
-    return common.get_execution(conn, execution_id, _EXECUTION_COLUMNS)
+    return common.get_execution(conn, execution_id, _EXECUTION_COLUMNS, dict_row)
 
 
 def get_document(conn: Connection, document_id: str) -> dict[str, Any] | None:

@@ -8,8 +8,8 @@ from uuid import UUID
 from fastapi import APIRouter, Header, Response
 
 from aef import service
+from aef.api_models import ActionRequest, ActionResponse, ExecuteRequest, ExecuteResponse
 from aef.http import CurrentClaims, create_app, lambda_handler, problem_responses
-from aef.models import ActionRequest, ActionResponse, ExecuteRequest, ExecuteResponse
 
 router = APIRouter()
 

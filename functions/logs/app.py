@@ -11,14 +11,14 @@ from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse
 
 from aef import service
-from aef.http import CurrentClaims, create_app, lambda_handler, problem_responses
-from aef.models import (
+from aef.api_models import (
     DocumentResponse,
     DocumentsResponse,
     ExecutionsResponse,
     LiveResponse,
     LogsResponse,
 )
+from aef.http import CurrentClaims, create_app, lambda_handler, problem_responses
 
 router = APIRouter()
 

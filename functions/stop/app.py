@@ -8,8 +8,8 @@ from uuid import UUID
 from fastapi import APIRouter, Response
 
 from aef import service
+from aef.api_models import StopResponse
 from aef.http import CurrentClaims, create_app, lambda_handler, problem_responses
-from aef.models import StopResponse
 
 router = APIRouter()
 

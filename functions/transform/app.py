@@ -7,8 +7,8 @@ from typing import Any
 from fastapi import APIRouter, Response
 
 from aef import service
+from aef.api_models import TransformRequest, TransformResponse
 from aef.http import CurrentClaims, create_app, lambda_handler, problem_responses
-from aef.models import TransformRequest, TransformResponse
 
 router = APIRouter()
 

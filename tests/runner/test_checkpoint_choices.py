@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from aef import service
+from aef.api_models import ActionRequest
 from aef.db import Database
 from aef.launcher import Launch, get_launcher, set_launcher
-from aef.models import ActionRequest
 from aef.settings import Settings
 from tests.runner.helpers import (
     Execution,

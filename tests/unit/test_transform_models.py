@@ -12,21 +12,23 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from aef.models import (
-    Action,
+from aef.api_models import (
     ActionRequest,
-    AefConfigPatch,
     CheckpointRequest,
-    CheckpointState,
     ExecuteRequest,
-    ExecutionLogEntry,
-    LiveMessage,
     LiveResponse,
-    PlanStep,
-    SopDocument,
     StopResponse,
     TakeoverInput,
     TransformRequest,
+)
+from aef.models import (
+    Action,
+    AefConfigPatch,
+    CheckpointState,
+    ExecutionLogEntry,
+    LiveMessage,
+    PlanStep,
+    SopDocument,
     WorkflowDocument,
 )
 from tests.fixtures import GMAIL_WORKFLOW, INVESTOR_CRM_SOP, load_sop

@@ -21,6 +21,8 @@ from typing import Any
 import psycopg
 
 from aef import states
+from aef.api_models import ActionRequest, CheckpointRequest, ExecuteRequest, TransformRequest
+from aef.auth import Claims
 from aef.db import Connection, Database, get_database
 from aef.deadline import seconds_left
 from aef.errors import Conflict, NotFound, RateLimited, ValidationFailed
@@ -36,6 +38,7 @@ from aef.plan import all_ids, parse_plan
 from aef.settings import Settings, get_settings
 from aef.store import api as api_store
 from aef.store import common
+from aef.store.api import ExecutionRow
 
 log = logging.getLogger("aef.service")
 
@@ -62,19 +65,43 @@ class Caller:
         self.claims = dict(claims)
 
     @classmethod
-    def from_claims(cls, claims: Any) -> Caller:
+    def from_claims(cls, claims: Claims) -> Caller:
         return cls(str(claims.sub), claims.raw)
 
 
-def _db() -> Database:
-    return get_database()
+def not_found(label: str, identifier: object, *, code: str) -> NotFound:
+    """The 404 of a row that is not there (or, under RLS, is someone else's)."""
+    return NotFound(f"{label} {identifier} was not found", code=code)
+
+
+def _require_execution(conn: Connection, execution_id: str, *,
+                       for_update: bool = False) -> ExecutionRow:
+    execution = api_store.get_execution(conn, execution_id, for_update=for_update)
+    if execution is None:
+        raise not_found("Execution", execution_id, code="execution_not_found")
+    return execution
+
+
+def log_and_emit(conn: Connection, execution_id: str, level: str, category: str, message: str,
+                 *, event: str = "execution_update", step_id: str | None = None,
+                 details: dict[str, Any] | None = None,
+                 error: dict[str, Any] | None = None) -> None:
+    """One log line and the event that carries it to live viewers, in the caller's
+    transaction (`error`: the execution's error, sent along with an `error` event)."""
+    entry = api_store.insert_log(conn, execution_id, level, category, message, step_id=step_id,
+                                 details=details)
+    extras: dict[str, Any] = {"logs": [entry]}
+    if error is not None:
+        extras["error"] = error
+    api_store.emit_event(conn, execution_id, event, extras)
 
 
 # Rate limits ---------------------------------------------------------------------------------
 BUCKETS = {"execute", "write", "read"}
 
 
-def rate_limit(caller: Caller, bucket: str, settings: Settings | None = None) -> dict[str, str]:
+def rate_limit(caller: Caller, bucket: str, settings: Settings | None = None, *,
+               db: Database | None = None) -> dict[str, str]:
     """Take one token from the caller's bucket in its own committed transaction.
 
     Separate from the use case on purpose: a request that then fails (409, 422) still paid,
@@ -86,7 +113,7 @@ def rate_limit(caller: Caller, bucket: str, settings: Settings | None = None) ->
         "write": (s.write_rate_limit_capacity, s.write_rate_limit_refill_per_second),
         "read": (s.read_rate_limit_capacity, s.read_rate_limit_refill_per_second),
     }[bucket]
-    with _db().as_user(caller.claims) as conn:
+    with (db or get_database()).as_user(caller.claims) as conn:
         allowed, tokens, wait = api_store.take_token(conn, caller.user_id, bucket, capacity, rate)
     headers = {
         "RateLimit-Limit": str(int(capacity)),
@@ -102,16 +129,17 @@ def rate_limit(caller: Caller, bucket: str, settings: Settings | None = None) ->
 
 
 # Transform -----------------------------------------------------------------------------------
-def transform_sop(caller: Caller, request: Any) -> dict[str, Any]:
+def transform_sop(caller: Caller, request: TransformRequest, *, settings: Settings | None = None,
+                  db: Database | None = None) -> dict[str, Any]:
     from aef.transform import transform
 
-    s = get_settings()
+    s = settings or get_settings()
     config = request.config.model_dump(by_alias=True, exclude_none=True) if request.config else None
-    with _db().as_user(caller.claims) as conn:
+    with (db or get_database()).as_user(caller.claims) as conn:
         if request.sop_id is not None:
             row = api_store.get_sop(conn, str(request.sop_id))
             if row is None:
-                raise NotFound(f"SOP {request.sop_id} was not found", code="sop_not_found")
+                raise not_found("SOP", request.sop_id, code="sop_not_found")
             sop = row["data"]
             if not isinstance(sop, dict):
                 raise ValidationFailed("The stored SOP is not a JSON object", code="invalid_sop")
@@ -124,10 +152,8 @@ def transform_sop(caller: Caller, request: Any) -> dict[str, Any]:
             conn, caller.user_id, str(request.sop_id) if request.sop_id else None, title,
             result.document)
         execution_id = api_store.insert_execution(conn, caller.user_id, document_id)
-        entry = api_store.insert_log(conn, execution_id, "info", "system",
-                                 f"Workflow '{title}' transformed: "
-                                 f"{result.estimated_step_count} steps")
-        api_store.emit_event(conn, execution_id, "execution_update", {"logs": [entry]})
+        log_and_emit(conn, execution_id, "info", "system",
+                     f"Workflow '{title}' transformed: {result.estimated_step_count} steps")
     return {
         "aefDocument": result.document,
         "aefDocumentId": document_id,
@@ -170,11 +196,14 @@ def execute_links(execution_id: str, settings: Settings) -> dict[str, str]:
     }
 
 
-def start_execution(caller: Caller, request: Any, idempotency_key: str | None) -> dict[str, Any]:
-    s = get_settings()
+def start_execution(caller: Caller, request: ExecuteRequest, idempotency_key: str | None, *,
+                    settings: Settings | None = None, launcher: Launcher | None = None,
+                    db: Database | None = None) -> dict[str, Any]:
+    s = settings or get_settings()
+    database = db or get_database()
     body = request.model_dump(mode="json", by_alias=True, exclude_none=True)
     token, token_hash = _new_runner_token()
-    with _db().as_user(caller.claims) as conn:
+    with database.as_user(caller.claims) as conn:
         if idempotency_key is not None:
             stored = api_store.claim_idempotency_key(conn, caller.user_id, idempotency_key,
                                                  _request_hash(body))
@@ -183,15 +212,11 @@ def start_execution(caller: Caller, request: Any, idempotency_key: str | None) -
         api_store.lock_user(conn, caller.user_id)
         document = api_store.get_document(conn, str(request.aef_document_id))
         if document is None:
-            raise NotFound(f"AEF document {request.aef_document_id} was not found",
-                           code="document_not_found")
+            raise not_found("AEF document", request.aef_document_id, code="document_not_found")
         _check_step_ids(document["document"], request.step_ids)
         variables, secret_names = set(request.variables or {}), set(request.secrets or {})
         if request.execution_id is not None:
-            execution = api_store.get_execution(conn, str(request.execution_id), for_update=True)
-            if execution is None:
-                raise NotFound(f"Execution {request.execution_id} was not found",
-                               code="execution_not_found")
+            execution = _require_execution(conn, str(request.execution_id), for_update=True)
             if str(execution.document_id) != str(request.aef_document_id):
                 raise Conflict("The execution belongs to another document",
                                code="document_mismatch")
@@ -215,14 +240,14 @@ def start_execution(caller: Caller, request: Any, idempotency_key: str | None) -
                               variables=request.variables)
         if request.secrets:
             api_store.put_secrets(conn, execution_id, dict(request.secrets))
-        entry = api_store.insert_log(conn, execution_id, "info", "system", "Execution queued")
-        api_store.emit_event(conn, execution_id, "execution_update", {"logs": [entry]})
+        log_and_emit(conn, execution_id, "info", "system", "Execution queued")
         response = {"executionId": execution_id, "status": states.QUEUED,
                     **execute_links(execution_id, s), "warnings": warnings}
         if idempotency_key is not None:
             api_store.store_idempotent_response(conn, caller.user_id, idempotency_key, execution_id,
                                             response)
-    response["status"] = _launch(caller, execution_id, token)
+    response["status"] = _launch(caller, execution_id, token,
+                                 launcher=launcher or get_launcher(), db=database)
     return response
 
 
@@ -279,16 +304,17 @@ def _check_active_cap(conn: Connection, user_id: str, s: Settings) -> None:
                        activeExecutions=active, limit=s.max_active_executions)
 
 
-def _launch(caller: Caller, execution_id: str, token: str) -> str:
+def _launch(caller: Caller, execution_id: str, token: str, *, launcher: Launcher,
+            db: Database) -> str:
     """Start the runner after commit; a failure leaves the execution failed with `retry`.
 
     The user sees a generic message and a stable code; what AWS said (ARNs, account id) is
     only in the operator's log (the launcher logs it).
     """
     try:
-        launch = get_launcher().launch(execution_id, token)
+        launch = launcher.launch(execution_id, token)
     except LaunchFailed as exc:
-        with _db().as_user(caller.claims) as conn:
+        with db.as_user(caller.claims) as conn:
             execution = api_store.get_execution(conn, execution_id, for_update=True)
             if execution is None or execution.status != states.QUEUED:
                 return execution.status if execution else states.FAILED
@@ -296,80 +322,120 @@ def _launch(caller: Caller, execution_id: str, token: str) -> str:
             error = {"message": message, "code": exc.code,
                      "recovery_options": recovery_options("retry")}
             api_store.set_status(conn, execution_id, states.FAILED, error=error)
-            entry = api_store.insert_log(conn, execution_id, "error", "system", message,
-                                     details={"code": exc.code})
-            api_store.emit_event(conn, execution_id, "error", {"logs": [entry], "error": error})
+            log_and_emit(conn, execution_id, "error", "system", message, event="error",
+                         details={"code": exc.code}, error=error)
         return states.FAILED
     if launch.task_arn == POOL_ARN_PREFIX:  # the claiming worker records itself
         return states.QUEUED
     # An ECS runner proves itself with this ARN (runner/identity.py): store it at once.
-    with _db().as_user(caller.claims) as conn:
+    with db.as_user(caller.claims) as conn:
         api_store.set_task_arn(conn, execution_id, launch.task_arn)
     return states.QUEUED
 
 
 # Actions -------------------------------------------------------------------------------------
-def act(caller: Caller, execution_id: str, request: Any) -> dict[str, Any]:
+# Actions that start a run again when no runner is live (a paused execution only resumes).
+REQUEUE_ACTIONS = ("execute", "retry", "skip", "resume")
+
+
+def act(caller: Caller, execution_id: str, request: ActionRequest, *,
+        settings: Settings | None = None, launcher: Launcher | None = None,
+        db: Database | None = None) -> dict[str, Any]:
+    """Steer an execution: a live runner gets the command; an idle, failed (or, to resume,
+    paused) execution is queued again and a new runner launched after commit."""
     action: str = request.action
     if action == "stop":
-        stop_execution(caller, execution_id)
-        return {"executionId": execution_id, "status": states.CANCELLED, "action": action,
-                "delivered": "runner"}
+        stop_execution(caller, execution_id, settings=settings, launcher=launcher, db=db)
+        return _acted(execution_id, states.CANCELLED, action, "runner")
     if action == "input" and request.input is None:
         raise ValidationFailed("action 'input' needs an `input`", code="validation_failed")
-    token: str | None = None
-    with _db().as_user(caller.claims) as conn:
-        if action in ("execute", "retry", "skip", "resume"):
-            # may re-queue: serialize with the user's other starts so the cap holds
-            api_store.lock_user(conn, caller.user_id)
-        execution = api_store.get_execution(conn, execution_id, for_update=True)
-        if execution is None:
-            raise NotFound(f"Execution {execution_id} was not found", code="execution_not_found")
-        status = execution.status
-        if not states.action_allowed(action, status):
-            raise Conflict(f"Cannot {action} an execution that is {status}",
-                           code="invalid_state", currentStatus=status)
-        if request.step_id is not None:
-            document = api_store.get_document(conn, str(execution.document_id))
-            _check_step_ids(document["document"] if document else {}, [request.step_id])
-        payload = request.input.model_dump(exclude_none=True) if request.input else {}
-        command = states.ACTION_COMMAND[action]
-        runner_listening = (status == states.QUEUED or (
-            status in states.RUNNER_LISTENING_STATES and execution.runner_live))
-        if runner_listening:
-            api_store.insert_command(conn, execution_id, command, request.step_id, payload)
-            delivered = "runner"
-        elif (status in (states.IDLE, states.FAILED) and action in (
-                "execute", "retry", "skip", "resume")) or (
-                status == states.PAUSED and action == "resume"):
-            if status != states.PAUSED:  # a paused execution already counts as active
-                _check_active_cap(conn, caller.user_id, get_settings())
-            if action == "skip":
-                # the new runner reads pending commands when it claims the execution
-                api_store.insert_command(conn, execution_id, "skip", request.step_id, payload)
-            step_ids = ([request.step_id] if action == "execute" and request.step_id
-                        else execution.step_ids)
-            document = api_store.get_document(conn, str(execution.document_id))
-            check_inputs(document["document"] if document else {}, step_ids,
-                         *api_store.input_names(conn, execution_id))
-            token, token_hash = _new_runner_token()
-            api_store.queue_execution(conn, execution_id, step_ids=step_ids,
-                                  runner_token_hash=token_hash,
-                                  resume_from=request.step_id if action != "execute" else None)
-            delivered = "launched"
-        else:
-            raise Conflict(f"No runner is live for this execution ({status}); "
-                           f"'{action}' needs one", code="runner_not_live", currentStatus=status)
-        entry = api_store.insert_log(conn, execution_id, "info", "user",
-                                 f"User requested {action}"
-                                 + (f" on step {request.step_id}" if request.step_id else ""),
-                                 step_id=request.step_id)
-        api_store.emit_event(conn, execution_id, "execution_update", {"logs": [entry]})
-        new_status = states.QUEUED if token else status
-    if token is not None:
-        new_status = _launch(caller, execution_id, token)
-    return {"executionId": execution_id, "status": new_status, "action": action,
+    database = db or get_database()
+    with database.as_user(caller.claims) as conn:
+        execution = _lock_for_action(conn, caller, execution_id, action)
+        _validate_action(conn, execution, request)
+        if _runner_listening(execution):
+            _deliver_to_runner(conn, execution_id, request)
+            _log_user_request(conn, execution_id, request)
+            return _acted(execution_id, execution.status, action, "runner")
+        token = _requeue(conn, caller, execution, request, settings or get_settings())
+        _log_user_request(conn, execution_id, request)
+    status = _launch(caller, execution_id, token, launcher=launcher or get_launcher(),
+                     db=database)
+    return _acted(execution_id, status, action, "launched")
+
+
+def _acted(execution_id: str, status: str, action: str, delivered: str) -> dict[str, Any]:
+    return {"executionId": execution_id, "status": status, "action": action,
             "delivered": delivered}
+
+
+def _lock_for_action(conn: Connection, caller: Caller, execution_id: str,
+                     action: str) -> ExecutionRow:
+    """The execution, row-locked; an action that may re-queue first serializes with the
+    user's other starts, so the active-execution cap holds."""
+    if action in REQUEUE_ACTIONS:
+        api_store.lock_user(conn, caller.user_id)
+    return _require_execution(conn, execution_id, for_update=True)
+
+
+def _validate_action(conn: Connection, execution: ExecutionRow,
+                     request: ActionRequest) -> None:
+    """The action is allowed in this state, and its step (if any) is one of the plan's."""
+    if not states.action_allowed(request.action, execution.status):
+        raise Conflict(f"Cannot {request.action} an execution that is {execution.status}",
+                       code="invalid_state", currentStatus=execution.status)
+    if request.step_id is not None:
+        document = api_store.get_document(conn, str(execution.document_id))
+        _check_step_ids(document["document"] if document else {}, [request.step_id])
+
+
+def _runner_listening(execution: ExecutionRow) -> bool:
+    """A runner will read a command: one is coming (queued) or one holds a live lease."""
+    return execution.status == states.QUEUED or (
+        execution.status in states.RUNNER_LISTENING_STATES and execution.runner_live)
+
+
+def _payload(request: ActionRequest) -> dict[str, Any]:
+    return request.input.model_dump(exclude_none=True) if request.input else {}
+
+
+def _deliver_to_runner(conn: Connection, execution_id: str, request: ActionRequest) -> None:
+    api_store.insert_command(conn, execution_id, states.ACTION_COMMAND[request.action],
+                             request.step_id, _payload(request))
+
+
+def _requeue(conn: Connection, caller: Caller, execution: ExecutionRow, request: ActionRequest,
+             settings: Settings) -> str:
+    """Queue the execution again for a new runner; returns that runner's token (launched
+    after commit). Refused when the action needs the runner that is not there."""
+    action, status, execution_id = request.action, execution.status, str(execution.id)
+    may_requeue = (status in (states.IDLE, states.FAILED) and action in REQUEUE_ACTIONS) or (
+        status == states.PAUSED and action == "resume")
+    if not may_requeue:
+        raise Conflict(f"No runner is live for this execution ({status}); "
+                       f"'{action}' needs one", code="runner_not_live", currentStatus=status)
+    if status != states.PAUSED:  # a paused execution already counts as active
+        _check_active_cap(conn, caller.user_id, settings)
+    if action == "skip":
+        # the new runner reads pending commands when it claims the execution
+        api_store.insert_command(conn, execution_id, "skip", request.step_id, _payload(request))
+    step_ids = ([request.step_id] if action == "execute" and request.step_id
+                else execution.step_ids)
+    document = api_store.get_document(conn, str(execution.document_id))
+    check_inputs(document["document"] if document else {}, step_ids,
+                 *api_store.input_names(conn, execution_id))
+    token, token_hash = _new_runner_token()
+    api_store.queue_execution(conn, execution_id, step_ids=step_ids,
+                              runner_token_hash=token_hash,
+                              resume_from=request.step_id if action != "execute" else None)
+    return token
+
+
+def _log_user_request(conn: Connection, execution_id: str, request: ActionRequest) -> None:
+    log_and_emit(conn, execution_id, "info", "user",
+                 f"User requested {request.action}"
+                 + (f" on step {request.step_id}" if request.step_id else ""),
+                 step_id=request.step_id)
 
 
 # Checkpoints ---------------------------------------------------------------------------------
@@ -383,12 +449,12 @@ def next_action(checkpoint_type: str, response: str) -> str:
     return {"approve": "run_step", "reject": "cancel_execution", "skip": "skip_step"}[response]
 
 
-def respond_checkpoint(caller: Caller, checkpoint_id: str, request: Any) -> dict[str, Any]:
-    with _db().as_user(caller.claims) as conn:
+def respond_checkpoint(caller: Caller, checkpoint_id: str, request: CheckpointRequest, *,
+                       db: Database | None = None) -> dict[str, Any]:
+    with (db or get_database()).as_user(caller.claims) as conn:
         checkpoint = api_store.get_checkpoint(conn, checkpoint_id, for_update=True)
         if checkpoint is None:
-            raise NotFound(f"Checkpoint {checkpoint_id} was not found",
-                           code="checkpoint_not_found")
+            raise not_found("Checkpoint", checkpoint_id, code="checkpoint_not_found")
         if checkpoint["status"] != "pending":
             raise Conflict("The checkpoint was already answered",
                            code="checkpoint_already_answered",
@@ -400,11 +466,8 @@ def respond_checkpoint(caller: Caller, checkpoint_id: str, request: Any) -> dict
         status = CHECKPOINT_STATUS[request.response]
         response = {"response": request.response, "data": request.data or {}}
         api_store.answer_checkpoint(conn, checkpoint_id, status, caller.user_id, response)
-        execution_id = str(checkpoint["execution_id"])
-        entry = api_store.insert_log(conn, execution_id, "info", "checkpoint",
-                                 f"Checkpoint {status} by the user",
-                                 step_id=checkpoint["step_id"])
-        api_store.emit_event(conn, execution_id, "execution_update", {"logs": [entry]})
+        log_and_emit(conn, str(checkpoint["execution_id"]), "info", "checkpoint",
+                     f"Checkpoint {status} by the user", step_id=checkpoint["step_id"])
     return {"status": "success", "decision": status,
             "nextAction": next_action(checkpoint["type"], request.response)}
 
@@ -416,13 +479,14 @@ def _decision(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # Stop ----------------------------------------------------------------------------------------
-def stop_execution(caller: Caller, execution_id: str) -> dict[str, Any]:
+def stop_execution(caller: Caller, execution_id: str, *, settings: Settings | None = None,
+                   launcher: Launcher | None = None,
+                   db: Database | None = None) -> dict[str, Any]:
     """Cooperative stop: `cancelling`, a bounded wait for the runner, then force."""
-    s = get_settings()
-    with _db().as_user(caller.claims) as conn:
-        execution = api_store.get_execution(conn, execution_id, for_update=True)
-        if execution is None:
-            raise NotFound(f"Execution {execution_id} was not found", code="execution_not_found")
+    s = settings or get_settings()
+    database = db or get_database()
+    with database.as_user(caller.claims) as conn:
+        execution = _require_execution(conn, execution_id, for_update=True)
         status = execution.status
         if status == states.CANCELLED:
             return {"status": "stopped", "cleanup": execution.stop_cleanup or "completed"}
@@ -437,22 +501,23 @@ def stop_execution(caller: Caller, execution_id: str) -> dict[str, Any]:
             # no runner holds it yet: nothing to clean up; a late runner finds it cancelled
             api_store.set_status(conn, execution_id, states.CANCELLED)
             api_store.set_stop_cleanup(conn, execution_id, "completed")
-            entry = api_store.insert_log(conn, execution_id, "info", "user", "Execution stopped")
-            api_store.emit_event(conn, execution_id, "execution_complete", {"logs": [entry]})
+            log_and_emit(conn, execution_id, "info", "user", "Execution stopped",
+                         event="execution_complete")
         elif status != states.CANCELLING:
             api_store.set_status(conn, execution_id, states.CANCELLING)
-            entry = api_store.insert_log(conn, execution_id, "info", "user", "Stop requested")
-            api_store.emit_event(conn, execution_id, "execution_update", {"logs": [entry]})
+            log_and_emit(conn, execution_id, "info", "user", "Stop requested")
     if unclaimed:
         if task_arn:
-            get_launcher().stop(task_arn, "AEF stop before the runner started")
+            (launcher or get_launcher()).stop(task_arn, "AEF stop before the runner started")
         return {"status": "stopped", "cleanup": "completed"}
     # a runner whose lease lapsed will not answer: force at once
-    if runner_live and _wait_for_runner_stop(caller, execution_id, s):
-        return {"status": "stopped", "cleanup": _acknowledged_cleanup(caller, execution_id)}
+    if runner_live and _wait_for_runner_stop(caller, execution_id, s, database):
+        return {"status": "stopped",
+                "cleanup": _acknowledged_cleanup(caller, execution_id, database)}
     if task_arn:
-        get_launcher().stop(task_arn, "AEF stop: the runner did not acknowledge in time")
-    return {"status": "stopped", "cleanup": _force_cancel(execution_id)}
+        (launcher or get_launcher()).stop(task_arn,
+                                          "AEF stop: the runner did not acknowledge in time")
+    return {"status": "stopped", "cleanup": _force_cancel(execution_id, database)}
 
 
 STOP_POLL_FIRST_SECONDS = 0.1
@@ -460,7 +525,7 @@ STOP_POLL_MAX_SECONDS = 1.0
 FORCE_RESERVE_SECONDS = 2.0  # after the wait: StopTask (ATTEMPT_SECONDS) + the forced write
 
 
-def _wait_for_runner_stop(caller: Caller, execution_id: str, s: Settings) -> bool:
+def _wait_for_runner_stop(caller: Caller, execution_id: str, s: Settings, db: Database) -> bool:
     """Wait (bounded) for the runner to write `cancelled`; True if it did.
 
     Plain reads with a growing pause (0.1 s, doubling to 1 s): about 8 short reads over
@@ -478,14 +543,14 @@ def _wait_for_runner_stop(caller: Caller, execution_id: str, s: Settings) -> boo
             return False
         time.sleep(min(pause, left))
         pause = min(pause * 2, STOP_POLL_MAX_SECONDS)
-        with _db().as_user(caller.claims) as conn:
+        with db.as_user(caller.claims) as conn:
             if api_store.get_status(conn, execution_id) == states.CANCELLED:
                 return True
 
 
-def _acknowledged_cleanup(caller: Caller, execution_id: str) -> str:
+def _acknowledged_cleanup(caller: Caller, execution_id: str, db: Database) -> str:
     """The runner wrote `cancelled`: record (once) that the stop completed cleanly."""
-    with _db().as_user(caller.claims) as conn:
+    with db.as_user(caller.claims) as conn:
         execution = api_store.get_execution(conn, execution_id, for_update=True)
         if execution is None:
             return "completed"
@@ -494,19 +559,17 @@ def _acknowledged_cleanup(caller: Caller, execution_id: str) -> str:
         return str(execution.stop_cleanup or "completed")
 
 
-def _force_cancel(execution_id: str) -> str:
-    with _db().as_service() as conn:
-        execution = api_store.get_execution(conn, execution_id, for_update=True)
-        if execution is None:
-            raise NotFound(f"Execution {execution_id} was not found", code="execution_not_found")
+def _force_cancel(execution_id: str, db: Database) -> str:
+    with db.as_service() as conn:
+        execution = _require_execution(conn, execution_id, for_update=True)
         if execution.status == states.CANCELLED:
             return str(execution.stop_cleanup or "completed")
         common.cancel_open_steps(conn, execution_id)
         api_store.set_status(conn, execution_id, states.CANCELLED)
         api_store.set_stop_cleanup(conn, execution_id, "forced")
-        entry = api_store.insert_log(conn, execution_id, "warn", "system",
-                                 "The runner did not acknowledge the stop; it was stopped")
-        api_store.emit_event(conn, execution_id, "execution_complete", {"logs": [entry]})
+        log_and_emit(conn, execution_id, "warn", "system",
+                     "The runner did not acknowledge the stop; it was stopped",
+                     event="execution_complete")
     return "forced"
 
 
@@ -574,9 +637,10 @@ def parse_statuses(text: str | None) -> list[str]:
     return wanted
 
 
-def list_documents(caller: Caller, *, after: str | None, limit: int) -> dict[str, Any]:
+def list_documents(caller: Caller, *, after: str | None, limit: int,
+                   db: Database | None = None) -> dict[str, Any]:
     before = decode_keyset("documents", after)
-    with _db().as_user(caller.claims) as conn:
+    with (db or get_database()).as_user(caller.claims) as conn:
         rows = api_store.page_documents(conn, caller.user_id, before=before, limit=limit + 1)
     page = rows[:limit]
     return {
@@ -587,24 +651,25 @@ def list_documents(caller: Caller, *, after: str | None, limit: int) -> dict[str
     }
 
 
-def read_document(caller: Caller, document_id: str) -> dict[str, Any]:
+def read_document(caller: Caller, document_id: str, *,
+                  db: Database | None = None) -> dict[str, Any]:
     """One of the caller's documents; someone else's is as absent as a missing one (RLS)."""
-    with _db().as_user(caller.claims) as conn:
+    with (db or get_database()).as_user(caller.claims) as conn:
         row = conn.execute(
             "select id, title, sop_id, created_at, document from aef_documents "
             "where id = %s and user_id = %s", (document_id, caller.user_id)).fetchone()
     if row is None:
-        raise NotFound(f"AEF document {document_id} was not found", code="document_not_found")
+        raise not_found("AEF document", document_id, code="document_not_found")
     return {"id": str(row["id"]), "title": row["title"],
             "sopId": str(row["sop_id"]) if row["sop_id"] else None,
             "createdAt": row["created_at"].isoformat(), "aefDocument": row["document"]}
 
 
 def list_executions(caller: Caller, *, after: str | None, limit: int, status: str | None,
-                    document_id: str | None) -> dict[str, Any]:
+                    document_id: str | None, db: Database | None = None) -> dict[str, Any]:
     before = decode_keyset("executions", after)
     statuses = parse_statuses(status)
-    with _db().as_user(caller.claims) as conn:
+    with (db or get_database()).as_user(caller.claims) as conn:
         rows = api_store.page_executions(conn, caller.user_id, before=before, limit=limit + 1,
                                      statuses=statuses, document_id=document_id)
     page = rows[:limit]
@@ -626,11 +691,11 @@ def list_executions(caller: Caller, *, after: str | None, limit: int, status: st
 
 
 def read_logs(caller: Caller, execution_id: str, *, after: str | None, limit: int,
-              level: str | None, step_id: str | None) -> dict[str, Any]:
+              level: str | None, step_id: str | None,
+              db: Database | None = None) -> dict[str, Any]:
     after_id = decode_cursor(after)
-    with _db().as_user(caller.claims) as conn:
-        if api_store.get_execution(conn, execution_id) is None:
-            raise NotFound(f"Execution {execution_id} was not found", code="execution_not_found")
+    with (db or get_database()).as_user(caller.claims) as conn:
+        _require_execution(conn, execution_id)
         rows = api_store.page_logs(conn, execution_id, after=after_id, limit=limit, level=level,
                                step_id=step_id)
     logs = [{
@@ -656,13 +721,11 @@ def live_etag(execution_id: str, last_seq: int, after: int) -> str:
     return f'W/"{execution_id}-{last_seq}-{after}"'
 
 
-def read_live(caller: Caller, execution_id: str, *, after: int,
-              if_none_match: str | None) -> tuple[dict[str, Any] | None, str]:
+def read_live(caller: Caller, execution_id: str, *, after: int, if_none_match: str | None,
+              db: Database | None = None) -> tuple[dict[str, Any] | None, str]:
     """The live snapshot plus the events after `after`; (None, etag) when unchanged."""
-    with _db().as_user(caller.claims) as conn:
-        execution = api_store.get_execution(conn, execution_id)
-        if execution is None:
-            raise NotFound(f"Execution {execution_id} was not found", code="execution_not_found")
+    with (db or get_database()).as_user(caller.claims) as conn:
+        execution = _require_execution(conn, execution_id)
         etag = live_etag(execution_id, execution.last_seq, after)
         if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
             return None, etag
@@ -705,12 +768,13 @@ def _sign_screenshot(key: str) -> str | None:
 
 
 # Sweeper -------------------------------------------------------------------------------------
-def sweep(*, db: Database | None = None, launcher: Launcher | None = None, batch: int = 100,
+def sweep(*, db: Database | None = None, launcher: Launcher | None = None,
+          settings: Settings | None = None, batch: int = 100,
           queued_timeout_seconds: int = 300) -> dict[str, int]:
     """Fail executions whose runner died, expire checkpoints, forget old idempotency keys,
     and stop the tasks of lost runners (a hung task would otherwise run, and bill, until its
     own time limit)."""
-    database = db or _db()
+    database = db or get_database()
     lost = stale = expired = resumed = 0
     orphans: list[tuple[str, str]] = []  # (execution id, task ARN) to stop after commit
     with database.as_service() as conn:
@@ -726,24 +790,21 @@ def sweep(*, db: Database | None = None, launcher: Launcher | None = None, batch
             message = "No runner picked up the execution"
             error = {"message": message, "recovery_options": recovery_options("retry", "stop")}
             api_store.set_status(conn, str(row["id"]), states.FAILED, error=error)
-            entry = api_store.insert_log(conn, str(row["id"]), "error", "system", message)
-            api_store.emit_event(conn, str(row["id"]), "error", {"logs": [entry], "error": error})
+            log_and_emit(conn, str(row["id"]), "error", "system", message, event="error",
+                         error=error)
             stale += 1
             if row["task_arn"]:
                 orphans.append((str(row["id"]), str(row["task_arn"])))
         for row in api_store.expired_checkpoints(conn, batch):
             api_store.answer_checkpoint(conn, str(row["id"]), "expired", None,
                                     {"defaultAction": row["default_action"], "by": "timeout"})
-            entry = api_store.insert_log(conn, str(row["execution_id"]), "warn", "checkpoint",
-                                     "Checkpoint expired; default action "
-                                     f"'{row['default_action']}' applies")
-            api_store.emit_event(conn, str(row["execution_id"]), "execution_update",
-                             {"logs": [entry]})
+            log_and_emit(conn, str(row["execution_id"]), "warn", "checkpoint",
+                         f"Checkpoint expired; default action '{row['default_action']}' applies")
             expired += 1
         purged = api_store.purge_idempotency_keys(conn, 24)
         demand = api_store.pool_demand(conn)
     stopped = _stop_tasks(launcher or get_launcher(), orphans)
-    _publish_pool_demand(demand)
+    _publish_pool_demand(demand, settings)
     return {"runnersLost": lost, "staleQueued": stale, "checkpointsExpired": expired,
             "idempotencyKeysPurged": purged, "tasksStopped": stopped,
             "resumedOnPool": resumed}
@@ -757,17 +818,15 @@ def _resume_on_pool(conn: Connection, execution_id: str, step_ids: Any) -> int:
                               runner_token_hash=_new_runner_token()[1], resume_from=None)
         if not api_store.dispatch_to_pool(conn, execution_id):
             raise psycopg.Rollback()
-        entry = api_store.insert_log(conn, execution_id, "info", "system",
-                                 "Resuming on another pool worker")
-        api_store.emit_event(conn, execution_id, "execution_update", {"logs": [entry]})
+        log_and_emit(conn, execution_id, "info", "system", "Resuming on another pool worker")
         return 1
     return 0
 
 
-def _publish_pool_demand(demand: Mapping[str, int]) -> None:
+def _publish_pool_demand(demand: Mapping[str, int], settings: Settings | None = None) -> None:
     """`PoolUtilization` (% of live slots needed by active + queued executions) for the ECS
     service's target tracking (template.yaml); nothing to do without a namespace (local)."""
-    s = get_settings()
+    s = settings or get_settings()
     if not s.pool_metric_namespace:
         return
     needed = demand["active"] + demand["waiting"]
@@ -808,14 +867,12 @@ def _mark_runner_lost(conn: Connection, execution_id: str, status: str) -> None:
     if status == states.CANCELLING:
         api_store.set_status(conn, execution_id, states.CANCELLED)
         api_store.set_stop_cleanup(conn, execution_id, "forced")
-        entry = api_store.insert_log(conn, execution_id, "warn", "system",
-                                 "The runner ended before acknowledging the stop")
-        api_store.emit_event(conn, execution_id, "execution_complete", {"logs": [entry]})
+        log_and_emit(conn, execution_id, "warn", "system",
+                     "The runner ended before acknowledging the stop", event="execution_complete")
         return
     last = api_store.last_completed_step(conn, execution_id)
     message = ("The runner stopped responding"
                + (f"; resume continues after step {last}" if last else ""))
     error = {"message": message, "recovery_options": recovery_options("resume", "retry", "stop")}
     api_store.set_status(conn, execution_id, states.FAILED, error=error)
-    entry = api_store.insert_log(conn, execution_id, "error", "system", message)
-    api_store.emit_event(conn, execution_id, "error", {"logs": [entry], "error": error})
+    log_and_emit(conn, execution_id, "error", "system", message, event="error", error=error)

@@ -34,6 +34,7 @@ from aef.errors import PROBLEM_CODES, AefError, Unauthorized
 from aef.logs import bind_execution_id as bind_execution_id  # re-exported for endpoints
 from aef.logs import bind_log_context, configure_logging, current_request_id, log_context
 from aef.models import ProblemDetails
+from aef.service import Caller, rate_limit
 from aef.settings import Settings, get_settings
 
 log = logging.getLogger("aef.http")
@@ -531,6 +532,26 @@ def current_claims(
 
 
 CurrentClaims = Annotated[Claims, Depends(current_claims)]
+
+
+def rate_limited_caller(bucket: str) -> Callable[[Claims, Response], Caller]:
+    """FastAPI dependency: the verified caller, after taking one token from its `bucket`
+    (429 problem+json when it is empty). The RateLimit headers go on the route's response
+    and stay on `caller.rate_limit_headers` for a route that builds its own response."""
+
+    def dependency(claims: CurrentClaims, response: Response) -> Caller:
+        caller = Caller.from_claims(claims)
+        caller.rate_limit_headers = rate_limit(caller, bucket)
+        response.headers.update(caller.rate_limit_headers)
+        return caller
+
+    return dependency
+
+
+# The caller of a route, rate limited by the bucket its kind of request pays from.
+ExecuteCaller = Annotated[Caller, Depends(rate_limited_caller("execute"))]
+WriteCaller = Annotated[Caller, Depends(rate_limited_caller("write"))]
+ReadCaller = Annotated[Caller, Depends(rate_limited_caller("read"))]
 
 
 # --------------------------------------------------------------------------------------------

@@ -63,6 +63,8 @@ class Caller:
     def __init__(self, user_id: str, claims: Mapping[str, Any]) -> None:
         self.user_id = user_id
         self.claims = dict(claims)
+        # the RateLimit headers of the token this request took (aef.http's dependency)
+        self.rate_limit_headers: dict[str, str] = {}
 
     @classmethod
     def from_claims(cls, claims: Claims) -> Caller:

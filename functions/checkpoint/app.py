@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter
 
 from aef import service
 from aef.api_models import CheckpointRequest, CheckpointResponse
-from aef.http import CurrentClaims, create_app, lambda_handler, problem_responses
+from aef.http import WriteCaller, create_app, lambda_handler, problem_responses
 
 router = APIRouter()
 
@@ -22,10 +22,7 @@ router = APIRouter()
         "illegal_transition", "concurrent_update"),
     summary="Approve, reject or skip a pending checkpoint (a second answer is a 409)",
 )
-def respond(checkpointId: UUID, body: CheckpointRequest, claims: CurrentClaims,
-            response: Response) -> Any:
-    caller = service.Caller.from_claims(claims)
-    response.headers.update(service.rate_limit(caller, "write"))
+def respond(checkpointId: UUID, body: CheckpointRequest, caller: WriteCaller) -> Any:
     return service.respond_checkpoint(caller, str(checkpointId), body)
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Header, Response
+from fastapi import APIRouter, Header
 
 from aef import service
 from aef.api_models import ActionRequest, ActionResponse, ExecuteRequest, ExecuteResponse
-from aef.http import CurrentClaims, create_app, lambda_handler, problem_responses
+from aef.http import ExecuteCaller, WriteCaller, create_app, lambda_handler, problem_responses
 
 router = APIRouter()
 
@@ -38,10 +38,8 @@ IdempotencyKey = Annotated[
         "reported in the response's `warnings`."
     ),
 )
-def execute(body: ExecuteRequest, claims: CurrentClaims, response: Response,
+def execute(body: ExecuteRequest, caller: ExecuteCaller,
             idempotency_key: IdempotencyKey = None) -> Any:
-    caller = service.Caller.from_claims(claims)
-    response.headers.update(service.rate_limit(caller, "execute"))
     return service.start_execution(caller, body, idempotency_key)
 
 
@@ -59,10 +57,7 @@ def execute(body: ExecuteRequest, claims: CurrentClaims, response: Response,
         "steps it will run: 422 `missing_inputs` when one is missing, nothing is queued."
     ),
 )
-def action(executionId: UUID, body: ActionRequest, claims: CurrentClaims,
-           response: Response) -> Any:
-    caller = service.Caller.from_claims(claims)
-    response.headers.update(service.rate_limit(caller, "write"))
+def action(executionId: UUID, body: ActionRequest, caller: WriteCaller) -> Any:
     return service.act(caller, str(executionId), body)
 
 

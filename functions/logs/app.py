@@ -18,7 +18,7 @@ from aef.api_models import (
     LiveResponse,
     LogsResponse,
 )
-from aef.http import CurrentClaims, create_app, lambda_handler, problem_responses
+from aef.http import ReadCaller, create_app, lambda_handler, problem_responses
 
 router = APIRouter()
 
@@ -35,15 +35,12 @@ PageSize = Annotated[int, Query(ge=1, le=100)]
 )
 def logs(
     executionId: UUID,
-    claims: CurrentClaims,
-    response: Response,
+    caller: ReadCaller,
     after: Annotated[str | None, Query(max_length=200, pattern=r"^[A-Za-z0-9_\-]*$")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     level: Literal["debug", "info", "warn", "error"] | None = None,
     stepId: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
 ) -> Any:
-    caller = service.Caller.from_claims(claims)
-    response.headers.update(service.rate_limit(caller, "read"))
     return service.read_logs(caller, str(executionId), after=after, limit=limit, level=level,
                              step_id=stepId)
 
@@ -57,12 +54,11 @@ def logs(
 )
 def live(
     executionId: UUID,
-    claims: CurrentClaims,
+    caller: ReadCaller,
     after: Annotated[int, Query(ge=0, le=2**62)] = 0,
     if_none_match: Annotated[str | None, Header(alias="If-None-Match", max_length=1000)] = None,
 ) -> Any:
-    caller = service.Caller.from_claims(claims)
-    headers = service.rate_limit(caller, "read")
+    headers = caller.rate_limit_headers  # the response below is built here, not by FastAPI
     body, etag = service.read_live(caller, str(executionId), after=after,
                                    if_none_match=if_none_match)
     if body is None:
@@ -77,10 +73,7 @@ def live(
     responses=problem_responses("invalid_cursor"),
     summary="The caller's AEF documents, newest first (keyset pages: pass nextCursor as `after`)",
 )
-def documents(claims: CurrentClaims, response: Response, after: Cursor = None,
-              limit: PageSize = 20) -> Any:
-    caller = service.Caller.from_claims(claims)
-    response.headers.update(service.rate_limit(caller, "read"))
+def documents(caller: ReadCaller, after: Cursor = None, limit: PageSize = 20) -> Any:
     return service.list_documents(caller, after=after, limit=limit)
 
 
@@ -90,9 +83,7 @@ def documents(claims: CurrentClaims, response: Response, after: Cursor = None,
     responses=problem_responses("document_not_found"),
     summary="One of the caller's AEF documents: its plan, checkpoints and inputs (under `aef`)",
 )
-def document(documentId: UUID, claims: CurrentClaims, response: Response) -> Any:
-    caller = service.Caller.from_claims(claims)
-    response.headers.update(service.rate_limit(caller, "read"))
+def document(documentId: UUID, caller: ReadCaller) -> Any:
     return service.read_document(caller, str(documentId))
 
 
@@ -103,16 +94,13 @@ def document(documentId: UUID, claims: CurrentClaims, response: Response) -> Any
     summary="The caller's executions, newest first, by status and document (keyset pages)",
 )
 def executions(
-    claims: CurrentClaims,
-    response: Response,
+    caller: ReadCaller,
     after: Cursor = None,
     limit: PageSize = 20,
     status: Annotated[str | None, Query(max_length=300, description=(
         "Comma-separated execution statuses, e.g. `running,waiting_checkpoint`"))] = None,
     documentId: UUID | None = None,
 ) -> Any:
-    caller = service.Caller.from_claims(claims)
-    response.headers.update(service.rate_limit(caller, "read"))
     return service.list_executions(caller, after=after, limit=limit, status=status,
                                    document_id=str(documentId) if documentId else None)
 

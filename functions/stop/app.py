@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter
 
 from aef import service
 from aef.api_models import StopResponse
-from aef.http import CurrentClaims, create_app, lambda_handler, problem_responses
+from aef.http import WriteCaller, create_app, lambda_handler, problem_responses
 
 router = APIRouter()
 
@@ -21,9 +21,7 @@ router = APIRouter()
                                 "illegal_transition", "concurrent_update"),
     summary="Stop an execution; stopping a stopped execution answers the same body again",
 )
-def stop(executionId: UUID, claims: CurrentClaims, response: Response) -> Any:
-    caller = service.Caller.from_claims(claims)
-    response.headers.update(service.rate_limit(caller, "write"))
+def stop(executionId: UUID, caller: WriteCaller) -> Any:
     return service.stop_execution(caller, str(executionId))
 
 

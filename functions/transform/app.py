@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter
 
 from aef import service
 from aef.api_models import TransformRequest, TransformResponse
-from aef.http import CurrentClaims, create_app, lambda_handler, problem_responses
+from aef.http import WriteCaller, create_app, lambda_handler, problem_responses
 
 router = APIRouter()
 
@@ -20,9 +20,7 @@ router = APIRouter()
     responses=problem_responses("sop_not_found", "invalid_sop"),
     summary="Transform an SOP (stored by sopId, or inline) into an AEF document",
 )
-def transform(body: TransformRequest, claims: CurrentClaims, response: Response) -> Any:
-    caller = service.Caller.from_claims(claims)
-    response.headers.update(service.rate_limit(caller, "write"))
+def transform(body: TransformRequest, caller: WriteCaller) -> Any:
     return service.transform_sop(caller, body)
 
 

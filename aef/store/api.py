@@ -439,14 +439,9 @@ def expired_checkpoints(conn: Connection, limit: int) -> list[dict[str, Any]]:
 def insert_log(conn: Connection, execution_id: str, level: str, category: str, message: str,
                step_id: str | None = None, details: dict[str, Any] | None = None
                ) -> dict[str, Any]:
-    row = conn.execute(
-        "insert into aef_logs (execution_id, step_id, level, category, message, details)"
-        f" values (%s, %s, %s, %s, %s, %s) returning {common.log_entry()}",
-        (execution_id, step_id, level, category, message,
-         Jsonb(details) if details is not None else None),
-    ).fetchone()
-    assert row is not None
-    return dict(row["entry"])
+    """One log line; returns its entry in the live-message shape."""
+    record = common.LogRecord(level, category, message, step_id, details)
+    return common.insert_logs(conn, execution_id, [record])[0]
 
 
 def dumps(value: Any) -> str:

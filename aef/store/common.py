@@ -8,7 +8,8 @@ second copy of the SQL.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 from psycopg.rows import RowFactory
@@ -26,6 +27,9 @@ TIMESTAMP_FORMAT: Final = 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'
 OPEN_STEP_STATES: Final = ("pending", "running", "waiting_checkpoint", "failed")
 # Steps caught mid-way when a run fails.
 RUNNING_STEP_STATES: Final = ("running", "waiting_checkpoint")
+# The database's bounds of a log line (aef_logs checks); longer text is cut to fit.
+MAX_MESSAGE: Final = 8000
+MAX_CATEGORY: Final = 64
 
 
 def utc_timestamp(column: str) -> str:
@@ -38,6 +42,37 @@ def log_entry(alias: str = "entry") -> str:
     return f"""jsonb_build_object('id', id, 'timestamp', {utc_timestamp('created_at')},
       'level', level, 'category', category, 'message', message, 'stepId', step_id,
       'details', details) as {alias}"""
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    """One log line to write (already redacted by the writer)."""
+
+    level: str
+    category: str
+    message: str
+    step_id: str | None = None
+    details: Mapping[str, Any] | None = None
+
+
+def insert_logs(conn: Connection, execution_id: str,
+                records: Sequence[LogRecord]) -> list[dict[str, Any]]:
+    """One multi-row INSERT for a batch; returns the entries in the live-message shape, in
+    the order written."""
+    if not records:
+        return []
+    rows_sql = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(records))
+    params: list[Any] = []
+    for r in records:
+        params += [execution_id, r.step_id, r.level, r.category[:MAX_CATEGORY],
+                   r.message[:MAX_MESSAGE],
+                   Jsonb(dict(r.details)) if r.details is not None else None]
+    rows = conn.execute(
+        "insert into aef_logs (execution_id, step_id, level, category, message, details)"
+        f" values {rows_sql} returning id, {log_entry()}",
+        params,
+    ).fetchall()
+    return [dict(r["entry"]) for r in sorted(rows, key=lambda r: int(r["id"]))]
 
 
 # Executions ------------------------------------------------------------------------------------

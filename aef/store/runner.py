@@ -9,7 +9,6 @@ view can never disagree with the database.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Final
 
 from psycopg.rows import dict_row
@@ -18,11 +17,10 @@ from psycopg.types.json import Jsonb
 from aef.db import Connection
 from aef.store import common
 from aef.store.common import OPEN_STEP_STATES as OPEN_STEP_STATES
+from aef.store.common import LogRecord as LogRecord
 from aef.store.common import get_status as get_status
 
 TERMINAL: Final = ("completed", "failed", "cancelled")
-MAX_MESSAGE: Final = 8000
-MAX_CATEGORY: Final = 64
 
 UNSET: Any = object()  # "leave this column alone" (None means SQL null)
 
@@ -37,17 +35,6 @@ _CHECKPOINT_COLUMNS = """
   timeout_seconds, expires_at, response, responded_at, (expires_at <= now()) as is_expired,
   greatest(0, extract(epoch from expires_at - now()))::float8 as seconds_left
 """
-
-
-@dataclass(frozen=True)
-class LogRecord:
-    """One buffered log line (already redacted by the writer)."""
-
-    level: str
-    category: str
-    message: str
-    step_id: str | None = None
-    details: Mapping[str, Any] | None = None
 
 
 # Lease -----------------------------------------------------------------------------------------
@@ -291,21 +278,8 @@ def cancel_open_steps(conn: Connection, execution_id: str, message: str) -> list
 # Writes: logs and events -----------------------------------------------------------------------
 def insert_logs(conn: Connection, execution_id: str,
                 records: Sequence[LogRecord]) -> list[dict[str, Any]]:
-    """One multi-row INSERT for a batch; returns the entries in the live-message shape."""
-    if not records:
-        return []
-    rows_sql = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(records))
-    params: list[Any] = []
-    for r in records:
-        params += [execution_id, r.step_id, r.level, r.category[:MAX_CATEGORY],
-                   r.message[:MAX_MESSAGE],
-                   Jsonb(dict(r.details)) if r.details is not None else None]
-    rows = conn.execute(
-        "insert into aef_logs (execution_id, step_id, level, category, message, details)"
-        f" values {rows_sql} returning id, {common.log_entry()}",
-        params,
-    ).fetchall()
-    return [dict(r["entry"]) for r in sorted(rows, key=lambda r: int(r["id"]))]
+    """One multi-row INSERT for a batch (the engine's buffered lines)."""
+    return common.insert_logs(conn, execution_id, records)
 
 
 def insert_event(conn: Connection, execution_id: str, event_type: str, *,

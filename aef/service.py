@@ -208,7 +208,7 @@ def start_execution(caller: Caller, request: ExecuteRequest, idempotency_key: st
     with database.as_user(caller.claims) as conn:
         if idempotency_key is not None:
             stored = api_store.claim_idempotency_key(conn, caller.user_id, idempotency_key,
-                                                 _request_hash(body))
+                                                     _request_hash(body))
             if stored is not None:
                 return _replay(conn, stored, _request_hash(body))
         api_store.lock_user(conn, caller.user_id)
@@ -235,11 +235,11 @@ def start_execution(caller: Caller, request: ExecuteRequest, idempotency_key: st
                                 new_secrets=set(request.secrets or {}))
         if request.execution_id is None:
             execution_id = api_store.insert_execution(conn, caller.user_id,
-                                                  str(request.aef_document_id))
+                                                      str(request.aef_document_id))
         _check_active_cap(conn, caller.user_id, s)
         api_store.queue_execution(conn, execution_id, step_ids=request.step_ids,
-                              runner_token_hash=token_hash, resume_from=None,
-                              variables=request.variables)
+                                  runner_token_hash=token_hash, resume_from=None,
+                                  variables=request.variables)
         if request.secrets:
             api_store.put_secrets(conn, execution_id, dict(request.secrets))
         log_and_emit(conn, execution_id, "info", "system", "Execution queued")
@@ -247,7 +247,7 @@ def start_execution(caller: Caller, request: ExecuteRequest, idempotency_key: st
                     **execute_links(execution_id, s), "warnings": warnings}
         if idempotency_key is not None:
             api_store.store_idempotent_response(conn, caller.user_id, idempotency_key, execution_id,
-                                            response)
+                                                response)
     response["status"] = _launch(caller, execution_id, token,
                                  launcher=launcher or get_launcher(), db=database)
     return response
@@ -673,7 +673,7 @@ def list_executions(caller: Caller, *, after: str | None, limit: int, status: st
     statuses = parse_statuses(status)
     with (db or get_database()).as_user(caller.claims) as conn:
         rows = api_store.page_executions(conn, caller.user_id, before=before, limit=limit + 1,
-                                     statuses=statuses, document_id=document_id)
+                                         statuses=statuses, document_id=document_id)
     page = rows[:limit]
 
     def when(value: datetime | None) -> str | None:
@@ -699,7 +699,7 @@ def read_logs(caller: Caller, execution_id: str, *, after: str | None, limit: in
     with (db or get_database()).as_user(caller.claims) as conn:
         _require_execution(conn, execution_id)
         rows = api_store.page_logs(conn, execution_id, after=after_id, limit=limit, level=level,
-                               step_id=step_id)
+                                   step_id=step_id)
     logs = [{
         "id": r["id"], "timestamp": r["created_at"].isoformat(), "level": r["level"],
         "category": r["category"], "message": r["message"], "stepId": r["step_id"],
@@ -799,7 +799,7 @@ def sweep(*, db: Database | None = None, launcher: Launcher | None = None,
                 orphans.append((str(row["id"]), str(row["task_arn"])))
         for row in api_store.expired_checkpoints(conn, batch):
             api_store.answer_checkpoint(conn, str(row["id"]), "expired", None,
-                                    {"defaultAction": row["default_action"], "by": "timeout"})
+                                        {"defaultAction": row["default_action"], "by": "timeout"})
             log_and_emit(conn, str(row["execution_id"]), "warn", "checkpoint",
                          f"Checkpoint expired; default action '{row['default_action']}' applies")
             expired += 1
@@ -817,7 +817,7 @@ def _resume_on_pool(conn: Connection, execution_id: str, step_ids: Any) -> int:
     step on a live worker with a free slot: 1. None free: it stays failed with `resume`."""
     with conn.transaction():  # a savepoint: undone unless the pool takes it
         api_store.queue_execution(conn, execution_id, step_ids=step_ids,
-                              runner_token_hash=_new_runner_token()[1], resume_from=None)
+                                  runner_token_hash=_new_runner_token()[1], resume_from=None)
         if not api_store.dispatch_to_pool(conn, execution_id):
             raise psycopg.Rollback()
         log_and_emit(conn, execution_id, "info", "system", "Resuming on another pool worker")

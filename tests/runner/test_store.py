@@ -60,9 +60,9 @@ def test_state_change_logs_and_event_in_one_transaction(db: Database) -> None:
             runner_store.LogRecord("warn", "action", "second", "s1", {"k": 1}),
         ])
         runner_store.upsert_step(conn, execution.id, "s1", 0, "running", label="Step one",
-                          new_attempt=True)
+                                 new_attempt=True)
         runner_store.update_execution(conn, execution.id, status="running", current_step_id="s1",
-                               progress=10, browser={"isReady": True})
+                                      progress=10, browser={"isReady": True})
         seq = runner_store.insert_event(conn, execution.id, "execution_update", logs=entries)
     assert [e["message"] for e in entries] == ["first", "second"]
     assert entries[1]["stepId"] == "s1" and entries[1]["details"] == {"k": 1}
@@ -106,9 +106,9 @@ def test_checkpoint_expiry_and_reuse(db: Database) -> None:
     execution = make_execution(db, PLAN)
     with db.as_runner(execution.id, execution.token) as conn:
         first = runner_store.insert_checkpoint(conn, execution.id, "s1", 0, "before_step", "Go?",
-                                        None, "skip", 1)
+                                               None, "skip", 1)
         again = runner_store.insert_checkpoint(conn, execution.id, "s1", 0, "before_step", "Go?",
-                                        None, "skip", 1)
+                                               None, "skip", 1)
         assert again["id"] == first["id"]
         assert runner_store.expire_checkpoint(conn, str(first["id"])) is None  # not due yet
         conn.execute("select pg_sleep(1.1)")
@@ -141,7 +141,7 @@ def test_answered_checkpoint_is_read_back(db: Database) -> None:
     execution = make_execution(db, PLAN)
     with db.as_runner(execution.id, execution.token) as conn:
         checkpoint = runner_store.insert_checkpoint(conn, execution.id, "s1", 0, "before_step",
-                                             "Go?", "desc", "reject", 60)
+                                                    "Go?", "desc", "reject", 60)
     answer_checkpoint(db, execution, "approved")
     with db.as_runner(execution.id, execution.token) as conn:
         row = runner_store.get_checkpoint(conn, str(checkpoint["id"]))
@@ -153,7 +153,7 @@ def test_cached_locator_comes_from_the_latest_completed_run(db: Database) -> Non
     with db.as_runner(execution.id, execution.token) as conn:
         runner_store.upsert_step(conn, execution.id, "s1", 1, "running", new_attempt=True)
         runner_store.upsert_step(conn, execution.id, "s1", 1, "completed",
-                          locator={"actions": {"0": {"strategy": "css"}}})
+                                 locator={"actions": {"0": {"strategy": "css"}}})
         runner_store.upsert_step(conn, execution.id, "s1", 2, "running", new_attempt=True)
         assert runner_store.cached_locator(conn, execution.id, "s1") == {
             "actions": {"0": {"strategy": "css"}}}

@@ -81,15 +81,18 @@ def drop_database(name: str) -> None:
             sql.Identifier(name)))
 
 
-def start_dev(state: StateDir, database: str, port: int = 0) -> RunningStack:
-    """`aef dev` in the background, returned once /health answers 200."""
+def start_dev(state: StateDir, database: str, port: int = 0,
+              env: dict[str, str] | None = None) -> RunningStack:
+    """`aef dev` in the background, returned once /health answers 200; `env` adds to a
+    clean environment."""
     state.ensure()
     log_file = state.logs / "dev.log"
     with log_file.open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "local.cli", "--state-dir", str(state.root), "dev",
              "--port", str(port), "--database-url", ADMIN_URL, "--database", database],
-            stdout=log, stderr=subprocess.STDOUT, env=clean_env(), cwd=ROOT)
+            stdout=log, stderr=subprocess.STDOUT, env={**clean_env(), **(env or {})},
+            cwd=ROOT)
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     try:
         while True:

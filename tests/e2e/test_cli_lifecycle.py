@@ -26,7 +26,7 @@ import httpx
 import psycopg
 import pytest
 
-from local.dev import StackInfo, StateDir, pid_alive
+from local.state import StackInfo, StateDir, pid_alive
 from tests.e2e.conftest import (
     ROOT,
     RunningStack,

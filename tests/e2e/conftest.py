@@ -24,7 +24,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from local.dev import StackInfo, StateDir
+from local.state import StackInfo, StateDir
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")

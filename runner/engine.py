@@ -39,7 +39,7 @@ import json
 import logging
 import math
 import traceback
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +51,7 @@ from aef import rules
 from aef.db import Connection, Database, get_database
 from aef.errors import AefError
 from aef.models import Action, AefConfig, ComputeSpec, PlanStep, RecoveryPolicy
+from aef.plan import all_ids, contains, nested, selected_within
 from aef.settings import Settings
 from aef.storage import ScreenshotStore
 from aef.store import runner as store
@@ -61,9 +62,7 @@ from runner.grounding import build_resolver, match_summary
 from runner.journal import Journal
 from runner.lease import Lease, LeaseLost, NotClaimable
 from runner.preview import build_preview, covered_steps, outlined_screenshot
-from runner.retry import (
-    retry_unavailable,
-)
+from runner.retry import retry_unavailable
 from runner.takeover import InputRefused, Takeover
 
 log = logging.getLogger("aef.runner")
@@ -405,7 +404,7 @@ class Engine:
                 self.done.add(key)
             if isinstance(step_row["result"], dict):
                 self.results[key] = step_row["result"]
-        known = set(_all_ids(self.plan))
+        known = set(all_ids(self.plan))
         if self.resume_target is not None and self.resume_target not in known:
             self.journal.log("warn", f"resume_from names no step of this plan "
                              f"({self.resume_target}); running from the start")
@@ -537,32 +536,13 @@ class Engine:
             raise
 
     # the tree ----------------------------------------------------------------------------------
-    def _selected_within(self, step: PlanStep) -> bool:
-        """Whether `step` or anything below it is among the execution's step_ids."""
-        assert self.step_ids is not None
-        if step.id in self.step_ids:
-            return True
-        below = list(step.children)
-        if step.decision is not None:
-            below += step.decision.yes + step.decision.no
-        return any(self._selected_within(child) for child in below)
-
-    def _contains(self, step: PlanStep, step_id: str) -> bool:
-        below = list(step.children)
-        if step.decision is not None:
-            below += step.decision.yes + step.decision.no
-        return any(child.id == step_id or self._contains(child, step_id) for child in below)
-
     async def _visit(self, step: PlanStep, run: _Run, weight: float) -> None:
         """Run `step` unless a resume, a step selection or resume_from says otherwise."""
         start = self._progress
         if self.step_ids is not None and step.id not in self.step_ids:
-            if not self._selected_within(step):
+            if not selected_within(step, self.step_ids):
                 return
-            below = list(step.children)
-            if step.decision is not None:
-                below += step.decision.yes + step.decision.no
-            for child in below:  # only the selected steps below run; their own weight counts
+            for child in nested(step):  # only the selected steps below run; their own weight counts
                 await self._visit(child, run, 0.0)
             return
         if self.step_ids is not None:
@@ -570,7 +550,7 @@ class Engine:
         if self.resume_target is not None:
             if step.id == self.resume_target:
                 self.resume_target = None
-            elif not self._contains(step, self.resume_target):
+            elif not contains(step, self.resume_target):
                 self._progress = start + weight
                 return
         if (step.id, run.iteration) in self.done:
@@ -1499,15 +1479,6 @@ class StepOutcome:
 
     variables: dict[str, Any] = field(default_factory=dict)
     resolutions: dict[str, Any] = field(default_factory=dict)
-
-
-def _all_ids(steps: list[PlanStep]) -> Iterator[str]:
-    for step in steps:
-        yield step.id
-        yield from _all_ids(step.children)
-        if step.decision is not None:
-            yield from _all_ids(step.decision.yes)
-            yield from _all_ids(step.decision.no)
 
 
 def _is_input(command: Command) -> bool:

@@ -43,7 +43,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypedDict, TypeVar
 
 from pydantic import ValidationError
 
@@ -191,6 +191,35 @@ class _Tries:
 
     retries: int = 0
     fallback_done: bool = False
+
+
+class ExecutionChange(TypedDict, total=False):
+    """What a write changes on the execution row: a key left out is left alone (None is SQL
+    null); the progress is always written."""
+
+    status: str
+    current_step_id: str | None
+    browser: Mapping[str, Any]
+    error: Mapping[str, Any] | None
+    variables: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class StepChange:
+    """A step row moved to `status` in the same write (`new_attempt`: `running` counts an
+    attempt and stamps started_at)."""
+
+    step: PlanStep
+    iteration: int
+    status: str
+    new_attempt: bool = False
+    result: Mapping[str, Any] | None = None
+    locator: Mapping[str, Any] | None = None
+    error: str | None = None
+
+
+def _nothing(conn: Connection) -> None:
+    """No extra statement in a write."""
 
 
 # How an engine gets its browser: (work dir, on_block) -> a session context manager. The
@@ -434,8 +463,9 @@ class Engine:
         self.journal.log("debug", "Browser ready", category="browser",
                          details={"pid": session.pid})
         resumed = bool(self.done) or self.resume_target is not None
-        await self._commit(status="running", browser=self.browser_state, current=None,
-                           says=self.journal.entry(
+        await self._write({"status": "running", "browser": self.browser_state,
+                           "current_step_id": None},
+                          says=self.journal.entry(
                                "info", "Resuming execution" if resumed else "Execution started",
                                details={"runnerId": self.lease.runner_id,
                                         "steps": len(self.plan)}))
@@ -479,51 +509,39 @@ class Engine:
                 self.control.commands_hint = True
 
     # writes ------------------------------------------------------------------------------------
-    async def _commit(self, *, event: str = "execution_update", status: str | None = None,
-                      step: tuple[PlanStep | str, int, str] | None = None,
-                      step_fields: Mapping[str, Any] | None = None,
-                      current: str | None = store.UNSET, browser: Mapping[str, Any] | None = None,
-                      error: Mapping[str, Any] | None = store.UNSET, save_variables: bool = False,
-                      extra: Callable[[Connection], Any] | None = None,
-                      event_error: Mapping[str, Any] | None = None,
-                      says: store.LogRecord | None = None) -> Any:
-        """One transaction: logs, an optional step row change, the execution row, the event.
-
-        `says` (from `journal.entry`) is the line describing this change: it is written only
-        with the change, never on its own (see Journal).
-        """
-        fields = dict(step_fields or {})
-        for key in ("error", "result", "locator"):
-            if fields.get(key) is not None:
-                fields[key] = self.secrets.deep(fields[key])
-        redacted_error = (self.secrets.deep(dict(error)) if error not in (store.UNSET, None)
-                          else error)
-        browser_patch = self.secrets.deep(dict(browser)) if browser is not None else None
-        variables = self.secrets.deep(self.variables) if save_variables else None
+    # Every state change goes through `_write_with`: logs, an optional step row, the execution
+    # row and the event, in one transaction. The named operations below are what the engine
+    # does with it; `says` (from `journal.entry`) is the line describing the change, written
+    # only with it, never on its own (see Journal).
+    async def _write_with(self, extra: Callable[[Connection], T], change: ExecutionChange,
+                          step: StepChange | None = None, *, event: str = "execution_update",
+                          says: store.LogRecord | None = None) -> T:
+        """One transaction: `extra` first (its result is returned), then the step row, then the
+        execution row (redacted, with the current progress), then the event."""
+        patch: dict[str, Any] = dict(change)
+        for key in ("browser", "error", "variables"):
+            if patch.get(key) is not None:
+                patch[key] = self.secrets.deep(dict(patch[key]))
         progress = self._percent()
-        extra_result: Any = None
+        extra_result: list[T] = []
 
-        def change(conn: Connection) -> Any:
-            nonlocal extra_result
-            extra_result = extra(conn) if extra is not None else None
+        def write(conn: Connection) -> dict[str, Any]:
+            extra_result.append(extra(conn))
             if step is not None:
-                plan_step, iteration, step_status = step
-                step_id = plan_step if isinstance(plan_step, str) else plan_step.id
-                label = None if isinstance(plan_step, str) else plan_step.label
-                store.upsert_step(conn, self.execution_id, step_id, iteration, step_status,
-                                  label=label, **fields)
-            row = store.update_execution(
-                conn, self.execution_id, status=status, progress=progress,
-                current_step_id=current, browser=browser_patch, variables=variables,
-                error=redacted_error)
+                store.upsert_step(
+                    conn, self.execution_id, step.step.id, step.iteration, step.status,
+                    label=step.step.label, new_attempt=step.new_attempt,
+                    error=self.secrets.text(step.error) if step.error is not None else None,
+                    result=self._redacted(step.result), locator=self._redacted(step.locator))
+            row = store.update_execution(conn, self.execution_id, progress=progress, **patch)
             if row is None:
                 raise LeaseLost("the execution row is not visible any more")
             return row  # the journal reads the status from it
 
         try:
-            row = await self.journal.commit(change, event=event, error=event_error,
-                                            says=(says,) if says is not None else ())
-            return extra_result if extra is not None else row
+            await self.journal.commit(write, event=event,
+                                      says=(says,) if says is not None else ())
+            return extra_result[-1]
         except AefError as exc:
             if exc.code == "illegal_transition":
                 current_status = await self._query(
@@ -534,6 +552,72 @@ class Engine:
                 if current_status in store.TERMINAL:  # e.g. the sweeper ended it meanwhile
                     raise LeaseLost(f"the execution is already {current_status}") from exc
             raise
+
+    async def _write(self, change: ExecutionChange, step: StepChange | None = None, *,
+                     event: str = "execution_update",
+                     says: store.LogRecord | None = None) -> None:
+        await self._write_with(_nothing, change, step, event=event, says=says)
+
+    def _redacted(self, value: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        return self.secrets.deep(dict(value)) if value is not None else None
+
+    async def _start_step(self, step: PlanStep, run: _Run, *,
+                          browser: Mapping[str, Any] | None = None,
+                          result: Mapping[str, Any] | None = None, new_attempt: bool = True,
+                          says: store.LogRecord | None = None) -> None:
+        """The step row `running` (a new attempt unless a person takes over a running step);
+        it becomes the current step and any earlier error is cleared."""
+        change: ExecutionChange = {"status": "running", "current_step_id": step.id,
+                                   "error": None}
+        if browser is not None:
+            change["browser"] = browser
+        await self._write(change, StepChange(step, run.iteration, "running",
+                                             new_attempt=new_attempt, result=result),
+                          says=says)
+
+    async def _complete_step(self, step: PlanStep, run: _Run, says: store.LogRecord, *,
+                             browser: Mapping[str, Any], result: Mapping[str, Any] | None,
+                             locator: Mapping[str, Any] | None = None) -> None:
+        """A task done (by the runner or a person): `completed`, with the variables."""
+        await self._write({"status": "running", "browser": browser,
+                           "variables": self.variables},
+                          StepChange(step, run.iteration, "completed", result=result,
+                                     locator=locator), says=says)
+
+    async def _finish_step(self, step: PlanStep, run: _Run, status: str,
+                           says: store.LogRecord, *,
+                           result: Mapping[str, Any] | None = None) -> None:
+        """A step that ends where it is (an `end`, a manual step): `completed` or `skipped`,
+        and it becomes the current step."""
+        await self._write({"status": "running", "current_step_id": step.id},
+                          StepChange(step, run.iteration, status, result=result), says=says)
+
+    async def _skip_step(self, step: PlanStep, run: _Run, says: store.LogRecord, *,
+                         error: str | None = None, clear_error: bool = False) -> None:
+        """The step row `skipped` (`error`: why, on the row); `clear_error` after a failure."""
+        change: ExecutionChange = {"status": "running"}
+        if clear_error:
+            change["error"] = None
+        await self._write(change, StepChange(step, run.iteration, "skipped", error=error),
+                          says=says)
+
+    async def _fail_step(self, step: PlanStep, run: _Run, message: str,
+                         error: Mapping[str, Any]) -> None:
+        """The step row `failed`, the execution `waiting_recovery` with `error` (the options)."""
+        await self._write({"status": "waiting_recovery", "current_step_id": step.id,
+                           "error": error, "browser": self.browser_state},
+                          StepChange(step, run.iteration, "failed", error=message),
+                          event="error")
+
+    async def _set_status(self, status: str, browser: Mapping[str, Any],
+                          says: store.LogRecord) -> None:
+        """The execution's status changes (paused, running again), nothing else."""
+        await self._write({"status": status, "browser": browser}, says=says)
+
+    async def _show(self, browser: Mapping[str, Any],
+                    says: store.LogRecord | None = None) -> None:
+        """Only the browser state changes (a screenshot, a takeover starting or ending)."""
+        await self._write({"browser": browser}, says=says)
 
     # the tree ----------------------------------------------------------------------------------
     async def _visit(self, step: PlanStep, run: _Run, weight: float) -> None:
@@ -562,8 +646,7 @@ class Engine:
         if (step.id, run.iteration) in self.skip_covered:
             self.skip_covered.discard((step.id, run.iteration))
             self.done.add((step.id, run.iteration))
-            await self._commit(status="running", step=(step, run.iteration, "skipped"),
-                               says=self.journal.entry(
+            await self._skip_step(step, run, self.journal.entry(
                                    "info", f"Step skipped with the unit its checkpoint covered: "
                                    f"{step.label}", step_id=step.id, category="checkpoint"))
             self._progress = start + weight
@@ -571,8 +654,7 @@ class Engine:
         if step.id in self.preskip:
             self.preskip.discard(step.id)
             self.done.add((step.id, run.iteration))
-            await self._commit(status="running", step=(step, run.iteration, "skipped"),
-                               says=self.journal.entry(
+            await self._skip_step(step, run, self.journal.entry(
                                    "info", f"Step skipped as requested: {step.label}",
                                    step_id=step.id, category="command"))
             self._progress = start + weight
@@ -601,10 +683,8 @@ class Engine:
         elif step.kind == "decision":
             await self._run_decision(step, run, weight)
         elif step.kind == "end":
-            await self._commit(status="running", step=(step, run.iteration, "completed"),
-                               current=step.id,
-                               says=self.journal.entry("info", f"Reached the end: {step.label}",
-                                                       step_id=step.id))
+            await self._finish_step(step, run, "completed", self.journal.entry(
+                "info", f"Reached the end: {step.label}", step_id=step.id))
             raise EndOfPlan()
         elif step.kind == "manual" or step.method == "manual":
             await self._run_manual(step, run)
@@ -615,8 +695,7 @@ class Engine:
         """Skip at a before_step checkpoint: the step and every step it covers; inside a loop
         the rest of this item too (NextItem), outside one the run goes on after the unit."""
         self.done.add((step.id, run.iteration))
-        await self._commit(status="running", step=(step, run.iteration, "skipped"),
-                           says=self.journal.entry(
+        await self._skip_step(step, run, self.journal.entry(
                                "info", f"Step skipped at its checkpoint: {step.label}",
                                step_id=step.id, category="checkpoint"))
         if run.iteration:
@@ -634,18 +713,16 @@ class Engine:
         return False
 
     async def _start_container(self, step: PlanStep, run: _Run, what: str) -> None:
-        await self._commit(status="running", step=(step, run.iteration, "running"),
-                           step_fields={"new_attempt": True}, current=step.id, error=None,
-                           says=self.journal.entry("info", f"{what} started: {step.label}",
-                                                   step_id=step.id))
+        await self._start_step(step, run, says=self.journal.entry(
+            "info", f"{what} started: {step.label}", step_id=step.id))
 
     async def _finish_container(self, step: PlanStep, run: _Run,
                                 result: Mapping[str, Any] | None = None, *,
                                 says: store.LogRecord | None = None) -> None:
         self.done.add((step.id, run.iteration))
-        await self._commit(step=(step, run.iteration, "completed"),
-                           step_fields={"result": result} if result else None,
-                           save_variables=True, says=says)
+        await self._write({"variables": self.variables},
+                          StepChange(step, run.iteration, "completed", result=result or None),
+                          says=says)
 
     async def _run_compound(self, step: PlanStep, run: _Run, weight: float) -> None:
         await self._start_container(step, run, "Step")
@@ -705,7 +782,7 @@ class Engine:
         def skip(conn: Connection) -> list[str]:
             return store.skip_open_steps(conn, self.execution_id, run.iteration)
 
-        skipped = await self._commit(status="running", extra=skip, says=self.journal.entry(
+        skipped = await self._write_with(skip, {"status": "running"}, says=self.journal.entry(
             "info", f"Item {index} of {total} {why}; "
             + ("going on with the next item" if index < total else "that was the last item"),
             step_id=step.id, category="loop"))
@@ -745,18 +822,14 @@ class Engine:
                 spec.timeout_seconds if spec else self.config.checkpoint_timeout,
                 spec.default_action if spec else "reject", decision=True)
             if answer == "skipped":
-                await self._commit(status="running", step=(step, run.iteration, "skipped"),
-                                   says=self.journal.entry(
-                                       "info", f"Decision skipped: {step.label}",
-                                       step_id=step.id))
+                await self._skip_step(step, run, self.journal.entry(
+                    "info", f"Decision skipped: {step.label}", step_id=step.id))
                 return
             branch = "yes" if answer == "approved" else "no"
             self.journal.log("info", f"Decision '{decision.question}': {branch} (answered by "
                              "a person)", step_id=step.id, category="decision")
         self.results[key] = {"branch": branch}
-        await self._commit(status="running", step=(step, run.iteration, "running"),
-                           step_fields={"new_attempt": True, "result": {"branch": branch}},
-                           current=step.id, error=None)
+        await self._start_step(step, run, result={"branch": branch})
         steps = decision.yes if branch == "yes" else decision.no
         share = weight / max(1, len(steps))
         for branch_step in steps:
@@ -812,10 +885,10 @@ class Engine:
                 preview=self.secrets.deep(dict(preview)) if preview is not None else None,
                 choices=choices)
 
-        checkpoint = await self._commit(
-            event="checkpoint_required", status="waiting_checkpoint",
-            step=(step, run.iteration, "waiting_checkpoint"), current=step.id,
-            browser={"lastAction": f"Waiting for approval: {title}"}, extra=insert,
+        checkpoint = await self._write_with(
+            insert, {"status": "waiting_checkpoint", "current_step_id": step.id,
+                     "browser": {"lastAction": f"Waiting for approval: {title}"}},
+            StepChange(step, run.iteration, "waiting_checkpoint"), event="checkpoint_required",
             says=self.journal.entry("info", f"Waiting for a person: {title}", step_id=step.id,
                                     category="checkpoint"))
         checkpoint_id = str(checkpoint["id"])
@@ -873,9 +946,8 @@ class Engine:
         """Nobody answered: `paused` with the browser kept for the grace period. A resume
         within it asks the checkpoint again; else PausedOut releases the browser."""
         grace = self.settings.checkpoint_pause_grace_seconds
-        await self._commit(
-            status="paused", browser={"lastAction": f"Paused: nobody answered '{title}'"},
-            says=self.journal.entry(
+        await self._set_status(
+            "paused", {"lastAction": f"Paused: nobody answered '{title}'"}, self.journal.entry(
                 "warn", f"Nobody answered the checkpoint '{title}' within {timeout_seconds} s: "
                 f"execution paused; the browser is kept for {grace:g} s, then released. "
                 "Resume asks again; after the release it continues from the last completed "
@@ -886,8 +958,8 @@ class Engine:
             raise PausedOut(f"Paused at the unanswered checkpoint '{title}'; the browser was "
                             f"released after {grace:g} s. Resume continues from the last "
                             "completed step")
-        await self._commit(status="running", browser={"lastAction": f"Resumed: {step.label}"},
-                           says=self.journal.entry(
+        await self._set_status("running", {"lastAction": f"Resumed: {step.label}"},
+                               self.journal.entry(
                                "info", f"Resumed by a person; asking again: {title}",
                                step_id=step.id, category="command"))
 
@@ -990,17 +1062,17 @@ class Engine:
         return outcome
 
     async def _paused(self, step: PlanStep, run: _Run) -> str | None:
-        await self._commit(status="paused",
-                           browser={"lastAction": f"Paused before continuing {step.label}"},
-                           says=self.journal.entry("info", "Paused by a person",
+        await self._set_status("paused",
+                               {"lastAction": f"Paused before continuing {step.label}"},
+                               self.journal.entry("info", "Paused by a person",
                                                    category="command", step_id=step.id))
         command = await self._await(frozenset({"resume", "takeover"}))
         assert isinstance(command, Command)
         if command.command == "takeover":
             await self._takeover_session(step, run, then="complete", first=command)
             return "taken_over"
-        await self._commit(status="running", browser={"lastAction": f"Resumed: {step.label}"},
-                           says=self.journal.entry("info", "Resumed by a person",
+        await self._set_status("running", {"lastAction": f"Resumed: {step.label}"},
+                               self.journal.entry("info", "Resumed by a person",
                                                    category="command", step_id=step.id))
         return None
 
@@ -1023,11 +1095,10 @@ class Engine:
         back_to = self.status
         self.browser_state.update(mode="takeover", lastAction="Manual takeover")
         if then == "complete":
-            await self._commit(status="running", step=(step, run.iteration, "running"),
-                               current=step.id, error=None, browser=self.browser_state,
-                               says=taken)
+            await self._start_step(step, run, browser=self.browser_state, new_attempt=False,
+                                   says=taken)
         else:
-            await self._commit(browser=self.browser_state, says=taken)
+            await self._show(self.browser_state, taken)
 
         async def publish() -> None:
             await self._screenshot(step, run, f"{step.id}-takeover")
@@ -1044,21 +1115,19 @@ class Engine:
         if then == "complete":
             self.done.add((step.id, run.iteration))
             await self._screenshot(step, run, step.id, commit=False)
-            await self._commit(status="running", step=(step, run.iteration, "completed"),
-                               step_fields={"result": {"completedBy": "person"}},
-                               browser=self.browser_state, save_variables=True,
-                               says=self.journal.entry(
-                                   "info", "Released; step treated as done by the person: "
-                                   f"{step.label}", category="takeover", step_id=step.id))
+            await self._complete_step(step, run, self.journal.entry(
+                "info", f"Released; step treated as done by the person: {step.label}",
+                category="takeover", step_id=step.id), browser=self.browser_state,
+                result={"completedBy": "person"})
         elif found is None:
-            await self._commit(status=back_to if back_to != "cancelling" else None,
-                               browser=self.browser_state,
-                               says=self.journal.entry(
-                                   "info", "Released; waiting for the checkpoint answer",
-                                   category="takeover", step_id=step.id))
+            released = self.journal.entry("info", "Released; waiting for the checkpoint answer",
+                                          category="takeover", step_id=step.id)
+            if back_to != "cancelling":
+                await self._set_status(back_to, self.browser_state, released)
+            else:
+                await self._show(self.browser_state, released)
         else:
-            await self._commit(browser=self.browser_state,
-                               says=self.journal.entry(
+            await self._show(self.browser_state, self.journal.entry(
                                    "info", "Takeover ended by the checkpoint answer",
                                    category="takeover", step_id=step.id))
         return found
@@ -1080,7 +1149,7 @@ class Engine:
                 self.journal.log("warn", f"Screenshot upload failed: {type(exc).__name__}",
                                  category="browser", step_id=step.id)
         if commit:
-            await self._commit(browser=self.browser_state)
+            await self._show(self.browser_state)
 
     # tasks -------------------------------------------------------------------------------------
     async def _with_recovery(self, step: PlanStep, run: _Run,
@@ -1092,8 +1161,7 @@ class Engine:
             except (PlanError, actions.StepError) as exc:
                 decision = await self._recover(step, run, exc)
                 if decision == "retry":
-                    await self._commit(status="running", step=(step, run.iteration, "running"),
-                                       step_fields={"new_attempt": True}, error=None)
+                    await self._start_step(step, run)
                     continue
                 return None
 
@@ -1108,10 +1176,9 @@ class Engine:
             return
         final = "completed" if answer == "approved" else "skipped"
         self.done.add((step.id, run.iteration))
-        await self._commit(status="running", step=(step, run.iteration, final),
-                           step_fields={"result": {"completedBy": "person"}}, current=step.id,
-                           says=self.journal.entry("info", f"Manual step {final}: {step.label}",
-                                                   step_id=step.id))
+        await self._finish_step(step, run, final, self.journal.entry(
+            "info", f"Manual step {final}: {step.label}", step_id=step.id),
+            result={"completedBy": "person"})
 
     async def _run_task(self, step: PlanStep, run: _Run) -> None:
         auto_retries = 0
@@ -1121,10 +1188,8 @@ class Engine:
         while True:
             attempt += 1
             self.browser_state["lastAction"] = f"Running: {step.label}"
-            await self._commit(status="running", step=(step, run.iteration, "running"),
-                               step_fields={"new_attempt": True}, current=step.id, error=None,
-                               browser=self.browser_state,
-                               says=self.journal.entry(
+            await self._start_step(step, run, browser=self.browser_state,
+                                   says=self.journal.entry(
                                    "info", f"Step started: {step.label}"
                                    + (f" (attempt {attempt})" if attempt > 1 else ""),
                                    step_id=step.id))
@@ -1163,11 +1228,9 @@ class Engine:
         await self._screenshot(step, run, step.id, commit=False)
         self._progress = max(self._progress, self._step_end)  # the completion shows its share
         # the line goes with the write: if the write is abandoned, the log must not say so
-        await self._commit(status="running", step=(step, run.iteration, "completed"),
-                           step_fields={"result": result or None, "locator": locator},
-                           browser=self.browser_state, save_variables=True,
-                           says=self.journal.entry("info", f"Step completed: {step.label}",
-                                                   step_id=step.id))
+        await self._complete_step(step, run, self.journal.entry(
+            "info", f"Step completed: {step.label}", step_id=step.id),
+            browser=self.browser_state, result=result or None, locator=locator)
 
     async def _by_policy(self, step: PlanStep, run: _Run, exc: BaseException,
                          policy: RecoveryPolicy, tries: _Tries) -> str:
@@ -1205,11 +1268,9 @@ class Engine:
             what = ("Step skipped" if action == "skip" or run.iteration == 0
                     else "Step skipped with the rest of this item")
             self.done.add((step.id, run.iteration))
-            await self._commit(status="running", step=(step, run.iteration, "skipped"),
-                               step_fields={"error": message}, error=None,
-                               says=self.journal.entry(
-                                   "warn", f"{what} by its error handler: {message}",
-                                   step_id=step.id, category="error"))
+            await self._skip_step(step, run, self.journal.entry(
+                "warn", f"{what} by its error handler: {message}", step_id=step.id,
+                category="error"), error=message, clear_error=True)
             if action == "next_item" and run.iteration != 0:
                 raise NextItem("abandoned by its error handler")
             return "skip"
@@ -1237,10 +1298,7 @@ class Engine:
             self.journal.log("error", message, step_id=step.id, category="error")
         self.browser_state["lastAction"] = f"Failed: {step.label}"
         await self._screenshot(step, run, f"{step.id}-error", commit=False)
-        await self._commit(event="error", status="waiting_recovery",
-                           step=(step, run.iteration, "failed"),
-                           step_fields={"error": message}, current=step.id, error=error,
-                           browser=self.browser_state)
+        await self._fail_step(step, run, message, error)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + delay if delay is not None else None
         while True:
@@ -1262,10 +1320,9 @@ class Engine:
                 return "retry"
             if got.command == "skip":
                 self.done.add((step.id, run.iteration))
-                await self._commit(status="running", step=(step, run.iteration, "skipped"),
-                                   error=None, says=self.journal.entry(
-                                       "info", f"Step skipped by a person: {step.label}",
-                                       step_id=step.id, category="command"))
+                await self._skip_step(step, run, self.journal.entry(
+                    "info", f"Step skipped by a person: {step.label}", step_id=step.id,
+                    category="command"), clear_error=True)
                 return "skip"
             await self._takeover_session(step, run, then="complete", first=got)
             return "done"
@@ -1402,10 +1459,11 @@ class Engine:
 
     async def _write_completed(self, outcome: Outcome) -> None:
         self._progress = 1.0
-        await self._commit(event="execution_complete", status="completed", current=None,
-                           browser={**self.browser_state, "lastAction": "Completed"},
-                           error=None, save_variables=True,
-                           says=self.journal.entry("info", outcome.message))
+        await self._write({"status": "completed", "current_step_id": None, "error": None,
+                           "browser": {**self.browser_state, "lastAction": "Completed"},
+                           "variables": self.variables},
+                          event="execution_complete",
+                          says=self.journal.entry("info", outcome.message))
 
     async def _write_cancelled(self, outcome: Outcome) -> None:
         """cancelling -> cancelled (via cancelling when the stop came as a command or a
@@ -1437,8 +1495,8 @@ class Engine:
     async def _hand_back(self, outcome: Outcome) -> None:
         """Say so; its steps stay as they are, and the lease ends once the heartbeat stopped
         (`run`), so the sweeper resumes it."""
-        await self._commit(browser={**self.browser_state, "lastAction": "Handed back"},
-                           says=self.journal.entry(
+        await self._show({**self.browser_state, "lastAction": "Handed back"},
+                         self.journal.entry(
                                "warn", f"{outcome.message}: the execution is handed back and "
                                "resumes from its last completed step"))
 
@@ -1447,10 +1505,11 @@ class Engine:
         continues from the last completed step (offered in `error.recovery_options`, so a
         client shows the button)."""
         error = {"message": outcome.message, "recovery_options": list(RESUME_OPTIONS)}
-        await self._commit(browser={**self.browser_state, "mode": "released",
-                                    "lastAction": "Paused; browser released"}, error=error,
-                           says=self.journal.entry("warn", outcome.message,
-                                                   category="checkpoint"))
+        await self._write({"browser": {**self.browser_state, "mode": "released",
+                                       "lastAction": "Paused; browser released"},
+                           "error": error},
+                          says=self.journal.entry("warn", outcome.message,
+                                                  category="checkpoint"))
 
     async def _write_failed(self, outcome: Outcome) -> None:
         error = {"message": outcome.message, "recovery_options": list(RESUME_OPTIONS)}
@@ -1459,9 +1518,10 @@ class Engine:
         def fail(conn: Connection) -> None:
             store.fail_open_steps(conn, self.execution_id, message)
 
-        await self._commit(event="execution_complete", status="failed", error=error,
-                           browser={**self.browser_state, "lastAction": "Failed"}, extra=fail,
-                           says=self.journal.entry("error", outcome.message))
+        await self._write_with(fail, {"status": "failed", "error": error,
+                                      "browser": {**self.browser_state, "lastAction": "Failed"}},
+                               event="execution_complete",
+                               says=self.journal.entry("error", outcome.message))
 
 
 def compute_resolver(resolver: Any) -> Any | None:

@@ -58,6 +58,21 @@ from aef.store import runner as store
 from runner import actions
 from runner.browser import BrowserSession, capture_jpeg, open_browser
 from runner.control import Command, Control, Stopped, listen_url
+from runner.flow import (
+    DEFAULT_ANSWER,
+    AfterTakeover,
+    Answer,
+    Between,
+    EndOfPlan,
+    NextItem,
+    Outcome,
+    OutcomeStatus,
+    PausedOut,
+    PlanError,
+    Recovery,
+    Rejected,
+    StoppedByPolicy,
+)
 from runner.grounding import build_resolver, match_summary
 from runner.journal import Journal
 from runner.lease import Lease, LeaseLost, NotClaimable
@@ -84,50 +99,6 @@ RECOVERY_OPTIONS: Final = (
 RESUME_OPTIONS: Final = (
     {"action": "resume", "label": "Resume from the last completed step"},
 )
-CHECKPOINT_DEFAULT_OUTCOME: Final = {"approve": "approved", "reject": "rejected",
-                                     "skip": "skipped", "pause": "paused"}
-
-
-# --- control flow signals -------------------------------------------------------------------
-class Rejected(Exception):
-    """A checkpoint was rejected (or expired with reject): the execution ends `cancelled`."""
-
-    def __init__(self, step_id: str, iteration: int, title: str, expired: bool) -> None:
-        super().__init__(title)
-        self.step_id, self.iteration, self.title, self.expired = step_id, iteration, title, expired
-
-
-class NextItem(Exception):
-    """The rest of this loop item is given up (skipped at its checkpoint, or abandoned by a
-    step's error handler, `next_item`): the loop goes on with the next item."""
-
-    def __init__(self, why: str = "skipped at its checkpoint") -> None:
-        super().__init__(why)
-        self.why = why
-
-
-class PausedOut(Exception):
-    """Nobody answered a checkpoint (timeout action `pause`) nor resumed within the grace
-    period: close the browser, leave the execution `paused`, release the lease."""
-
-
-class EndOfPlan(Exception):
-    """An `end` step was reached: the run is complete."""
-
-
-class PlanError(Exception):
-    """A structural problem a person can fix by retrying or skipping (e.g. a missing list)."""
-
-
-class StoppedByPolicy(Exception):
-    """A step's recovery policy (`stop`) fails the execution."""
-
-
-@dataclass(frozen=True)
-class Outcome:
-    status: str  # completed | cancelled | failed | paused | lost
-    message: str
-    error: Mapping[str, Any] | None = None
 
 
 # --- redaction --------------------------------------------------------------------------------
@@ -306,7 +277,7 @@ class Engine:
             row = await self.lease.claim()
         except NotClaimable as exc:
             log.error("not claimed: %s", exc.detail)
-            return Outcome("lost", exc.detail)
+            return Outcome(OutcomeStatus.LOST, exc.detail)
         self._saw_status(str(row["status"]))
         self.lease.start()
         await self.control.start()
@@ -326,9 +297,9 @@ class Engine:
             if self._log_filter is not None:  # a pool worker's next execution has other secrets
                 for handler in logging.getLogger().handlers:
                     handler.removeFilter(self._log_filter)
-        if outcome.status == "paused":  # after the heartbeat stopped: it would renew it
+        if outcome.status == OutcomeStatus.PAUSED:  # after the heartbeat stopped (it renews)
             await self._release_lease()
-        elif outcome.status == "handed_back":  # likewise: the sweeper takes it from here
+        elif outcome.status == OutcomeStatus.HANDED_BACK:  # likewise; the sweeper takes over
             try:
                 await self._query(lambda c: store.hand_back_lease(c, self.execution_id,
                                                                   self.lease.runner_id))
@@ -350,7 +321,8 @@ class Engine:
             async with asyncio.timeout(limit):
                 return await self._run_claimed(row)
         except TimeoutError:
-            return Outcome("failed", f"The execution exceeded its time limit of {limit} s")
+            return Outcome(OutcomeStatus.FAILED,
+                           f"The execution exceeded its time limit of {limit} s")
         finally:
             watcher.cancel()
 
@@ -363,7 +335,7 @@ class Engine:
         try:
             await self._load(row)
         except (PlanError, ValidationError) as exc:
-            return Outcome("failed", f"The document cannot be run: {exc}")
+            return Outcome(OutcomeStatus.FAILED, f"The document cannot be run: {exc}")
         try:
             work_dir = Path(self.settings.work_dir) / self.execution_id
             async with self._browser(work_dir, self._on_block) as session:
@@ -374,28 +346,29 @@ class Engine:
                     self.session = None
         except Stopped:
             if self.lease.lost.is_set():
-                return Outcome("lost", "Another runner holds this execution")
+                return Outcome(OutcomeStatus.LOST, "Another runner holds this execution")
             if self._handed_back is not None and self.status != "cancelling":
-                return Outcome("handed_back", self._handed_back)
+                return Outcome(OutcomeStatus.HANDED_BACK, self._handed_back)
             if self._terminated is not None and self.status != "cancelling":
-                return Outcome("failed", self._terminated)
-            return Outcome("cancelled", "Execution stopped on request")
+                return Outcome(OutcomeStatus.FAILED, self._terminated)
+            return Outcome(OutcomeStatus.CANCELLED, "Execution stopped on request")
         except PausedOut as exc:
-            return Outcome("paused", str(exc))
+            return Outcome(OutcomeStatus.PAUSED, str(exc))
         except Rejected as exc:
             how = "expired (default: reject)" if exc.expired else "was rejected"
-            return Outcome("cancelled", f"Checkpoint '{exc.title}' {how}; execution cancelled",
+            return Outcome(OutcomeStatus.CANCELLED,
+                           f"Checkpoint '{exc.title}' {how}; execution cancelled",
                            {"stepId": exc.step_id, "iteration": exc.iteration})
         except LeaseLost:
-            return Outcome("lost", "Another runner holds this execution")
+            return Outcome(OutcomeStatus.LOST, "Another runner holds this execution")
         except StoppedByPolicy as exc:
-            return Outcome("failed", str(exc))
+            return Outcome(OutcomeStatus.FAILED, str(exc))
         except Exception as exc:
             if isinstance(exc, TimeoutError):
                 raise
             trace = "".join(traceback.format_exception(exc))
             log.error("execution failed\n%s", self.secrets.text(trace))
-            return Outcome("failed", f"The runner failed: {type(exc).__name__}: {exc}")
+            return Outcome(OutcomeStatus.FAILED, f"The runner failed: {type(exc).__name__}: {exc}")
 
     async def _load(self, row: Mapping[str, Any]) -> None:
         def read(conn: Connection) -> tuple[Any, ...]:
@@ -478,7 +451,7 @@ class Engine:
                 await self._visit(step, _Run(), weight)
         except EndOfPlan:
             pass
-        return Outcome("completed", "Execution completed")
+        return Outcome(OutcomeStatus.COMPLETED, "Execution completed")
 
     async def _return_to(self, url: str) -> None:
         """Open the page a released pause left (through the network guard, like any
@@ -659,7 +632,7 @@ class Engine:
                                    step_id=step.id, category="command"))
             self._progress = start + weight
             return
-        if await self._between(step, run) != "taken_over":  # else a person did this step
+        if await self._between(step, run) != Between.TAKEN_OVER:  # else a person did this step
             self._step_end = start + weight
             await self._run_step(step, run, weight)
         self._progress = start + weight
@@ -671,7 +644,7 @@ class Engine:
                                      step.checkpoint.description,
                                      step.checkpoint.timeout_seconds,
                                      step.checkpoint.default_action, covered=covered)
-            if answer == "skipped":
+            if answer == Answer.SKIPPED:
                 await self._skip_unit(step, run, covered)
                 return
         if step.recovery is not None and step.kind in ("compound", "loop", "decision"):
@@ -821,11 +794,11 @@ class Engine:
                 spec.description if spec else decision.question,
                 spec.timeout_seconds if spec else self.config.checkpoint_timeout,
                 spec.default_action if spec else "reject", decision=True)
-            if answer == "skipped":
+            if answer == Answer.SKIPPED:
                 await self._skip_step(step, run, self.journal.entry(
                     "info", f"Decision skipped: {step.label}", step_id=step.id))
                 return
-            branch = "yes" if answer == "approved" else "no"
+            branch = "yes" if answer == Answer.APPROVED else "no"
             self.journal.log("info", f"Decision '{decision.question}': {branch} (answered by "
                              "a person)", step_id=step.id, category="decision")
         self.results[key] = {"branch": branch}
@@ -840,7 +813,7 @@ class Engine:
     async def _ask(self, step: PlanStep, run: _Run, checkpoint_type: str, title: str,
                    description: str | None, timeout_seconds: int, default_action: str, *,
                    decision: bool = False, manual: bool = False,
-                   covered: list[PlanStep] | None = None) -> str:
+                   covered: list[PlanStep] | None = None) -> Answer:
         """Ask before the step runs; returns approved | skipped (| rejected for a decision).
 
         A rejection ends the execution (raises Rejected) except on a decision, where it is
@@ -855,22 +828,22 @@ class Engine:
             row = await self._ask_once(step, run, checkpoint_type, title, description,
                                        timeout_seconds, default_action, manual=manual,
                                        preview=preview, choices=choices)
-            status = str(row["status"])
-            expired = status == "expired"
+            expired = row["status"] == "expired"
             if expired:
-                status = CHECKPOINT_DEFAULT_OUTCOME[str(row["default_action"])]
+                answer = DEFAULT_ANSWER[str(row["default_action"])]
                 self.journal.log("warn", f"Checkpoint expired; default action: "
                                  f"{row['default_action']}", step_id=step.id,
                                  category="checkpoint")
             else:
-                self.journal.log("info", f"Checkpoint {status}: {title}", step_id=step.id,
+                answer = Answer(str(row["status"]))
+                self.journal.log("info", f"Checkpoint {answer}: {title}", step_id=step.id,
                                  category="checkpoint")
-            if status == "paused":
+            if answer == Answer.PAUSED:
                 await self._pause_unanswered(step, run, title, timeout_seconds)
                 continue
-            if status == "rejected" and not decision:
+            if answer == Answer.REJECTED and not decision:
                 raise Rejected(step.id, run.iteration, title, expired)
-            return status
+            return answer
 
     async def _ask_once(self, step: PlanStep, run: _Run, checkpoint_type: str, title: str,
                         description: str | None, timeout_seconds: int, default_action: str, *,
@@ -906,7 +879,7 @@ class Engine:
         while row is None:
             got = await self._await(accept, check=answered)
             if isinstance(got, Command):  # a manual step: the person works in the browser
-                row = await self._takeover_session(step, run, then="checkpoint",
+                row = await self._takeover_session(step, run, then=AfterTakeover.CHECKPOINT,
                                                    until=answered, first=got)
             else:
                 row = got
@@ -1037,16 +1010,16 @@ class Engine:
         self.journal.log("info", f"Manual input: {described}", category="takeover",
                          step_id=step_id)
 
-    async def _between(self, step: PlanStep, run: _Run) -> str | None:
+    async def _between(self, step: PlanStep, run: _Run) -> Between | None:
         """Between two actions (and two steps): honour stop, pause and takeover.
 
-        Returns "taken_over" when a person took over and released: the step is then done.
+        Returns TAKEN_OVER when a person took over and released: the step is then done.
         """
         if self.control.stop_requested:
             raise Stopped()
         if not self.control.commands_hint:
             return None
-        outcome: str | None = None
+        outcome: Between | None = None
         for command in await self.control.fetch():
             if command.command == "stop":
                 await self._stop_command(command)
@@ -1055,13 +1028,13 @@ class Engine:
                 outcome = await self._paused(step, run) or outcome
             elif command.command == "takeover" and outcome is None:
                 await self.control.finish(command, "done")
-                await self._takeover_session(step, run, then="complete", first=command)
-                outcome = "taken_over"
+                await self._takeover_session(step, run, then=AfterTakeover.COMPLETE, first=command)
+                outcome = Between.TAKEN_OVER
             else:
                 await self._refuse(command)
         return outcome
 
-    async def _paused(self, step: PlanStep, run: _Run) -> str | None:
+    async def _paused(self, step: PlanStep, run: _Run) -> Between | None:
         await self._set_status("paused",
                                {"lastAction": f"Paused before continuing {step.label}"},
                                self.journal.entry("info", "Paused by a person",
@@ -1069,15 +1042,15 @@ class Engine:
         command = await self._await(frozenset({"resume", "takeover"}))
         assert isinstance(command, Command)
         if command.command == "takeover":
-            await self._takeover_session(step, run, then="complete", first=command)
-            return "taken_over"
+            await self._takeover_session(step, run, then=AfterTakeover.COMPLETE, first=command)
+            return Between.TAKEN_OVER
         await self._set_status("running", {"lastAction": f"Resumed: {step.label}"},
                                self.journal.entry("info", "Resumed by a person",
                                                    category="command", step_id=step.id))
         return None
 
     # manual takeover ---------------------------------------------------------------------------
-    async def _takeover_session(self, step: PlanStep, run: _Run, *, then: str,
+    async def _takeover_session(self, step: PlanStep, run: _Run, *, then: AfterTakeover,
                                 until: Callable[[], Awaitable[T | None]] | None = None,
                                 first: Command | None = None) -> T | None:
         """A person drives the browser until `release` (or until `until()` returns something,
@@ -1086,15 +1059,15 @@ class Engine:
         `first` is the takeover command; the API may carry the first input in it
         (`{"action": "takeover", "input": {...}}`), which is applied at once.
 
-        then="complete": the step is treated as done by the person (completed) and the run
-        continues; then="checkpoint": back to waiting on the step's checkpoint.
+        `then` (AfterTakeover): COMPLETE, the step is treated as done by the person (completed)
+        and the run goes on; CHECKPOINT, back to waiting on the step's checkpoint.
         """
         assert self.session is not None
         taken = self.journal.entry("info", "Manual takeover: a person controls the browser",
                                    category="takeover", step_id=step.id)
         back_to = self.status
         self.browser_state.update(mode="takeover", lastAction="Manual takeover")
-        if then == "complete":
+        if then == AfterTakeover.COMPLETE:
             await self._start_step(step, run, browser=self.browser_state, new_attempt=False,
                                    says=taken)
         else:
@@ -1112,7 +1085,7 @@ class Engine:
         found = None if isinstance(got, Command) else got
         self.browser_state.update(mode="automatic", currentUrl=self.page.url,
                                   lastAction="Released by the person")
-        if then == "complete":
+        if then == AfterTakeover.COMPLETE:
             self.done.add((step.id, run.iteration))
             await self._screenshot(step, run, step.id, commit=False)
             await self._complete_step(step, run, self.journal.entry(
@@ -1160,7 +1133,7 @@ class Engine:
                 return fn()
             except (PlanError, actions.StepError) as exc:
                 decision = await self._recover(step, run, exc)
-                if decision == "retry":
+                if decision == Recovery.RETRY:
                     await self._start_step(step, run)
                     continue
                 return None
@@ -1174,7 +1147,7 @@ class Engine:
             spec.default_action if spec else "reject", manual=True)
         if (step.id, run.iteration) in self.done:  # completed through a takeover
             return
-        final = "completed" if answer == "approved" else "skipped"
+        final = "completed" if answer == Answer.APPROVED else "skipped"
         self.done.add((step.id, run.iteration))
         await self._finish_step(step, run, final, self.journal.entry(
             "info", f"Manual step {final}: {step.label}", step_id=step.id),
@@ -1207,14 +1180,14 @@ class Engine:
                 else:
                     decision = await self._recover(step, run, exc)
             else:
-                if outcome != "taken_over":
+                if outcome != Between.TAKEN_OVER:
                     await self._complete_task(step, run, outcome)
                 return
-            if decision != "retry":
+            if decision != Recovery.RETRY:
                 return
 
     async def _complete_task(self, step: PlanStep, run: _Run,
-                             outcome: StepOutcome | str) -> None:
+                             outcome: StepOutcome | Between) -> None:
         result: dict[str, Any] = {}
         locator = None
         if isinstance(outcome, StepOutcome):
@@ -1233,7 +1206,7 @@ class Engine:
             browser=self.browser_state, result=result or None, locator=locator)
 
     async def _by_policy(self, step: PlanStep, run: _Run, exc: BaseException,
-                         policy: RecoveryPolicy, tries: _Tries) -> str:
+                         policy: RecoveryPolicy, tries: _Tries) -> Recovery:
         """The step's error handler (its own or the innermost enclosing one) decides:
         retries with its backoff, then `onFailure` (aef.models.RecoveryPolicy). Returns
         retry | skip | done like `_recover`, or raises NextItem / StoppedByPolicy."""
@@ -1248,7 +1221,7 @@ class Engine:
                              category="error")
             loop = asyncio.get_running_loop()
             await self._await(frozenset(), deadline=loop.time() + delay, step_id=step.id)
-            return "retry"
+            return Recovery.RETRY
         action = policy.on_failure or "escalate"
         if action == "fallback" and not tries.fallback_done:
             tries.fallback_done = True
@@ -1263,7 +1236,7 @@ class Engine:
                 raise
             except Exception as fallback_exc:
                 return await self._recover(step, run, fallback_exc, hint=policy.instruction)
-            return "retry"
+            return Recovery.RETRY
         if action in ("skip", "next_item"):
             what = ("Step skipped" if action == "skip" or run.iteration == 0
                     else "Step skipped with the rest of this item")
@@ -1273,14 +1246,14 @@ class Engine:
                 category="error"), error=message, clear_error=True)
             if action == "next_item" and run.iteration != 0:
                 raise NextItem("abandoned by its error handler")
-            return "skip"
+            return Recovery.SKIP
         if action == "stop":
             raise StoppedByPolicy(f"Step {step.label!r} failed and its error handler stops the "
                                   f"execution: {message}")
         return await self._recover(step, run, exc, hint=policy.instruction)
 
     async def _recover(self, step: PlanStep, run: _Run, exc: BaseException, *,
-                       auto_retry: int = 0, hint: str | None = None) -> str:
+                       auto_retry: int = 0, hint: str | None = None) -> Recovery:
         """Hard error (or an announced auto-retry): ask the person; returns retry | skip | done.
         `hint`: what the step's error handler tells the person to do."""
         message = self._describe(exc)
@@ -1307,7 +1280,7 @@ class Engine:
             if got is None:
                 self.journal.log("info", "Retrying automatically", step_id=step.id,
                                  category="error")
-                return "retry"
+                return Recovery.RETRY
             assert isinstance(got, Command)
             if got.command == "run_step" and got.step_id not in (None, step.id):
                 self.journal.log("warn", f"Cannot run {got.step_id} while {step.id} waits for "
@@ -1317,15 +1290,15 @@ class Engine:
             if got.command in ("retry", "run_step"):
                 self.journal.log("info", "Retry requested by a person", step_id=step.id,
                                  category="command")
-                return "retry"
+                return Recovery.RETRY
             if got.command == "skip":
                 self.done.add((step.id, run.iteration))
                 await self._skip_step(step, run, self.journal.entry(
                     "info", f"Step skipped by a person: {step.label}", step_id=step.id,
                     category="command"), clear_error=True)
-                return "skip"
-            await self._takeover_session(step, run, then="complete", first=got)
-            return "done"
+                return Recovery.SKIP
+            await self._takeover_session(step, run, then=AfterTakeover.COMPLETE, first=got)
+            return Recovery.DONE
 
     def _describe(self, exc: BaseException) -> str:
         text = str(exc) or type(exc).__name__
@@ -1335,7 +1308,7 @@ class Engine:
 
     # actions -----------------------------------------------------------------------------------
     async def _perform_step(self, step: PlanStep, run: _Run,
-                            attempt: int) -> StepOutcome | str:
+                            attempt: int) -> StepOutcome | Between:
         """The step's actions in order, honouring stop/pause/takeover between two of them."""
         if step.method == "resolver" and step.compute is not None:
             return await self._compute(step, step.compute, run)
@@ -1347,8 +1320,8 @@ class Engine:
         outcome = StepOutcome()
         cached = await self._cached_locator(step)
         for index, action in enumerate(todo):
-            if await self._between(step, run) == "taken_over":
-                return "taken_over"
+            if await self._between(step, run) == Between.TAKEN_OVER:
+                return Between.TAKEN_OVER
             self.browser_state["lastAction"] = describe_action(action)
             hint = cached.get(str(index)) if cached else None
             result = await self._perform(action, run, hint, attempt)
@@ -1364,8 +1337,8 @@ class Engine:
             if result.variable:
                 self.variables[result.variable] = result.value
                 outcome.variables[result.variable] = result.value
-        if await self._between(step, run) == "taken_over":
-            return "taken_over"
+        if await self._between(step, run) == Between.TAKEN_OVER:
+            return Between.TAKEN_OVER
         return outcome
 
     async def _compute(self, step: PlanStep, spec: ComputeSpec, run: _Run) -> StepOutcome:
@@ -1436,24 +1409,25 @@ class Engine:
     # the end -----------------------------------------------------------------------------------
     async def _finish(self, outcome: Outcome) -> None:
         """Write the final state after the browser is closed."""
-        if outcome.status == "lost":
+        if outcome.status == OutcomeStatus.LOST:
             log.error("stopping without a final write: %s", outcome.message)
             return
-        if outcome.status == "handed_back":
+        if outcome.status == OutcomeStatus.HANDED_BACK:
             await self._hand_back(outcome)
             return
         self.browser_state.update(isReady=False, mode="closed")
         try:
-            if outcome.status == "completed":
+            if outcome.status == OutcomeStatus.COMPLETED:
                 await self._write_completed(outcome)
-            elif outcome.status == "cancelled":
+            elif outcome.status == OutcomeStatus.CANCELLED:
                 await self._write_cancelled(outcome)
-            elif outcome.status == "paused":
+            elif outcome.status == OutcomeStatus.PAUSED:
                 await self._write_released(outcome)
             else:
                 await self._write_failed(outcome)
         except Stopped:  # a stop raced the final write (the row is `cancelling`)
-            await self._write_cancelled(Outcome("cancelled", "Execution stopped on request"))
+            await self._write_cancelled(Outcome(OutcomeStatus.CANCELLED,
+                                                "Execution stopped on request"))
         except LeaseLost as exc:
             log.error("no final write: %s", exc.detail)
 
@@ -1592,8 +1566,3 @@ async def run_execution(settings: Settings, execution_id: str, runner_token: str
     engine = Engine(settings, db or get_database(), execution_id, runner_token,
                     screenshots=screenshots, runner_id=runner_id)
     return await engine.run()
-
-
-def exit_code(outcome: Outcome) -> int:
-    """0 completed, cancelled or paused, 1 failed, 2 not claimed / lease lost."""
-    return {"completed": 0, "cancelled": 0, "paused": 0, "failed": 1}.get(outcome.status, 2)

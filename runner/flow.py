@@ -9,9 +9,45 @@ once released (`AfterTakeover`).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
+
+from aef.models import RecoveryPolicy
+
+LOOP_STRIDE: Final = 10_000
+
+
+# --- what a step run carries down the plan tree -------------------------------------------------
+@dataclass
+class StepRun:
+    """What one step run carries down the tree."""
+
+    iteration: int = 0
+    scope: dict[str, Any] = field(default_factory=dict)
+    recovery: RecoveryPolicy | None = None  # the innermost enclosing step's policy
+
+
+def lookup(path: str, *scopes: Mapping[str, Any]) -> Any:
+    """A dotted path (`email.id`, `emails.0.subject`) in the first scope that has its head."""
+    head, *rest = path.split(".")
+    for scope in scopes:
+        if head in scope:
+            value = scope[head]
+            for part in rest:
+                if isinstance(value, Mapping) and part in value:
+                    value = value[part]
+                elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+                    value = value[int(part)]
+                else:
+                    raise KeyError(path)
+            return value
+    raise KeyError(path)
+
+
+def iteration_number(parent: int, index: int) -> int:
+    """Unique, stable iteration numbers for nested loops (index is 1-based)."""
+    return parent * LOOP_STRIDE + index
 
 
 # --- answers between the engine's parts -------------------------------------------------------

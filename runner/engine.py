@@ -141,18 +141,18 @@ class Engine(StepRunner):
                                retry_seconds=settings.lease_seconds / 2)
         self.status = "queued"
         self.config = AefConfig()
-        self.plan: list[PlanStep] = []
-        self.variables: dict[str, Any] = {}
-        self.done: set[tuple[str, int]] = set()
-        self.results: dict[tuple[str, int], dict[str, Any]] = {}
+        self.plan = []
+        self.variables = {}
+        self.done = set()
+        self.results = {}
         self.step_ids: set[str] | None = None
         self.resume_target: str | None = None
-        self.session: BrowserSession | None = None
-        self.browser_state: dict[str, Any] = {}
+        self.session = None
+        self.browser_state = {}
         self._progress = 0.0
         self._step_end = 0.0  # the progress the step being run reaches when it completes
         self._unit = 0.0
-        self._locators: dict[str, dict[str, Any]] = {}
+        self._locators = {}
         self._terminated: str | None = None
         self.preskip: set[str] = set()
         # steps a checkpoint's skip covered, skipped when reached: (step id, iteration)

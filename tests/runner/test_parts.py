@@ -12,7 +12,7 @@ from aef.db import Database
 from aef.settings import Settings
 from aef.storage import ScreenshotStore, screenshot_key
 from runner.control import Control, wake_channel
-from runner.engine import iteration_number, lookup
+from runner.flow import iteration_number, lookup
 from tests.integration.factories import admin_connection, create_user
 from tests.runner.helpers import make_execution, request_stop, send_command, task
 from tests.waiting import until

@@ -35,11 +35,10 @@ import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import quote, quote_plus
 
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import Frame, Keyboard, Locator, Page
@@ -58,11 +57,11 @@ from runner.grounding import (
     locator_from_cached,
     match_summary,
 )
+from runner.redaction import MASK, Redactor, templatize
 from runner.safety import BLOCK_HEADER, NetworkGuard
 
 log = logging.getLogger("runner.actions")
 
-MASK = "\u2022" * 6  # what a secret looks like in every message
 DEFAULT_TIMEOUT_MS = 10_000.0
 MAX_PLAIN_WAIT_MS = 60_000.0
 ACTION_TYPES = (
@@ -103,51 +102,6 @@ class NeedsHuman(StepError):
 
 class Blocked(StepError):
     status, code, title = 403, "blocked", "Blocked by the network guard"
-
-
-# --------------------------------------------------------------------------- redaction
-
-
-class Redactor:
-    """Replaces every secret (and its URL/JSON-encoded forms) with ``••••••``."""
-
-    def __init__(self, secrets: Iterable[str] | Mapping[str, str] = ()) -> None:
-        values = secrets.values() if isinstance(secrets, Mapping) else secrets
-        forms: set[str] = set()
-        for raw in values:
-            if not isinstance(raw, str) or not raw:
-                continue
-            forms.update({raw, quote(raw, safe=""), quote_plus(raw), json.dumps(raw)[1:-1]})
-        self._forms = sorted((f for f in forms if f), key=len, reverse=True)
-
-    def redact(self, text: Any) -> str:
-        out = text if isinstance(text, str) else str(text)
-        for form in self._forms:
-            if form in out:
-                out = out.replace(form, MASK)
-        return out
-
-    def redact_value(self, value: Any) -> Any:
-        """Redact strings inside lists/dicts (extracted values, result payloads)."""
-        if isinstance(value, str):
-            return self.redact(value)
-        if isinstance(value, list):
-            return [self.redact_value(v) for v in value]
-        if isinstance(value, dict):
-            return {k: self.redact_value(v) for k, v in value.items()}
-        return value
-
-    def logging_filter(self) -> logging.Filter:
-        """A filter for the engine's handlers: redacts the formatted message of each record."""
-        redactor = self
-
-        class _Filter(logging.Filter):
-            def filter(self, record: logging.LogRecord) -> bool:
-                record.msg = redactor.redact(record.getMessage())
-                record.args = None
-                return True
-
-        return _Filter()
 
 
 # --------------------------------------------------------------------------- action model
@@ -1054,22 +1008,6 @@ async def _act(page: Page, act: Action, ctx: ActionContext,
                          f"({resolution.source}, confidence {resolution.confidence:.2f}"
                          f"{match_summary(resolution.match)})")
     return await perform_resolution(page, resolution, ctx, timeout_ms=_timeout(act, ctx))
-
-
-def templatize(value: Any, secrets: Mapping[str, str]) -> Any:
-    """Put ``{{name}}`` back where a secret's value appears, so a cached resolution (stored in
-    the database) never holds a secret yet still replays."""
-    if isinstance(value, str):
-        for name, secret in sorted(secrets.items(), key=lambda kv: len(str(kv[1])),
-                                   reverse=True):
-            if secret:
-                value = value.replace(str(secret), "{{" + name + "}}")
-        return value
-    if isinstance(value, dict):
-        return {k: templatize(v, secrets) for k, v in value.items()}
-    if isinstance(value, list):
-        return [templatize(v, secrets) for v in value]
-    return value
 
 
 async def perform_resolution(

@@ -60,6 +60,7 @@ from runner.control import Command, Control, Stopped, listen_url
 from runner.grounding import build_resolver, match_summary
 from runner.lease import Lease, LeaseLost, NotClaimable
 from runner.preview import build_preview, covered_steps, outlined_screenshot
+from runner.redaction import Secrets
 from runner.retry import (
     RETRY_FIRST_DELAY,
     RETRY_MAX_DELAY,
@@ -132,28 +133,6 @@ class Outcome:
     status: str  # completed | cancelled | failed | paused | lost
     message: str
     error: Mapping[str, Any] | None = None
-
-
-# --- redaction --------------------------------------------------------------------------------
-class Secrets:
-    """The execution's secret values and a deep redactor for everything written out."""
-
-    def __init__(self, values: Mapping[str, str]) -> None:
-        self.values = dict(values)
-        self._redactor = actions.Redactor(self.values)
-
-    def text(self, value: str) -> str:
-        return self._redactor.redact(value)
-
-    def deep(self, value: Any) -> Any:
-        """Strings anywhere in a JSON-like value, keys included."""
-        if isinstance(value, str):
-            return self.text(value)
-        if isinstance(value, Mapping):
-            return {self.text(str(k)): self.deep(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [self.deep(v) for v in value]
-        return value
 
 
 # --- the journal: every write, each state change with its event -------------------------------

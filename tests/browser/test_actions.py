@@ -17,11 +17,9 @@ from aef.models import Action as WireAction
 from aef.settings import Settings
 from runner import browser as browser_module
 from runner.actions import (
-    MASK,
     ActionContext,
     Blocked,
     NeedsHuman,
-    Redactor,
     StepError,
     TransientError,
     VerificationFailed,
@@ -30,6 +28,7 @@ from runner.actions import (
     perform,
 )
 from runner.browser import BrowserSession, capture_jpeg, open_browser, process_alive
+from runner.redaction import MASK, Redactor
 from tests.browser.conftest import PageServer, local_resolve, loopback_settings
 
 pytestmark = pytest.mark.browser

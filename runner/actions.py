@@ -43,8 +43,10 @@ from typing import Any, Final
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import Frame, Keyboard, Locator, Page
 from playwright.async_api import TimeoutError as PlaywrightTimeoutError
+from pydantic import ValidationError
 
 from aef.errors import AefError
+from aef.models import ACTION_TYPES, Action
 from aef.url_policy import GuardPolicy, Verdict, check_url
 from runner.grounding import (
     ChainResolver,
@@ -64,10 +66,6 @@ log = logging.getLogger("runner.actions")
 
 DEFAULT_TIMEOUT_MS = 10_000.0
 MAX_PLAIN_WAIT_MS = 60_000.0
-ACTION_TYPES = (
-    "navigate", "click", "fill", "type", "select", "check", "uncheck", "press", "scroll",
-    "wait", "extract", "verify", "upload", "download", "act",
-)
 _LOAD_STATES = ("load", "domcontentloaded", "networkidle", "commit")
 
 
@@ -106,58 +104,30 @@ class Blocked(StepError):
 
 # --------------------------------------------------------------------------- action model
 
-_FIELD_ALIASES = {
-    "timeoutMs": "timeout_ms",
-    "urlContains": "url_contains",
-    "credentialField": "credential_field",
-}
-
-
-@dataclass(frozen=True)
-class Action:
-    """The plan ``Action`` as the runner reads it (snake_case, everything optional)."""
-
-    type: str
-    selector: str | None = None
-    url: str | None = None
-    value: Any = None
-    key: str | None = None
-    instruction: str | None = None
-    timeout_ms: float | None = None
-    url_contains: str | None = None
-    variable: str | None = None
-    attribute: str | None = None
-    many: bool = False
-    pattern: str | None = None
-    state: str | None = None
-    credential_field: str | None = None
-    schema: Any = None
-
 
 def normalize_action(action: Any) -> Action:
-    """Accept ``aef.models.Action`` (pydantic), a camelCase or snake_case dict, or Action."""
+    """The plan's ``aef.models.Action`` as is; a camelCase or snake_case dict (or another
+    pydantic model) is read into one. A type is case-insensitive; a bad action is a StepError."""
     if isinstance(action, Action):
         return action
     if hasattr(action, "model_dump"):
         data = action.model_dump(by_alias=True, exclude_none=True)
     elif isinstance(action, Mapping):
-        data = dict(action)
+        data = {key: value for key, value in action.items() if value is not None}
     else:
         raise StepError(f"unsupported action object {type(action).__name__}")
-    known = set(Action.__dataclass_fields__)
-    clean: dict[str, Any] = {}
-    for key, value in data.items():
-        name = _FIELD_ALIASES.get(key, key)
-        if name in known and value is not None:
-            clean[name] = value
-    kind = str(clean.get("type", "")).strip().lower()
+    kind = str(data.get("type", "")).strip().lower()
     if kind not in ACTION_TYPES:
         raise StepError(f"unknown action type {kind or '(none)'!r}")
-    clean["type"] = kind
-    clean["many"] = bool(clean.get("many", False))
-    if clean.get("timeout_ms") is not None:
-        clean["timeout_ms"] = float(clean["timeout_ms"])
-    return Action(**clean)
+    data["type"] = kind
+    if "value" in data and not isinstance(data["value"], str):
+        data["value"] = str(data["value"])  # every reader of a value takes its str()
+    try:
+        return Action.model_validate(data)
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        where = ".".join(str(part) for part in problem["loc"])
+        raise StepError(f"invalid {kind} action: {where}: {problem['msg']}") from None
 
 
 # --------------------------------------------------------------------------- context/result
@@ -850,8 +820,8 @@ async def _extract(page: Page, act: Action, ctx: ActionContext, _: Any) -> Actio
     timeout = _timeout(act, ctx)
     pattern = re.compile(act.pattern) if act.pattern else None
     value: Any
-    if act.schema is not None:
-        keys = _schema_keys(act.schema)
+    if act.schema_ is not None:
+        keys = _schema_keys(act.schema_)
         if act.selector:
             loc, _sel = _locator(page, act, ctx)
             if act.many:

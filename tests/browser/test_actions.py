@@ -71,6 +71,7 @@ def test_normalize_accepts_the_wire_model_and_dicts() -> None:
     from_snake = normalize_action({"type": "wait", "selector": "#x", "timeout_ms": 1500,
                                    "url_contains": "/done"})
     assert from_model == from_camel == from_snake
+    assert from_model is wire and isinstance(from_camel, WireAction)  # one Action model
     assert from_model.timeout_ms == 1500.0
     with pytest.raises(StepError):
         normalize_action({"type": "teleport"})

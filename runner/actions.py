@@ -45,9 +45,9 @@ from playwright.async_api import Frame, Keyboard, Locator, Page
 from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 from pydantic import ValidationError
 
-from aef.errors import AefError
 from aef.models import ACTION_TYPES, Action
 from aef.url_policy import GuardPolicy, Verdict, check_url
+from runner.errors import RunnerError
 from runner.grounding import (
     ChainResolver,
     Escalation,
@@ -72,20 +72,20 @@ _LOAD_STATES = ("load", "domcontentloaded", "networkidle", "commit")
 # --------------------------------------------------------------------------- errors
 
 
-class ActionError(AefError):
+class ActionError(RunnerError):
     """Base of the runner's action errors; ``detail`` is always redacted."""
 
-    status, code, title = 500, "action_failed", "The action failed"
+    code, title = "action_failed", "The action failed"
     transient = False
 
 
 class TransientError(ActionError):
-    status, code, title = 503, "transient_error", "A temporary failure; retrying may help"
+    code, title = "transient_error", "A temporary failure; retrying may help"
     transient = True
 
 
 class StepError(ActionError):
-    status, code, title = 422, "step_failed", "The step failed"
+    code, title = "step_failed", "The step failed"
 
 
 class VerificationFailed(StepError):
@@ -95,11 +95,11 @@ class VerificationFailed(StepError):
 class NeedsHuman(StepError):
     """A StepError, so an engine that only knows StepError still asks a person."""
 
-    status, code, title = 409, "needs_human", "A person has to do or confirm this step"
+    code, title = "needs_human", "A person has to do or confirm this step"
 
 
 class Blocked(StepError):
-    status, code, title = 403, "blocked", "Blocked by the network guard"
+    code, title = "blocked", "Blocked by the network guard"
 
 
 # --------------------------------------------------------------------------- action model

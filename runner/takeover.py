@@ -16,8 +16,8 @@ from typing import Any
 
 from playwright.async_api import Page
 
-from aef.errors import ValidationFailed
 from runner.actions import goto, type_keys
+from runner.errors import RunnerError
 from runner.safety import NetworkGuard
 
 log = logging.getLogger("aef.runner.takeover")
@@ -26,7 +26,7 @@ MAX_TEXT = 10_000
 NAVIGATION_TIMEOUT_MS = 30_000
 
 
-class InputRefused(ValidationFailed):
+class InputRefused(RunnerError):
     """An input command that cannot be applied (bad payload, blocked URL)."""
 
     code, title = "input_refused", "The input cannot be applied"

@@ -19,10 +19,9 @@ class RunnerError(Exception):
 
     def __init__(self, detail: str | None = None, *, code: str | None = None,
                  **extra: Any) -> None:
-        super().__init__(detail or self.title)
-        self.detail = detail or self.title
-        if code is not None:
-            self.code = code
-        elif not hasattr(self, "code"):
+        if code is None and not hasattr(self, "code"):
             raise TypeError(f"{type(self).__name__} needs a code")
+        self.detail = detail or self.title
+        super().__init__(self.detail)
+        self.code = code or self.code
         self.extra = extra

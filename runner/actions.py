@@ -22,7 +22,8 @@ Errors are classified for the engine's escalation ladder:
 
 NeedsHuman and Blocked subclass StepError (never retried automatically); check them first.
 
-``{{name}}`` placeholders are filled from ``ctx.variables`` first, then ``ctx.secrets``. Every
+``{{name}}`` placeholders (the ASCII grammar of :mod:`aef.placeholders`, the one the transform
+lists inputs by) are filled from ``ctx.variables`` first, then ``ctx.secrets``. Every
 description, error message and log line passes through :class:`Redactor`, and an error never
 chains the original Playwright exception (its call log may quote values).
 """
@@ -46,6 +47,7 @@ from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 from pydantic import ValidationError
 
 from aef.models import ACTION_TYPES, Action
+from aef.placeholders import replace_placeholders
 from aef.url_policy import GuardPolicy, Verdict, check_url
 from runner.errors import RunnerError
 from runner.grounding import (
@@ -245,9 +247,6 @@ class ActionResult:
 
 # --------------------------------------------------------------------------- substitution
 
-_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][\w.-]*)\s*\}\}")
-
-
 def _lookup(name: str, variables: Mapping[str, Any]) -> tuple[bool, Any]:
     if name in variables:
         return True, variables[name]
@@ -285,20 +284,19 @@ def substitute(
     """
     used_secret = False
 
-    def repl(match: re.Match[str]) -> str:
+    def value_of(name: str) -> str | None:
         nonlocal used_secret
-        name = match.group(1)
         found, value = _lookup(name, variables)
         if found:
             return _stringify(value)
         if secrets is None:
-            return match.group(0)
+            return None
         if name in secrets:
             used_secret = True
             return str(secrets[name])
         raise StepError(f"no variable or credential named {{{{{name}}}}}")
 
-    return _PLACEHOLDER.sub(repl, text), used_secret
+    return replace_placeholders(text, value_of), used_secret
 
 
 # --------------------------------------------------------------------------- perform

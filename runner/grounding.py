@@ -59,6 +59,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from playwright.async_api import Locator, Page
 
+from aef.placeholders import replace_placeholders
+
 log = logging.getLogger("runner.grounding")
 
 AMBIGUITY_MARGIN = 0.1
@@ -255,7 +257,6 @@ _QUANTIFIERS = re.compile(r"\b(?:each|every|all|any|some|relevant|appropriate|ma
 _CHECK_NOUNS = re.compile(r"\b(?:check\s*box|checkbox|box|toggle|switch|radio|option|"
                           r"terms|consent)\b", re.I)
 _DESCRIPTION = re.compile(r"^(?:the|your|their|his|her|its|our|this|that|a|an|my)\s+\S", re.I)
-_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][\w.-]*)\s*\}\}")
 
 
 @dataclass(frozen=True)
@@ -723,10 +724,10 @@ def locator_from_cached(page: Page, spec: dict[str, Any]) -> Locator:
 
 
 def _fill_in(text: str, variables: Mapping[str, Any]) -> str:
-    def repl(m: re.Match[str]) -> str:
-        value = variables.get(m.group(1))
-        return m.group(0) if value is None or isinstance(value, (dict, list)) else str(value)
-    return _PLACEHOLDER.sub(repl, text)
+    def value_of(name: str) -> str | None:
+        value = variables.get(name)
+        return None if value is None or isinstance(value, (dict, list)) else str(value)
+    return replace_placeholders(text, value_of)
 
 
 def _bind_description(value: str, names: Sequence[str]) -> str | None:

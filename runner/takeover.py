@@ -16,8 +16,9 @@ from typing import Any
 
 from playwright.async_api import Page
 
-from runner.actions import goto, type_keys
 from runner.errors import RunnerError
+from runner.keyboard import type_keys
+from runner.navigation import goto
 from runner.safety import NetworkGuard
 
 log = logging.getLogger("aef.runner.takeover")

@@ -74,6 +74,7 @@ from runner.grounding import build_resolver
 from runner.journal import Journal
 from runner.lease import Lease, LeaseLost, NotClaimable
 from runner.preview import covered_steps
+from runner.redaction import Secrets
 from runner.state import StepChange
 from runner.steps import StepRunner
 
@@ -88,27 +89,6 @@ RESUME_OPTIONS: Final = (
 
 
 # --- redaction --------------------------------------------------------------------------------
-class Secrets:
-    """The execution's secret values and a deep redactor for everything written out."""
-
-    def __init__(self, values: Mapping[str, str]) -> None:
-        self.values = dict(values)
-        self._redactor = actions.Redactor(self.values)
-
-    def text(self, value: str) -> str:
-        return self._redactor.redact(value)
-
-    def deep(self, value: Any) -> Any:
-        """Strings anywhere in a JSON-like value, keys included."""
-        if isinstance(value, str):
-            return self.text(value)
-        if isinstance(value, Mapping):
-            return {self.text(str(k)): self.deep(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [self.deep(v) for v in value]
-        return value
-
-
 # How an engine gets its browser: (work dir, on_block) -> a session context manager. The
 # default launches a fresh Chromium; a pool worker hands over the warm one it launched ahead.
 BrowserFactory = Callable[[Path, Callable[[str, str], None]],

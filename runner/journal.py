@@ -21,7 +21,7 @@ from aef.store import runner as store
 from runner.retry import RETRY_FIRST_DELAY, RETRY_MAX_DELAY, RETRYABLE_CODES
 
 if TYPE_CHECKING:
-    from runner.engine import Secrets
+    from runner.redaction import Secrets
 
 log = logging.getLogger("aef.runner")
 

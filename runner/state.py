@@ -29,7 +29,7 @@ from runner.lease import Lease, LeaseLost
 from runner.retry import retry_unavailable
 
 if TYPE_CHECKING:
-    from runner.engine import Secrets
+    from runner.redaction import Secrets
 
 T = TypeVar("T")
 

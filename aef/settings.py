@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from functools import lru_cache
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
@@ -134,10 +134,9 @@ class Settings(BaseSettings):
     pool_slots: int = Field(default=4, ge=1, le=64)  # executions one worker runs at once
     pool_drain_seconds: float = 90.0  # SIGTERM: running executions get this long to finish
     use_pool: bool = True  # the launcher dispatches to live pool workers before run_task
-    # `aef dev`: "process" (a subprocess per execution) or "pool" (one warm pool worker). Not
-    # the pool by default yet: under a full test run, Ctrl-C of `aef demo` with a pool worker
-    # was seen to take over 15 s (cause not found yet).
-    dev_runner: str = "process"
+    # `aef dev`: "pool" (one warm pool worker: the first step within a second) or "process"
+    # (a subprocess per execution, as each Fargate task runs one).
+    dev_runner: Literal["pool", "process"] = "pool"
     pool_metric_namespace: str | None = None  # the sweeper publishes pool demand here (AWS)
 
     @property

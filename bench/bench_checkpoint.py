@@ -65,7 +65,8 @@ import psycopg  # noqa: E402
 from aef.db import Database, set_database  # noqa: E402
 from aef.settings import Settings, get_settings  # noqa: E402
 from local.schema import apply_schema, create_database, drop_database  # noqa: E402
-from runner.engine import Engine, Outcome  # noqa: E402
+from runner.engine import Engine  # noqa: E402
+from runner.flow import Outcome  # noqa: E402
 from tests.apigw import apigw_event, invoke  # noqa: E402
 from tests.runner.helpers import Execution, before_step, make_execution, task  # noqa: E402
 from tests.runner.pages import serve_site  # noqa: E402

@@ -95,7 +95,7 @@ def read_figures(results: Path) -> Figures:
                 data = json.loads(text)
             except ValueError:
                 continue
-            if isinstance(data, dict):
+            if isinstance(data, dict) and "logger" not in data:  # not a log record
                 figures[str(data.get("bench") or log.stem.removeprefix("bench_"))] = data
     return figures
 

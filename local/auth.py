@@ -4,7 +4,7 @@ The console (and any frontend) signs in with `supabase.auth.signInWithPassword`;
 dev` that call lands here and gets a session shaped like Supabase's, whose access token is the
 same ES256 JWT `aef token` mints and the functions verify. So a page's code is identical
 against a Supabase project. Only password sign-in, refresh, `GET /user` and logout exist: the
-dev users are fixed (local.dev.DEV_USERS) and share one local password (DEV_PASSWORD, or
+dev users are fixed (local.state.DEV_USERS) and share one local password (DEV_PASSWORD, or
 AEF_DEV_PASSWORD when set). Refresh tokens live in memory: a restart signs everyone out.
 """
 

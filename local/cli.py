@@ -36,19 +36,14 @@ from local.dev import (
     DEFAULT_HOST,
     DEFAULT_PORT,
     DEFAULT_STATE_DIR,
-    DEV_USERS,
     ROOT,
     DevOptions,
     DevStack,
-    StackError,
-    StackInfo,
-    StateDir,
     chromium_path,
-    free_port,
-    lookup_user,
-    pid_alive,
 )
 from local.keys import DEFAULT_TTL_SECONDS, BadKeyFile, load_or_create, mint_user_token
+from local.postgres import free_port, lookup_user
+from local.state import DEV_USERS, StackError, StackInfo, StateDir, pid_alive
 
 if TYPE_CHECKING:
     from local.watch import ApiClient, LiveState

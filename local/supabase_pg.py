@@ -17,7 +17,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
 
-from local.dev import EmbeddedPostgres
+from local.postgres import EmbeddedPostgres
 from local.schema import apply_fixture, apply_sql_file, migration_files, with_dbname
 
 ROOT = Path(__file__).resolve().parent.parent

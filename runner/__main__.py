@@ -77,7 +77,8 @@ async def _pool(settings: RunnerSettings) -> int:
 
 async def _main(settings: RunnerSettings) -> int:
     from aef.db import Database
-    from runner.engine import Engine, exit_code
+    from runner.engine import Engine
+    from runner.flow import exit_code
     from runner.identity import IdentityError, runner_token
 
     # Steps, the log flusher, the command poller and the heartbeat share this pool; their

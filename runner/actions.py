@@ -22,31 +22,48 @@ Errors are classified for the engine's escalation ladder:
 
 NeedsHuman and Blocked subclass StepError (never retried automatically); check them first.
 
-``{{name}}`` placeholders are filled from ``ctx.variables`` first, then ``ctx.secrets``. Every
+``{{name}}`` placeholders (the ASCII grammar of :mod:`aef.placeholders`, the one the transform
+lists inputs by) are filled from ``ctx.variables`` first, then ``ctx.secrets``. Every
 description, error message and log line passes through :class:`Redactor`, and an error never
 chains the original Playwright exception (its call log may quote values).
+
+The error classes live in :mod:`runner.errors` (importable from here too); the page-level
+helpers the actions share live beside this module: :mod:`runner.navigation` (``goto``),
+:mod:`runner.keyboard` (typing), :mod:`runner.controls` (acting on one located element) and
+:mod:`runner.extraction` (reading values off the page).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Final
-from urllib.parse import quote, quote_plus
+from typing import Any
 
 from playwright.async_api import Error as PlaywrightError
-from playwright.async_api import Frame, Keyboard, Locator, Page
+from playwright.async_api import Locator, Page
 from playwright.async_api import TimeoutError as PlaywrightTimeoutError
+from pydantic import ValidationError
 
-from aef.errors import AefError
+from aef.models import ACTION_TYPES, Action
+from aef.placeholders import replace_placeholders
 from aef.url_policy import GuardPolicy, Verdict, check_url
+from runner.controls import click_at, pick_option, poll, select_option, set_checked, top_most
+from runner.errors import (
+    ActionError,
+    Blocked,
+    NeedsHuman,
+    StepError,
+    TransientError,
+    VerificationFailed,
+    first_line,
+)
+from runner.extraction import SCHEMA_JS, apply_pattern, element_text, schema_keys
 from runner.grounding import (
     ChainResolver,
     Escalation,
@@ -54,156 +71,47 @@ from runner.grounding import (
     Resolution,
     Resolver,
     build_resolver,
-    hit_test,
     locator_from_cached,
     match_summary,
 )
+from runner.keyboard import type_text
+from runner.navigation import goto
+from runner.redaction import MASK, Redactor, templatize
 from runner.safety import BLOCK_HEADER, NetworkGuard
 
 log = logging.getLogger("runner.actions")
 
-MASK = "\u2022" * 6  # what a secret looks like in every message
 DEFAULT_TIMEOUT_MS = 10_000.0
 MAX_PLAIN_WAIT_MS = 60_000.0
-ACTION_TYPES = (
-    "navigate", "click", "fill", "type", "select", "check", "uncheck", "press", "scroll",
-    "wait", "extract", "verify", "upload", "download", "act",
-)
 _LOAD_STATES = ("load", "domcontentloaded", "networkidle", "commit")
-
-
-# --------------------------------------------------------------------------- errors
-
-
-class ActionError(AefError):
-    """Base of the runner's action errors; ``detail`` is always redacted."""
-
-    status, code, title = 500, "action_failed", "The action failed"
-    transient = False
-
-
-class TransientError(ActionError):
-    status, code, title = 503, "transient_error", "A temporary failure; retrying may help"
-    transient = True
-
-
-class StepError(ActionError):
-    status, code, title = 422, "step_failed", "The step failed"
-
-
-class VerificationFailed(StepError):
-    code, title = "verification_failed", "The page is not in the expected state"
-
-
-class NeedsHuman(StepError):
-    """A StepError, so an engine that only knows StepError still asks a person."""
-
-    status, code, title = 409, "needs_human", "A person has to do or confirm this step"
-
-
-class Blocked(StepError):
-    status, code, title = 403, "blocked", "Blocked by the network guard"
-
-
-# --------------------------------------------------------------------------- redaction
-
-
-class Redactor:
-    """Replaces every secret (and its URL/JSON-encoded forms) with ``••••••``."""
-
-    def __init__(self, secrets: Iterable[str] | Mapping[str, str] = ()) -> None:
-        values = secrets.values() if isinstance(secrets, Mapping) else secrets
-        forms: set[str] = set()
-        for raw in values:
-            if not isinstance(raw, str) or not raw:
-                continue
-            forms.update({raw, quote(raw, safe=""), quote_plus(raw), json.dumps(raw)[1:-1]})
-        self._forms = sorted((f for f in forms if f), key=len, reverse=True)
-
-    def redact(self, text: Any) -> str:
-        out = text if isinstance(text, str) else str(text)
-        for form in self._forms:
-            if form in out:
-                out = out.replace(form, MASK)
-        return out
-
-    def redact_value(self, value: Any) -> Any:
-        """Redact strings inside lists/dicts (extracted values, result payloads)."""
-        if isinstance(value, str):
-            return self.redact(value)
-        if isinstance(value, list):
-            return [self.redact_value(v) for v in value]
-        if isinstance(value, dict):
-            return {k: self.redact_value(v) for k, v in value.items()}
-        return value
-
-    def logging_filter(self) -> logging.Filter:
-        """A filter for the engine's handlers: redacts the formatted message of each record."""
-        redactor = self
-
-        class _Filter(logging.Filter):
-            def filter(self, record: logging.LogRecord) -> bool:
-                record.msg = redactor.redact(record.getMessage())
-                record.args = None
-                return True
-
-        return _Filter()
 
 
 # --------------------------------------------------------------------------- action model
 
-_FIELD_ALIASES = {
-    "timeoutMs": "timeout_ms",
-    "urlContains": "url_contains",
-    "credentialField": "credential_field",
-}
-
-
-@dataclass(frozen=True)
-class Action:
-    """The plan ``Action`` as the runner reads it (snake_case, everything optional)."""
-
-    type: str
-    selector: str | None = None
-    url: str | None = None
-    value: Any = None
-    key: str | None = None
-    instruction: str | None = None
-    timeout_ms: float | None = None
-    url_contains: str | None = None
-    variable: str | None = None
-    attribute: str | None = None
-    many: bool = False
-    pattern: str | None = None
-    state: str | None = None
-    credential_field: str | None = None
-    schema: Any = None
-
 
 def normalize_action(action: Any) -> Action:
-    """Accept ``aef.models.Action`` (pydantic), a camelCase or snake_case dict, or Action."""
+    """The plan's ``aef.models.Action`` as is; a camelCase or snake_case dict (or another
+    pydantic model) is read into one. A type is case-insensitive; a bad action is a StepError."""
     if isinstance(action, Action):
         return action
     if hasattr(action, "model_dump"):
         data = action.model_dump(by_alias=True, exclude_none=True)
     elif isinstance(action, Mapping):
-        data = dict(action)
+        data = {key: value for key, value in action.items() if value is not None}
     else:
         raise StepError(f"unsupported action object {type(action).__name__}")
-    known = set(Action.__dataclass_fields__)
-    clean: dict[str, Any] = {}
-    for key, value in data.items():
-        name = _FIELD_ALIASES.get(key, key)
-        if name in known and value is not None:
-            clean[name] = value
-    kind = str(clean.get("type", "")).strip().lower()
+    kind = str(data.get("type", "")).strip().lower()
     if kind not in ACTION_TYPES:
         raise StepError(f"unknown action type {kind or '(none)'!r}")
-    clean["type"] = kind
-    clean["many"] = bool(clean.get("many", False))
-    if clean.get("timeout_ms") is not None:
-        clean["timeout_ms"] = float(clean["timeout_ms"])
-    return Action(**clean)
+    data["type"] = kind
+    if "value" in data and not isinstance(data["value"], str):
+        data["value"] = str(data["value"])  # every reader of a value takes its str()
+    try:
+        return Action.model_validate(data)
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        where = ".".join(str(part) for part in problem["loc"])
+        raise StepError(f"invalid {kind} action: {where}: {problem['msg']}") from None
 
 
 # --------------------------------------------------------------------------- context/result
@@ -321,9 +229,6 @@ class ActionResult:
 
 # --------------------------------------------------------------------------- substitution
 
-_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][\w.-]*)\s*\}\}")
-
-
 def _lookup(name: str, variables: Mapping[str, Any]) -> tuple[bool, Any]:
     if name in variables:
         return True, variables[name]
@@ -361,20 +266,19 @@ def substitute(
     """
     used_secret = False
 
-    def repl(match: re.Match[str]) -> str:
+    def value_of(name: str) -> str | None:
         nonlocal used_secret
-        name = match.group(1)
         found, value = _lookup(name, variables)
         if found:
             return _stringify(value)
         if secrets is None:
-            return match.group(0)
+            return None
         if name in secrets:
             used_secret = True
             return str(secrets[name])
         raise StepError(f"no variable or credential named {{{{{name}}}}}")
 
-    return _PLACEHOLDER.sub(repl, text), used_secret
+    return replace_placeholders(text, value_of), used_secret
 
 
 # --------------------------------------------------------------------------- perform
@@ -419,13 +323,8 @@ def _redacted(exc: ActionError, redactor: Redactor) -> ActionError:
     return exc
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def _classify_timeout(exc: BaseException, ctx: ActionContext, *, navigation: bool) -> ActionError:
-    message = _first_line(exc)
+    message = first_line(exc)
     if navigation or ctx.attempt <= 1:
         return TransientError(message)
     return StepError(f"{message} (still failing on attempt {ctx.attempt})",
@@ -433,7 +332,7 @@ def _classify_timeout(exc: BaseException, ctx: ActionContext, *, navigation: boo
 
 
 def _classify_playwright(exc: PlaywrightError) -> ActionError:
-    message = _first_line(exc)
+    message = first_line(exc)
     if "net::ERR_BLOCKED_BY_CLIENT" in message:
         return Blocked(message)
     if "net::ERR_" in message:
@@ -484,67 +383,6 @@ async def _check(url: str, ctx: ActionContext) -> Verdict:
     if ctx.policy is None:
         raise StepError("no network policy configured for navigation")
     return check_url(url, ctx.policy)
-
-
-ERROR_PAGE = "chrome-error://"
-ERROR_PAGE_WAIT_S = 3.0
-
-
-def _leaves_error_page(exc: PlaywrightError) -> bool:
-    """A network failure commits an error page; an aborted navigation (a download, a 204)
-    does not."""
-    message = _first_line(exc)
-    return "net::ERR_" in message and "net::ERR_ABORTED" not in message
-
-
-def _interrupted_by_error_page(exc: PlaywrightError) -> bool:
-    """True when a navigation lost to the late error page of an earlier failed one."""
-    return f'another navigation to "{ERROR_PAGE}' in _first_line(exc)
-
-
-async def goto(page: Page, url: str, *, timeout_ms: float, wait_until: str = "load") -> Any:
-    """``page.goto`` that leaves the page ready for the next navigation.
-
-    Chromium leaves one race open: a failed navigation's error page commits 50-200 ms after
-    the failure is reported (longer on a busy machine). Here a failure waits until its own
-    error page has committed and loaded (the page may already have shown an older one, so the
-    URL alone proves nothing).
-    """
-    error_page = asyncio.Event()
-
-    def on_navigated(frame: Frame) -> None:
-        if frame == page.main_frame and frame.url.startswith(ERROR_PAGE):
-            error_page.set()
-
-    page.on("framenavigated", on_navigated)
-    try:
-        return await _goto_past_a_late_error_page(page, url, timeout_ms, wait_until, error_page)
-    except PlaywrightError as exc:
-        if not isinstance(exc, PlaywrightTimeoutError) and _leaves_error_page(exc):
-            with contextlib.suppress(TimeoutError, PlaywrightError):
-                await asyncio.wait_for(error_page.wait(), ERROR_PAGE_WAIT_S)
-                await page.wait_for_load_state("load", timeout=ERROR_PAGE_WAIT_S * 1000)
-        raise
-    finally:
-        page.remove_listener("framenavigated", on_navigated)
-
-
-async def _goto_past_a_late_error_page(
-    page: Page, url: str, timeout_ms: float, wait_until: str, error_page: asyncio.Event
-) -> Any:
-    """A navigation that lost to an earlier failure's late error page is still on its way in
-    Chromium: let it land, then start it again so the caller gets its response."""
-    try:
-        return await page.goto(url, timeout=timeout_ms, wait_until=wait_until)  # type: ignore[arg-type]
-    except PlaywrightError as exc:
-        if isinstance(exc, PlaywrightTimeoutError) or not _interrupted_by_error_page(exc):
-            raise
-    log.info("navigation to %s lost to a late error page; starting it again", url)
-    with contextlib.suppress(PlaywrightError):
-        await page.wait_for_url(lambda now: not now.startswith(ERROR_PAGE),
-                                timeout=min(timeout_ms, ERROR_PAGE_WAIT_S * 1000))
-    error_page.clear()  # that error page was the earlier failure's, not ours
-    return await page.goto(url, timeout=timeout_ms, wait_until=wait_until)  # type: ignore[arg-type]
 
 
 async def _navigate(page: Page, act: Action, ctx: ActionContext, _: Any) -> ActionResult:
@@ -603,41 +441,6 @@ def _fill_value(act: Action, ctx: ActionContext) -> tuple[str, bool]:
     return _text(act.value, ctx)
 
 
-TYPE_CHUNK: Final = 32  # keys per driver call: a stop lands between two chunks (< 1 s)
-TYPE_KEYS_MAX: Final = 256  # longer values are filled, and only their tail is typed
-CARET_TO_END: Final = """el => {
-  if (typeof el.selectionStart === 'number') {
-    el.selectionStart = el.selectionEnd = el.value.length;
-  } else if (el.isContentEditable) {
-    const range = document.createRange();
-    range.selectNodeContents(el);
-    range.collapse(false);
-    getSelection().removeAllRanges();
-    getSelection().addRange(range);
-  }
-}"""
-
-
-async def type_keys(keyboard: Keyboard, text: str, *, delay: float = 0) -> None:
-    """Type `text` as key presses in short chunks: one driver call for a long text keeps the
-    browser typing after the runner was told to stop; chunks give the stop a way in."""
-    for start in range(0, len(text), TYPE_CHUNK):
-        await keyboard.type(text[start:start + TYPE_CHUNK], delay=delay)
-
-
-async def type_text(page: Page, loc: Locator, value: str, *, timeout_ms: float) -> None:
-    """`type`: key by key like a person (pages that listen to key events see them). A long
-    value is filled first and only its last keys are typed: 10,000 characters at 15 ms a key
-    would hold the step for minutes."""
-    head, tail = (value[:-TYPE_CHUNK], value[-TYPE_CHUNK:]) if len(value) > TYPE_KEYS_MAX \
-        else ("", value)
-    await loc.fill(head, timeout=timeout_ms)
-    await loc.focus(timeout=timeout_ms)
-    if head:
-        await loc.evaluate(CARET_TO_END)
-    await type_keys(page.keyboard, tail, delay=15)
-
-
 async def _fill(page: Page, act: Action, ctx: ActionContext, _: Any) -> ActionResult:
     loc, selector = _locator(page, act, ctx)
     value, secret = _fill_value(act, ctx)
@@ -654,26 +457,8 @@ async def _fill(page: Page, act: Action, ctx: ActionContext, _: Any) -> ActionRe
 async def _select(page: Page, act: Action, ctx: ActionContext, _: Any) -> ActionResult:
     loc, selector = _locator(page, act, ctx)
     value, secret = _fill_value(act, ctx)
-    await _select_option(loc, value, _timeout(act, ctx), f"{_shown(value, secret)} in {selector}")
+    await select_option(loc, value, _timeout(act, ctx), f"{_shown(value, secret)} in {selector}")
     return _result(page, act, f"Selected {_shown(value, secret)} in {selector}")
-
-
-_HAS_OPTION_JS = """(e, v) => e.tagName !== 'SELECT' || Array.from(e.options).some(
-    (o) => o.value === v || o.label === v || o.text.trim() === v)"""
-
-
-async def _select_option(loc: Locator, value: str, wait_ms: float, shown: str) -> None:
-    """Select by value or label. A dropdown that is there but never gets the option is a
-    StepError (wrong data), not a timeout to retry."""
-    await loc.wait_for(state="attached", timeout=wait_ms)
-
-    async def has_option() -> bool:
-        found: bool = await loc.evaluate(_HAS_OPTION_JS, value)
-        return found
-
-    if not await _poll(has_option, wait_ms):
-        raise StepError(f"no option {shown}", code="option_missing")
-    await loc.select_option(value, timeout=wait_ms)
 
 
 async def _check_box(page: Page, act: Action, ctx: ActionContext, _: Any) -> ActionResult:
@@ -753,24 +538,6 @@ async def _wait(page: Page, act: Action, ctx: ActionContext, _: Any) -> ActionRe
     return _result(page, act, "Waited for the page to load")
 
 
-async def _poll(check: Callable[[], Awaitable[bool]], timeout_ms: float) -> bool:
-    deadline = time.monotonic() + timeout_ms / 1000
-    while True:
-        if await check():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        await asyncio.sleep(0.1)
-
-
-async def _element_text(loc: Locator, wait_ms: float) -> str:
-    text: str = await loc.evaluate(
-        "e => (['INPUT', 'TEXTAREA', 'SELECT'].includes(e.tagName) ? e.value : e.innerText)",
-        timeout=wait_ms,
-    )
-    return (text or "").strip()
-
-
 async def _verify(page: Page, act: Action, ctx: ActionContext, _: Any) -> ActionResult:
     timeout = _timeout(act, ctx)
     checks: list[str] = []
@@ -780,7 +547,7 @@ async def _verify(page: Page, act: Action, ctx: ActionContext, _: Any) -> Action
         async def url_matches() -> bool:
             return fragment in page.url
 
-        if not await _poll(url_matches, timeout):
+        if not await poll(url_matches, timeout):
             raise VerificationFailed(f"the URL {page.url} does not contain {fragment!r}")
         checks.append(f"URL contains {fragment}")
     pattern = re.compile(act.pattern) if act.pattern else None
@@ -803,14 +570,14 @@ async def _verify(page: Page, act: Action, ctx: ActionContext, _: Any) -> Action
         async def matches() -> bool:
             nonlocal last
             try:
-                last = await _element_text(target, 1000)
+                last = await element_text(target, 1000)
             except PlaywrightError:
                 return False
             if pattern is not None and not pattern.search(last):
                 return False
             return not expected or expected in last
 
-        if not await _poll(matches, timeout):
+        if not await poll(matches, timeout):
             what = f"/{act.pattern}/" if pattern is not None else _shown(expected, secret)
             seen = last if len(last) <= 120 else last[:117] + "..."
             raise VerificationFailed(f"text {seen!r} does not match {what}")
@@ -822,92 +589,23 @@ async def _verify(page: Page, act: Action, ctx: ActionContext, _: Any) -> Action
 
 # ---- extraction
 
-_SCHEMA_JS = r"""
-([root, keys]) => {
-  const scope = root || document.body;
-  const norm = (s) => (s || '').replace(/\s+/g, ' ').trim();
-  const valueOf = (e) => {
-    if (!e) return null;
-    if (['INPUT', 'TEXTAREA', 'SELECT'].includes(e.tagName)) return norm(e.value);
-    if (e.hasAttribute('content')) return norm(e.getAttribute('content'));
-    return norm(e.innerText !== undefined ? e.innerText : e.textContent);
-  };
-  const words = (k) => k.replace(/([a-z])([A-Z])/g, '$1 $2').replace(/[_\-.]+/g, ' ')
-    .trim().toLowerCase();
-  const labelKey = (s) => norm(s).toLowerCase().replace(/[:*]+$/, '').trim();
-  const escape = (v) => (window.CSS && CSS.escape) ? CSS.escape(v) : v;
-  const out = {};
-  for (const key of keys) {
-    const k = escape(key);
-    let el = scope.querySelector(`[data-field="${k}"]`) || scope.querySelector(`[name="${k}"]`)
-      || scope.querySelector(`[itemprop="${k}"]`);
-    let value = el ? valueOf(el) : null;
-    const wanted = words(key);
-    if (value === null) {
-      for (const label of scope.querySelectorAll('label')) {
-        if (labelKey(label.innerText) === wanted && label.control) {
-          value = valueOf(label.control); break;
-        }
-      }
-    }
-    if (value === null) {
-      const cells = scope.querySelectorAll('dt, th, td, label, span, div, strong, b, p, li');
-      for (const cell of cells) {
-        const own = norm(cell.innerText);
-        const lk = labelKey(own);
-        if (lk === wanted) {
-          const next = cell.nextElementSibling;
-          if (next) { value = valueOf(next); break; }
-        } else if (own.toLowerCase().startsWith(wanted + ':') && cell.children.length === 0) {
-          value = norm(own.slice(wanted.length + 1)); break;
-        }
-      }
-    }
-    out[key] = value;
-  }
-  return out;
-}
-"""
-
-
-def _schema_keys(schema: Any) -> list[str]:
-    if isinstance(schema, str):
-        schema = json.loads(schema)
-    if isinstance(schema, Mapping):
-        props = schema.get("properties")
-        if isinstance(props, Mapping):
-            return [str(k) for k in props]
-        return [str(k) for k in schema if k not in ("type", "required", "$schema", "title")]
-    if isinstance(schema, list):
-        return [str(k) for k in schema]
-    raise StepError("extract schema must be an object, a JSON schema or a list of keys")
-
-
-def _apply_pattern(value: str | None, pattern: re.Pattern[str] | None) -> str | None:
-    if value is None or pattern is None:
-        return value
-    m = pattern.search(value)
-    if m is None:
-        return None
-    return m.group(1) if m.groups() else m.group(0)
-
 
 async def _extract(page: Page, act: Action, ctx: ActionContext, _: Any) -> ActionResult:
     timeout = _timeout(act, ctx)
     pattern = re.compile(act.pattern) if act.pattern else None
     value: Any
-    if act.schema is not None:
-        keys = _schema_keys(act.schema)
+    if act.schema_ is not None:
+        keys = schema_keys(act.schema_)
         if act.selector:
             loc, _sel = _locator(page, act, ctx)
             if act.many:
                 handles = await loc.element_handles()
-                value = [await page.evaluate(_SCHEMA_JS, [h, keys]) for h in handles]
+                value = [await page.evaluate(SCHEMA_JS, [h, keys]) for h in handles]
             else:
                 handle = await loc.first.element_handle(timeout=timeout)
-                value = await page.evaluate(_SCHEMA_JS, [handle, keys])
+                value = await page.evaluate(SCHEMA_JS, [handle, keys])
         else:
-            value = await page.evaluate(_SCHEMA_JS, [None, keys])
+            value = await page.evaluate(SCHEMA_JS, [None, keys])
         what = f"{len(value)} records" if isinstance(value, list) else f"{len(keys)} fields"
     elif act.selector:
         loc, selector = _locator(page, act, ctx)
@@ -919,7 +617,7 @@ async def _extract(page: Page, act: Action, ctx: ActionContext, _: Any) -> Actio
                 raw = await loc.evaluate_all(
                     "els => els.map(e => (['INPUT','TEXTAREA','SELECT'].includes(e.tagName) ?"
                     " e.value : e.innerText).replace(/\\s+/g, ' ').trim())")
-            value = [_apply_pattern(v, pattern) for v in raw]
+            value = [apply_pattern(v, pattern) for v in raw]
             what = f"{len(value)} items from {selector}"
         else:
             first = loc.first
@@ -927,11 +625,11 @@ async def _extract(page: Page, act: Action, ctx: ActionContext, _: Any) -> Actio
                 await first.wait_for(state="attached", timeout=timeout)
                 value = await first.get_attribute(act.attribute, timeout=timeout)
             else:
-                value = await _element_text(first, timeout)
-            value = _apply_pattern(value, pattern)
+                value = await element_text(first, timeout)
+            value = apply_pattern(value, pattern)
             what = f"{act.attribute or 'text'} of {selector}"
     else:
-        value = _apply_pattern(await _element_text(page.locator("body"), timeout), pattern)
+        value = apply_pattern(await element_text(page.locator("body"), timeout), pattern)
         what = "page text"
     if act.variable:
         ctx.variables[act.variable] = value
@@ -1056,22 +754,6 @@ async def _act(page: Page, act: Action, ctx: ActionContext,
     return await perform_resolution(page, resolution, ctx, timeout_ms=_timeout(act, ctx))
 
 
-def templatize(value: Any, secrets: Mapping[str, str]) -> Any:
-    """Put ``{{name}}`` back where a secret's value appears, so a cached resolution (stored in
-    the database) never holds a secret yet still replays."""
-    if isinstance(value, str):
-        for name, secret in sorted(secrets.items(), key=lambda kv: len(str(kv[1])),
-                                   reverse=True):
-            if secret:
-                value = value.replace(str(secret), "{{" + name + "}}")
-        return value
-    if isinstance(value, dict):
-        return {k: templatize(v, secrets) for k, v in value.items()}
-    if isinstance(value, list):
-        return [templatize(v, secrets) for v in value]
-    return value
-
-
 async def perform_resolution(
     page: Page, resolution: Resolution, ctx: ActionContext, *, timeout_ms: float | None = None
 ) -> ActionResult:
@@ -1089,9 +771,9 @@ async def perform_resolution(
         if resolution.locator is None:
             raise StepError(f"the resolution for {resolution.action} has no locator")
         loc = locator_from_cached(page, resolution.locator)
-        point = await _top_most(page, loc, what, timeout)
+        point = await top_most(page, loc, what, timeout)
         if resolution.action == "click":
-            await _click_at(page, loc, point, timeout)
+            await click_at(page, loc, point, timeout)
             description = f"Clicked {what}"
         elif resolution.action == "fill":
             await loc.fill(value, timeout=timeout)
@@ -1099,78 +781,17 @@ async def perform_resolution(
         elif resolution.action == "select":
             shown = f"{_shown(value, secret)} in {what}"
             if await loc.evaluate("(e) => e.tagName === 'SELECT'"):
-                await _select_option(loc, value, timeout, shown)
+                await select_option(loc, value, timeout, shown)
             else:
-                await _pick_option(page, loc, point, value, timeout, shown)
+                await pick_option(page, loc, point, value, timeout, shown)
             description = f"Selected {shown}"
         elif resolution.action in ("check", "uncheck"):
-            await _set_checked(page, loc, point, resolution.action == "check", timeout, what)
+            await set_checked(page, loc, point, resolution.action == "check", timeout, what)
             description = f"{'Checked' if resolution.action == 'check' else 'Unchecked'} {what}"
         else:
             raise StepError(f"unknown resolved action {resolution.action!r}")
     return ActionResult(type="act", description=description, url=page.url,
                         resolution=templatize(resolution.to_dict(), ctx.secrets))
-
-
-async def _top_most(page: Page, loc: Locator, what: str,
-                   wait_ms: float) -> dict[str, Any]:
-    """The hit test before an act: the element (or the label of a visually hidden checkbox)
-    must be the top-most thing at its click point; a modal or overlay in the way escalates."""
-    await loc.wait_for(state="attached", timeout=wait_ms)
-    deadline = time.monotonic() + min(wait_ms, 3000.0) / 1000
-    while True:
-        point = await hit_test(loc)
-        if point["state"] == "ok" or time.monotonic() >= deadline:
-            break
-        await asyncio.sleep(0.1)
-    if point["state"] != "ok":
-        by = point.get("by") or "another element"
-        raise NeedsHuman(f"{what} is not the top-most element at its click point "
-                         f"({point['state']}, {by} is in the way)",
-                         escalation={"reason": "hit test failed", "candidates": []})
-    return point
-
-
-async def _click_at(page: Page, loc: Locator, point: dict[str, Any], wait_ms: float) -> None:
-    if point.get("via") == "self":
-        await loc.click(timeout=wait_ms)
-    else:  # through the visible label / custom control of a hidden input
-        await page.mouse.click(point["x"], point["y"])
-
-
-async def _set_checked(page: Page, loc: Locator, point: dict[str, Any], wanted: bool,
-                       wait_ms: float, what: str) -> None:
-    """check/uncheck that also works on switches and visually hidden inputs."""
-    state = "(e) => e.tagName === 'INPUT' ? e.checked : (e.getAttribute('aria-checked') " \
-            "=== 'true' || e.getAttribute('aria-pressed') === 'true')"
-    if bool(await loc.evaluate(state)) == wanted:
-        return
-    await _click_at(page, loc, point, wait_ms)
-    if not await _poll(lambda: _is(loc, state, wanted), min(wait_ms, 3000.0)):
-        raise StepError(f"{what} did not become {'checked' if wanted else 'unchecked'}")
-
-
-async def _is(loc: Locator, js: str, wanted: bool) -> bool:
-    return bool(await loc.evaluate(js)) == wanted
-
-
-async def _pick_option(page: Page, loc: Locator, point: dict[str, Any], value: str,
-                       wait_ms: float, shown: str) -> None:
-    """A custom (ARIA) combobox/listbox: open it, then click the option with that name."""
-    pattern = re.compile(rf"^\W*{re.escape(value.strip())}\W*$", re.I)
-    options = page.get_by_role("option", name=pattern).filter(visible=True)
-    if await options.count() != 1:  # closed: open it first
-        await _click_at(page, loc, point, wait_ms)
-    found = await _poll(lambda: _count_is_one(options), min(wait_ms, 3000.0))
-    if not found:
-        await page.keyboard.press("Escape")
-        raise NeedsHuman(f"no single option {shown}",
-                         escalation={"reason": "option not found", "candidates": []})
-    await options.click(timeout=wait_ms)
-
-
-async def _count_is_one(loc: Locator) -> bool:
-    return await loc.count() == 1
 
 
 _HANDLERS: dict[str, Handler] = {

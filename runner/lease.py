@@ -17,20 +17,24 @@ from collections.abc import Callable
 from typing import Any
 
 from aef.db import Database
-from aef.errors import AefError, Conflict
+from aef.errors import AefError
 from aef.store import runner as runner_store
+from runner.errors import RunnerError
 
 log = logging.getLogger("aef.runner.lease")
 
 
-class NotClaimable(Conflict):
+class NotClaimable(RunnerError):
     """The execution is not queued, or another runner's lease is still live."""
 
     code, title = "not_claimable", "The execution cannot be claimed"
 
 
 class LeaseLost(AefError):
-    """Another runner holds the execution now: this one must stop writing and exit."""
+    """Another runner holds the execution now: this one must stop writing and exit.
+
+    Still an AefError (not a `runner.errors.RunnerError`): the engine's journal quotes an
+    AefError's detail when a write it was part of is abandoned."""
 
     status, code, title = 409, "lease_lost", "The runner lost its lease"
 

@@ -25,9 +25,11 @@ from playwright.async_api import Locator, Page
 
 from aef.models import Action, PlanStep
 from aef.plan import nested
-from runner.actions import Redactor, substitute
+from runner.actions import substitute
 from runner.browser import capture_jpeg
-from runner.grounding import Escalation, Resolver, locator_from_cached, parse_instruction
+from runner.grounding import Escalation, Resolver, locator_from_cached
+from runner.instructions import parse_instruction
+from runner.redaction import Redactor
 
 log = logging.getLogger("aef.runner.preview")
 

@@ -16,8 +16,9 @@ from typing import Any
 
 from playwright.async_api import Page
 
-from aef.errors import ValidationFailed
-from runner.actions import goto, type_keys
+from runner.errors import RunnerError
+from runner.keyboard import type_keys
+from runner.navigation import goto
 from runner.safety import NetworkGuard
 
 log = logging.getLogger("aef.runner.takeover")
@@ -26,7 +27,7 @@ MAX_TEXT = 10_000
 NAVIGATION_TIMEOUT_MS = 30_000
 
 
-class InputRefused(ValidationFailed):
+class InputRefused(RunnerError):
     """An input command that cannot be applied (bad payload, blocked URL)."""
 
     code, title = "input_refused", "The input cannot be applied"

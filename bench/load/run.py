@@ -308,15 +308,15 @@ class SimRunner(threading.Thread):
     def _commit(self, records: list[Any], change: Callable[[Any], Any] | None,
                 event: str = "execution_update") -> Any:
         """Journal.commit: buffered logs + the change + its event, in one transaction."""
-        from aef.store import runner as store
+        from aef.store import runner as runner_store
 
         result: list[Any] = [None]
 
         def write(conn: Any) -> int:
-            entries = store.insert_logs(conn, self.sim.id, records)
+            entries = runner_store.insert_logs(conn, self.sim.id, records)
             if change is not None:
                 result[0] = change(conn)
-            return store.insert_event(conn, self.sim.id, event, logs=entries)
+            return runner_store.insert_event(conn, self.sim.id, event, logs=entries)
 
         seq = self._tx("tx.state", write)
         self.sent[(self.sim.id, seq)] = time.time()
@@ -325,16 +325,16 @@ class SimRunner(threading.Thread):
 
     def _background(self) -> None:
         """The heartbeat and the 1 s polling backstop the real runner runs beside its steps."""
-        from aef.store import runner as store
+        from aef.store import runner as runner_store
 
         now = time.monotonic()
         if now >= self._next_beat:
             self._next_beat = now + self.opts.heartbeat_seconds
-            self._tx("tx.heartbeat", lambda c: store.heartbeat(
+            self._tx("tx.heartbeat", lambda c: runner_store.heartbeat(
                 c, self.sim.id, self.runner_id, self.opts.heartbeat_seconds * 6))
         if now >= self._next_poll:
             self._next_poll = now + 1.0
-            self._tx("tx.poll", lambda c: store.poll(c, self.sim.id))
+            self._tx("tx.poll", lambda c: runner_store.poll(c, self.sim.id))
 
     def _pause(self, seconds: float) -> None:
         end = time.monotonic() + seconds
@@ -352,11 +352,11 @@ class SimRunner(threading.Thread):
             self.error = f"{type(exc).__name__}: {exc}"
 
     def _run(self) -> None:
-        from aef.store import runner as store
+        from aef.store import runner as runner_store
 
-        log = store.LogRecord
+        log = runner_store.LogRecord
         sim = self.sim
-        row = self._tx("tx.claim", lambda c: store.claim(c, sim.id, self.runner_id,
+        row = self._tx("tx.claim", lambda c: runner_store.claim(c, sim.id, self.runner_id,
                                                          self.opts.heartbeat_seconds * 6))
         if row is None:
             raise RuntimeError("the execution could not be claimed")
@@ -364,9 +364,9 @@ class SimRunner(threading.Thread):
                    "mode": "automatic"}
 
         def started(conn: Any) -> Any:
-            store.upsert_step(conn, sim.id, LOOP_STEP, 0, "running", label="Each item",
+            runner_store.upsert_step(conn, sim.id, LOOP_STEP, 0, "running", label="Each item",
                               new_attempt=True)
-            return store.update_execution(conn, sim.id, status="running", progress=0,
+            return runner_store.update_execution(conn, sim.id, status="running", progress=0,
                                           current_step_id=LOOP_STEP, browser=browser)
 
         self._commit([log("debug", "browser", "Browser ready", details={"pid": 0}),
@@ -382,9 +382,9 @@ class SimRunner(threading.Thread):
 
             def running(conn: Any, it: int = iteration, p: int = progress,
                         lb: str = label) -> Any:
-                store.upsert_step(conn, sim.id, BODY_STEP, it, "running", label=lb,
+                runner_store.upsert_step(conn, sim.id, BODY_STEP, it, "running", label=lb,
                                   new_attempt=True)
-                return store.update_execution(conn, sim.id, status="running", progress=p,
+                return runner_store.update_execution(conn, sim.id, status="running", progress=p,
                                               current_step_id=BODY_STEP, error=None,
                                               browser={"lastAction": f"Running: {lb}"})
 
@@ -398,9 +398,9 @@ class SimRunner(threading.Thread):
 
             def completed(conn: Any, it: int = iteration, p: int = progress,
                           lb: str = label) -> Any:
-                store.upsert_step(conn, sim.id, BODY_STEP, it, "completed",
+                runner_store.upsert_step(conn, sim.id, BODY_STEP, it, "completed",
                                   result={"variables": {"item": it}})
-                return store.update_execution(
+                return runner_store.update_execution(
                     conn, sim.id, status="running", progress=p, variables={"last": it},
                     browser={"lastAction": f"Completed: {lb}",
                              "screenshot": f"https://example.test/{sim.id}/{it}.jpg"})
@@ -411,9 +411,9 @@ class SimRunner(threading.Thread):
             self._background()
 
         def finished(conn: Any) -> Any:
-            store.upsert_step(conn, sim.id, LOOP_STEP, 0, "completed",
+            runner_store.upsert_step(conn, sim.id, LOOP_STEP, 0, "completed",
                               result={"iterations": iteration})
-            return store.update_execution(conn, sim.id, status="completed", progress=100,
+            return runner_store.update_execution(conn, sim.id, status="completed", progress=100,
                                           current_step_id=None, error=None,
                                           browser={"isReady": False, "mode": "closed",
                                                    "lastAction": "Completed"})
@@ -423,17 +423,17 @@ class SimRunner(threading.Thread):
 
     def _checkpoint(self, iteration: int) -> None:
         """Asked before the step; the person answers through the API; the step then runs."""
-        from aef.store import runner as store
+        from aef.store import runner as runner_store
 
         sim = self.sim
         title = f"Approve item {iteration}?"
 
         def ask(conn: Any) -> Any:
-            checkpoint = store.insert_checkpoint(conn, sim.id, BODY_STEP, iteration,
+            checkpoint = runner_store.insert_checkpoint(conn, sim.id, BODY_STEP, iteration,
                                                  "before_step", title, title, "reject", 300)
-            store.upsert_step(conn, sim.id, BODY_STEP, iteration, "waiting_checkpoint",
+            runner_store.upsert_step(conn, sim.id, BODY_STEP, iteration, "waiting_checkpoint",
                               label=title)
-            store.update_execution(conn, sim.id, status="waiting_checkpoint",
+            runner_store.update_execution(conn, sim.id, status="waiting_checkpoint",
                                    current_step_id=BODY_STEP,
                                    browser={"lastAction": f"Waiting for approval: {title}"})
             return checkpoint
@@ -445,7 +445,7 @@ class SimRunner(threading.Thread):
         self.responder.ask(sim, checkpoint_id)
         asked = time.perf_counter()
         while True:
-            row = self._tx("tx.poll", lambda c: store.get_checkpoint(c, checkpoint_id))
+            row = self._tx("tx.poll", lambda c: runner_store.get_checkpoint(c, checkpoint_id))
             if row is not None and row["status"] != "pending":
                 break
             self._background()
@@ -455,9 +455,10 @@ class SimRunner(threading.Thread):
 
 
 def log_record(level: str, category: str, message: str) -> Any:
-    from aef.store import runner as store
+    from aef.store import runner as runner_store
 
-    return store.LogRecord(level=level, category=category, message=message, step_id=BODY_STEP)
+    return runner_store.LogRecord(level=level, category=category, message=message,
+                                  step_id=BODY_STEP)
 
 
 # Watchers ---------------------------------------------------------------------------------------

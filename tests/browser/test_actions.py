@@ -17,11 +17,9 @@ from aef.models import Action as WireAction
 from aef.settings import Settings
 from runner import browser as browser_module
 from runner.actions import (
-    MASK,
     ActionContext,
     Blocked,
     NeedsHuman,
-    Redactor,
     StepError,
     TransientError,
     VerificationFailed,
@@ -30,6 +28,7 @@ from runner.actions import (
     perform,
 )
 from runner.browser import BrowserSession, capture_jpeg, open_browser, process_alive
+from runner.redaction import MASK, Redactor
 from tests.browser.conftest import PageServer, local_resolve, loopback_settings
 
 pytestmark = pytest.mark.browser
@@ -72,6 +71,7 @@ def test_normalize_accepts_the_wire_model_and_dicts() -> None:
     from_snake = normalize_action({"type": "wait", "selector": "#x", "timeout_ms": 1500,
                                    "url_contains": "/done"})
     assert from_model == from_camel == from_snake
+    assert from_model is wire and isinstance(from_camel, WireAction)  # one Action model
     assert from_model.timeout_ms == 1500.0
     with pytest.raises(StepError):
         normalize_action({"type": "teleport"})

@@ -23,8 +23,8 @@ from runner.grounding import (
     build_resolver,
     load_llm_resolver,
     locator_from_cached,
-    parse_instruction,
 )
+from runner.instructions import parse_instruction
 from tests.browser.conftest import PageServer, loopback_settings
 
 pytestmark = pytest.mark.browser

@@ -24,7 +24,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from local.dev import StackInfo, StateDir
+from local.state import StackInfo, StateDir
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -81,15 +81,18 @@ def drop_database(name: str) -> None:
             sql.Identifier(name)))
 
 
-def start_dev(state: StateDir, database: str, port: int = 0) -> RunningStack:
-    """`aef dev` in the background, returned once /health answers 200."""
+def start_dev(state: StateDir, database: str, port: int = 0,
+              env: dict[str, str] | None = None) -> RunningStack:
+    """`aef dev` in the background, returned once /health answers 200; `env` adds to a
+    clean environment."""
     state.ensure()
     log_file = state.logs / "dev.log"
     with log_file.open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "local.cli", "--state-dir", str(state.root), "dev",
              "--port", str(port), "--database-url", ADMIN_URL, "--database", database],
-            stdout=log, stderr=subprocess.STDOUT, env=clean_env(), cwd=ROOT)
+            stdout=log, stderr=subprocess.STDOUT, env={**clean_env(), **(env or {})},
+            cwd=ROOT)
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     try:
         while True:

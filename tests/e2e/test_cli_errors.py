@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from psycopg import conninfo
 
-from local.dev import StateDir
+from local.state import StateDir
 from tests.e2e.conftest import ADMIN_URL, ROOT, aef, clean_env
 
 

@@ -26,7 +26,7 @@ import httpx
 import psycopg
 import pytest
 
-from local.dev import StackInfo, StateDir, pid_alive
+from local.state import StackInfo, StateDir, pid_alive
 from tests.e2e.conftest import (
     ROOT,
     RunningStack,
@@ -39,6 +39,7 @@ from tests.e2e.conftest import (
     stop_dev,
 )
 from tests.e2e.terminal import Terminal
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.browser]
 
@@ -124,12 +125,10 @@ def execution_status(database_url: str, execution_id: str) -> str:
 
 def wait_for_status(database_url: str, execution_id: str, wanted: set[str],
                     timeout: float = 30) -> str:
-    deadline = time.monotonic() + timeout
-    status = execution_status(database_url, execution_id)
-    while status not in wanted and time.monotonic() < deadline:
-        time.sleep(0.2)
+    def reached() -> str | None:
         status = execution_status(database_url, execution_id)
-    return status
+        return status if status in wanted else None
+    return wait_until(reached, within=timeout, interval=0.2, what=f"status in {wanted}")
 
 
 def port_open(port: int) -> bool:
@@ -248,10 +247,8 @@ def test_ctrl_c_while_the_stack_starts_leaves_nothing_running(
                            "--database", database, "--workflow", str(workflow))
     try:
         term.expect("Starting the local stack", 60)
-        deadline = time.monotonic() + 60  # until `aef dev` is up and preparing
-        while not stack_processes(state) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert stack_processes(state), term.text
+        wait_until(lambda: stack_processes(state), within=60, interval=0.1,
+                   what=f"`aef dev` up and preparing:\n{term.text}")
         term.send(b"\x03")
         code = term.wait(30)
     finally:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ from local.demo import WORKFLOW_PATH
 from local.demo.seed import DEMO_EMAIL, DEMO_PASSWORD
 from tests.demo.helpers import CHROMIUM_ARGS
 from tests.e2e.conftest import RunningStack
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -330,11 +330,8 @@ async def test_polling_fallback_and_takeover(stack: RunningStack, browser: Brows
     await no_serious_violations(page, "recovery")
     await snap(page, "10-recovery-polling")
     # nothing changes while the run waits for a person: the next polls are answered 304
-    for _ in range(150):
-        if any(tag and status == 304 for tag, status in polls):
-            break
-        await asyncio.sleep(0.1)
-    assert any(tag and status == 304 for tag, status in polls), polls
+    await eventually(lambda: any(tag and status == 304 for tag, status in polls), within=15,
+                     interval=0.1, in_thread=False, what=f"a 304 poll answer: {polls}")
     # the websocket comes back: supabase-js reconnects, the page says so and stops polling
     blocked = False
     await page.locator("#connection[data-mode=realtime]").wait_for(timeout=60_000)
@@ -355,14 +352,12 @@ async def test_polling_fallback_and_takeover(stack: RunningStack, browser: Brows
     await takeover.get_by_label("Press a key").fill("Enter")
     await takeover.get_by_role("button", name="Press").click()
 
-    deadline = time.monotonic() + 30
-    while True:  # the demo site's own state: the record the person typed was saved
-        crm = (await http("GET", f"{stack.url}/demo/state")).json()["crm"]
-        if any(r["name"] == "Ada Takeover" and r["email"] == "ada@takeover.example"
-               for r in crm):
-            break
-        assert time.monotonic() < deadline, f"the typed record never reached the CRM: {crm}"
-        await asyncio.sleep(0.5)
+    def typed_record_saved() -> bool:  # the demo site's own state
+        crm = httpx.get(f"{stack.url}/demo/state", timeout=10).json()["crm"]
+        return any(r["name"] == "Ada Takeover" and r["email"] == "ada@takeover.example"
+                   for r in crm)
+    await eventually(typed_record_saved, within=30, interval=0.5,
+                     what="the typed record in the demo CRM")
 
     await takeover.get_by_role("button", name="Release the browser").click()
     await wait_status(page, "completed", "failed", "cancelled")

@@ -53,6 +53,19 @@ def test_demo_completes_watched_over_realtime(demo_run: dict[str, Any]) -> None:
 
 
 @pytest.mark.timeout(DEMO_TIMEOUT_SECONDS + 60)
+def test_the_stacks_warm_pool_worker_ran_it(stack: RunningStack,
+                                            demo_run: dict[str, Any]) -> None:
+    """`aef dev` runs one pool worker by default: no runner process of its own."""
+    execution_id = demo_run["execution_id"]
+    with psycopg.connect(stack.info.database_url) as conn:
+        row = conn.execute("select task_arn from aef_executions where id = %s",
+                           (execution_id,)).fetchone()
+    assert row is not None and str(row[0]).startswith("pool:"), row
+    assert not (stack.state.logs / f"runner-{execution_id}.log").exists()
+    assert execution_id in (stack.state.logs / "pool-worker.log").read_text(errors="replace")
+
+
+@pytest.mark.timeout(DEMO_TIMEOUT_SECONDS + 60)
 def test_crm_ends_in_the_expected_state(stack: RunningStack,
                                         demo_run: dict[str, Any]) -> None:
     state = httpx.get(f"{stack.url}/demo/state", timeout=10).json()

@@ -4,13 +4,13 @@ that has exited is never signalled (its pid may be someone else's by then)."""
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import pytest
 
 from aef.launcher import LocalLauncher
 from aef.settings import Settings
+from tests.waiting import wait_until
 
 
 def defunct_children() -> list[int]:
@@ -33,10 +33,7 @@ def test_a_runner_that_exits_is_reaped_and_never_signalled(
     monkeypatch.setenv("AEF_HEADLESS", "perhaps")  # the runner refuses it and exits at once
     launch = launcher.launch("00000000-0000-0000-0000-000000000001", "runner-secret-value")
     pid = int(launch.task_arn.split(":", 1)[1])
-    deadline = time.monotonic() + 60
-    while launcher.running() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert launcher.running() == []
+    wait_until(lambda: launcher.running() == [], within=60, what="the runner to exit")
     assert pid not in defunct_children()
     assert launcher.stop(launch.task_arn, "test") is False  # gone: nothing to stop
     assert launcher.stop_all(0.1) == 0

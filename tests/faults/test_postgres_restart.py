@@ -33,7 +33,7 @@ import psycopg
 import pytest
 
 from aef.db import Database
-from local.dev import EmbeddedPostgres
+from local.postgres import EmbeddedPostgres
 from local.supabase_pg import SupabaseCluster
 from tests.conftest import PG_VERSION, TestBed
 from tests.faults.checks import (

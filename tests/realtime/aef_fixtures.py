@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import os
 import threading
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from local.realtime.server import RealtimeServer
 # are read; its fixtures are re-exported for the test module.
 from tests.api.conftest import Api, ApiUser, api, moto_ecs, new_user
 from tests.realtime.conftest import RunningServer, make_token
+from tests.waiting import wait_until
 
 __all__ = ["AefRealtime", "Api", "ApiUser", "aef_realtime", "api", "event_rows", "moto_ecs",
            "new_user", "realtime_messages", "realtime_py"]
@@ -96,11 +96,10 @@ def aef_realtime(database_url: str, api: Api) -> Iterator[AefRealtime]:
     runner = uvicorn.Server(config)
     thread = threading.Thread(target=runner.run, name="aef-realtime-uvicorn", daemon=True)
     thread.start()
-    deadline = time.monotonic() + 15
-    while not runner.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the realtime server did not start")
-        time.sleep(0.02)
+    wait_until(lambda: runner.started or not thread.is_alive(), within=15, interval=0.02,
+               what="the realtime server to start")
+    if not runner.started:
+        raise RuntimeError("the realtime server did not start")
     port = int(runner.servers[0].sockets[0].getsockname()[1])
     anon_key = make_token(None, role="anon", ttl=10 * 365 * 86400, iss="supabase", secret=secret)
     running = RunningServer(f"http://127.0.0.1:{port}",

@@ -25,6 +25,7 @@ from pydantic import SecretStr
 
 from aef.settings import Settings
 from local.realtime.server import RealtimeServer
+from tests.waiting import wait_until
 
 JWT_SECRET = "realtime-tests-secret-at-least-32-bytes-long"
 
@@ -128,11 +129,10 @@ def serve(database_url: str, **options: Any) -> Iterator[RunningServer]:
     runner = uvicorn.Server(config)
     thread = threading.Thread(target=runner.run, name="realtime-uvicorn", daemon=True)
     thread.start()
-    deadline = time.monotonic() + 15
-    while not runner.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the realtime server did not start")
-        time.sleep(0.02)
+    wait_until(lambda: runner.started or not thread.is_alive(), within=15, interval=0.02,
+               what="the realtime server to start")
+    if not runner.started:
+        raise RuntimeError("the realtime server did not start")
     anon_key = make_token(None, role="anon", ttl=10 * 365 * 86400, iss="supabase")
     try:
         yield RunningServer(f"http://127.0.0.1:{port}",

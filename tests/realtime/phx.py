@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,15 +51,6 @@ def decode_server_frame(raw: str | bytes, vsn: str) -> Frame:
     assert isinstance(data, list) and len(data) == 5, data
     join_ref, ref, topic, event, payload = data
     return Frame(topic, event, payload, ref, join_ref, False, raw)
-
-
-async def eventually(condition: Callable[[], bool], within: float = 5.0) -> None:
-    """Wait until `condition()` holds (state owned by another thread or a callback)."""
-    for _ in range(int(within / 0.01)):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    assert condition(), "condition not met in time"
 
 
 class PhxClient:

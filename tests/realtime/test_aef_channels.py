@@ -37,9 +37,9 @@ from tests.realtime.aef_fixtures import (  # noqa: F401
     realtime_py,
 )
 from tests.realtime.conftest import as_sent
-from tests.realtime.phx import eventually
 from tests.realtime.test_realtime_py import Statuses, private
 from tests.realtime.test_supabase_js import node, supabase_js  # noqa: F401
+from tests.waiting import until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -177,7 +177,7 @@ async def test_realtime_py_receives_every_event_of_a_run(
     assert before["lastSeq"] == 1
 
     await run.play(run.steps)
-    await eventually(lambda: completed(received))
+    await until(lambda: completed(received))
     rows = await blocking(event_rows, db, run.execution_id)
     assert_delivered(received, rows, after=before["lastSeq"])
     assert before["events"] == [rows[0]["message"]]
@@ -234,7 +234,7 @@ async def test_another_users_token_is_refused_the_execution_channel(
     mine = await join(await realtime_py(owner.token), run.topic, owned)
     assert await mine.wait_for(SUBSCRIBED) is None
     await run.play(run.steps)
-    await eventually(lambda: completed(owned))
+    await until(lambda: completed(owned))
     await asyncio.sleep(0.2)
     assert leaked == []
 
@@ -251,14 +251,14 @@ async def test_forced_disconnect_is_caught_up_by_polling(
 
     await run.play(run.steps[:3])  # execute, claim, first step
     k = (await blocking(event_rows, db, run.execution_id))[-1]["seq"]
-    await eventually(lambda: bool(received) and received[-1]["payload"]["seq"] == k)
+    await until(lambda: bool(received) and received[-1]["payload"]["seq"] == k)
 
     # The server side cuts the socket without a close frame (a dropped network).
     assert await aef_realtime.drop_subscribers(run.topic) == 1
     error = await statuses.wait_for(CHANNEL_ERROR)
     assert isinstance(error, websockets.exceptions.ConnectionClosedError)
     assert error.rcvd is None, "no close frame: an abrupt disconnect"
-    await eventually(lambda: aef_realtime.subscribers(run.topic) == 0)
+    await until(lambda: aef_realtime.subscribers(run.topic) == 0)
 
     await run.play(run.steps[3:-1])  # checkpoint, approval, resume, second step: missed
     rows = await blocking(event_rows, db, run.execution_id)
@@ -279,7 +279,7 @@ async def test_forced_disconnect_is_caught_up_by_polling(
     again = await join(await realtime_py(user.token), run.topic, resumed)
     assert await again.wait_for(SUBSCRIBED) is None
     await run.play(run.steps[-1:])
-    await eventually(lambda: completed(resumed))
+    await until(lambda: completed(resumed))
     rows = await blocking(event_rows, db, run.execution_id)
     seen = [m["payload"]["seq"] for m in received + resumed] + [
         e["seq"] for e in missed["events"]]

@@ -10,7 +10,8 @@ import psycopg
 import pytest
 
 from tests.realtime.conftest import RunningServer, as_sent, make_token, serve
-from tests.realtime.phx import PhxClient, eventually
+from tests.realtime.phx import PhxClient
+from tests.waiting import until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -71,7 +72,7 @@ async def test_shutdown_closes_sockets_and_the_listen_connection(
     await asyncio.to_thread(serving.__exit__, None, None, None)
     await asyncio.wait_for(client.ws.wait_closed(), 5)
     assert client.ws.close_code in (1001, 1012)
-    await eventually(lambda: _listeners(realtime_database) == before)
+    await until(lambda: _listeners(realtime_database) == before)
 
 
 async def test_a_failed_fetch_is_retried_and_loses_nothing(

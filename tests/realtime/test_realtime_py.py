@@ -13,7 +13,7 @@ from realtime import RealtimeChannelOptions, RealtimeSubscribeStates
 from supabase import AsyncClient, AsyncClientOptions, acreate_client
 
 from tests.realtime.conftest import RunningServer, as_sent, make_token, seconds_to_expiry
-from tests.realtime.phx import eventually
+from tests.waiting import until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -72,7 +72,7 @@ async def test_receives_realtime_send_broadcasts_in_order(realtime_server: Runni
 
     await asyncio.to_thread(realtime_server.send, f"room:{user}", "step",
                             [{"n": n} for n in range(25)])
-    await eventually(lambda: len(received) >= 25)
+    await until(lambda: len(received) >= 25)
     assert [as_sent(m["payload"]) for m in received] == [{"n": n} for n in range(25)]
     assert all(m["event"] == "step" for m in received)
     assert all(uuid.UUID(m["meta"]["id"]) for m in received)
@@ -106,7 +106,7 @@ async def test_set_auth_refreshes_the_token_of_a_joined_channel(
     await asyncio.sleep(seconds_to_expiry(first) + 0.5)  # the first token has expired
     assert [s for s, _ in statuses.seen] == [RealtimeSubscribeStates.SUBSCRIBED]
     await asyncio.to_thread(realtime_server.send, f"room:{user}", "late", [{"ok": True}])
-    await eventually(lambda: bool(received))
+    await until(lambda: bool(received))
     assert as_sent(received[0]["payload"]) == {"ok": True}
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.realtime.conftest import RunningServer, as_sent, make_token, seconds_to_expiry
-from tests.realtime.phx import eventually
+from tests.waiting import until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -88,7 +88,7 @@ async def test_receives_broadcasts_in_order(node: str, realtime_server: RunningS
         messages = [(await client.until("broadcast"))["broadcast"] for _ in range(15)]
         assert await client.until("left") == {"left": "ok", "connected": True}
         # The phx_leave, not a disconnect, ends the subscription.
-        await eventually(
+        await until(
             lambda: not realtime_server.server.hub.subscriber_count(f"room:{user}", True))
         assert client.process.returncode is None
     assert [as_sent(m["payload"]) for m in messages] == [{"n": n} for n in range(15)]

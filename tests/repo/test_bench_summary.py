@@ -15,7 +15,9 @@ def test_summary_table_and_latest_json(tmp_path: Path) -> None:
         "bench_runner.log": 'text before\n{"bench": "runner", "ratio": 1.07}\n',
         "bench_api.log": json.dumps({"bench": "api", "worst_p50_ratio": 1.8,
                                      "worst_p99_ratio": 1.9,
-                                     "endpoints": {"GET /live": {"p50_ms": 2.0}}}) + "\ntail\n",
+                                     "endpoints": {"GET /live": {"p50_ms": 2.0}}}) + "\ntail\n"
+        # a request's log line after the figures is not a figure
+        + '{"level": "INFO", "logger": "aef.http", "message": "request"}\n',
         "load.log": "table\nJSON " + json.dumps({"ratios": {"stateTxP99": 1.1,
                                                             "eventsPerSecond": 0.97},
                                                  "api": {"live": {"p50": 8.0}}}) + "\n",

@@ -6,11 +6,9 @@ checkpoint, inserting a command, requesting a stop. Reads for assertions use the
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import secrets as tokens
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,6 +18,7 @@ from psycopg.types.json import Jsonb
 
 from aef.db import Database
 from tests.integration.factories import User, create_document, create_execution, create_user
+from tests.waiting import eventually
 
 T = TypeVar("T")
 
@@ -167,19 +166,6 @@ def checkpoints(db: Database, execution: Execution) -> list[dict[str, Any]]:
 
 def dump(value: Any) -> str:
     return json.dumps(value, default=str, ensure_ascii=False)
-
-
-async def eventually(probe: Callable[[], T | None], *, within: float = 20.0,
-                     interval: float = 0.05, what: str = "condition") -> T:
-    """Poll `probe` (sync, run in a thread) until it returns something truthy."""
-    deadline = time.monotonic() + within
-    while True:
-        value = await asyncio.to_thread(probe)
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(interval)
 
 
 async def status_becomes(db: Database, execution: Execution, *statuses: str,

@@ -22,7 +22,8 @@ from aef.db import Connection, Database
 from aef.errors import Conflict, ServiceUnavailable
 from aef.settings import Settings
 from aef.store import runner as runner_store
-from runner.engine import Journal, Secrets
+from runner.journal import Journal
+from runner.redaction import Secrets
 from tests.runner.helpers import (
     Execution,
     events,

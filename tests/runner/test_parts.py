@@ -12,9 +12,10 @@ from aef.db import Database
 from aef.screenshots import ScreenshotStore, screenshot_key
 from aef.settings import Settings
 from runner.control import Control, wake_channel
-from runner.engine import iteration_number, lookup
+from runner.flow import iteration_number, lookup
 from tests.integration.factories import admin_connection, create_user
 from tests.runner.helpers import make_execution, request_stop, send_command, task
+from tests.waiting import until
 
 
 def test_lookup_follows_dotted_paths_through_scopes() -> None:
@@ -77,29 +78,19 @@ async def test_polling_backstop_sees_commands_and_stops_without_listen(db: Datab
     try:
         control.commands_hint = False
         send_command(db, execution, "pause")
-        for _ in range(50):
-            if control.commands_hint:
-                break
-            await asyncio.sleep(0.05)
-        assert control.commands_hint and not control.listening
+        await until(lambda: control.commands_hint, within=2.5)
+        assert not control.listening
         assert [c.command for c in await control.fetch()] == ["pause"]
         request_stop(db, execution)
-        for _ in range(50):
-            if control.stop_requested:
-                break
-            await asyncio.sleep(0.05)
-        assert control.stop_requested and control.status == "cancelling"
+        await until(lambda: control.stop_requested, within=2.5)
+        assert control.status == "cancelling"
     finally:
         await control.close()
 
 
 async def listening(control: Control) -> None:
     """Until the control's LISTEN connection is up (a wake-up sent before would be missed)."""
-    for _ in range(250):
-        if control.listening:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("LISTEN did not start within 5 s")
+    await until(lambda: control.listening, within=5)
 
 
 async def test_listen_wakes_the_runner_at_once(db: Database, settings: Settings) -> None:
@@ -162,10 +153,7 @@ async def test_a_stop_is_seen_within_a_second_of_its_notification(db: Database,
     try:
         await listening(control)
         await asyncio.to_thread(request_stop, db, execution)
-        for _ in range(100):
-            if control.stop_requested:
-                break
-            await asyncio.sleep(0.01)
-        assert control.stop_requested and control.status == "cancelling"
+        await until(lambda: control.stop_requested, within=1)
+        assert control.status == "cancelling"
     finally:
         await control.close()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from runner.grounding import _bind_description, _score, match_summary, parse_instruction
+from runner.grounding import _bind_description, _score, match_summary
+from runner.instructions import parse_instruction
 
 
 def test_the_template_is_parsed_before_values_are_filled_in() -> None:

@@ -56,3 +56,24 @@ def test_placeholder_names_are_ascii_and_may_be_dotted() -> None:
 def test_replace_keeps_what_has_no_value() -> None:
     values = {"a": "1", "b.c": "2"}
     assert replace_placeholders("{{a}}/{{ b.c }}/{{zz}}", values.get) == "1/2/{{zz}}"
+
+
+def test_a_non_ascii_placeholder_is_neither_listed_nor_substituted() -> None:
+    """One grammar end to end: the transform never lists `{{prénom}}` as a credential, so the
+    runner (actions and grounding) never substitutes it either; an ASCII name is both."""
+    from runner.actions import substitute
+    from runner.grounding import _fill_in
+
+    doc = {
+        "meta": {"title": "wf"},
+        "execution": {"workflow": {"nodes": [{
+            "id": "greet", "type": "atomic_task", "label": "Greet", "intent": "Greet",
+            "actions": [{"type": "fill", "selector": "#n", "value": "{{prénom}} {{nom}}"}],
+        }]}},
+    }
+    step = transform(doc).plan[0]
+    assert step.credentials == ["nom"]
+    values = {"prénom": "Ada", "nom": "Lovelace"}
+    assert substitute("{{prénom}} {{nom}}", {}, values) == ("{{prénom}} Lovelace", True)
+    assert substitute("{{prénom}} {{nom}}", values, None) == ("{{prénom}} Lovelace", False)
+    assert _fill_in("{{prénom}} {{nom}}", values) == "{{prénom}} Lovelace"

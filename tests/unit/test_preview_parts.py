@@ -4,7 +4,8 @@ which steps a checkpoint covers, and what each answer means where it is asked.""
 from __future__ import annotations
 
 from aef.models import PlanStep
-from runner.engine import _Run, checkpoint_choices
+from runner.flow import StepRun
+from runner.interaction import checkpoint_choices
 from runner.preview import PREVIEW_MASK, _Filler, _selector_text, covered_steps
 
 
@@ -47,9 +48,9 @@ def test_selectors_of_grounded_locators_read_as_playwright_selectors() -> None:
 def test_choices_say_what_each_answer_does_where_it_is_asked() -> None:
     save = step("save")
     outside = {c["response"]: c["meaning"] for c in
-               checkpoint_choices("before_step", save, _Run(0), [save])}
+               checkpoint_choices("before_step", save, StepRun(0), [save])}
     inside = {c["response"]: c["meaning"] for c in
-              checkpoint_choices("before_step", save, _Run(2), [save])}
+              checkpoint_choices("before_step", save, StepRun(2), [save])}
     assert outside["approve"] == "Run this step"
     assert outside["skip"] == "Skip this step and go on"
     assert "next item" in inside["skip"] and "next item" not in outside["skip"]
@@ -59,7 +60,7 @@ def test_choices_say_what_each_answer_does_where_it_is_asked() -> None:
         "question": "Investor?", "rule": None, "yes": [step("add").model_dump(by_alias=True)],
         "no": []})
     answers = {c["response"]: c["meaning"] for c in
-               checkpoint_choices("decision", decision, _Run(0), [decision])}
+               checkpoint_choices("decision", decision, StepRun(0), [decision])}
     assert answers == {"approve": "Take the yes branch (Add)",
                        "reject": "Take the no branch (continue)",
                        "skip": "Run neither branch and go on after the decision"}

@@ -22,7 +22,7 @@ router = APIRouter()
         "illegal_transition", "concurrent_update"),
     summary="Approve, reject or skip a pending checkpoint (a second answer is a 409)",
 )
-def respond(checkpointId: UUID, body: CheckpointRequest, caller: WriteCaller) -> Any:
+async def respond(checkpointId: UUID, body: CheckpointRequest, caller: WriteCaller) -> Any:
     return service.respond_checkpoint(caller, str(checkpointId), body)
 
 

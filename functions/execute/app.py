@@ -38,7 +38,7 @@ IdempotencyKey = Annotated[
         "reported in the response's `warnings`."
     ),
 )
-def execute(body: ExecuteRequest, caller: ExecuteCaller,
+async def execute(body: ExecuteRequest, caller: ExecuteCaller,
             idempotency_key: IdempotencyKey = None) -> Any:
     return service.start_execution(caller, body, idempotency_key)
 
@@ -57,7 +57,7 @@ def execute(body: ExecuteRequest, caller: ExecuteCaller,
         "steps it will run: 422 `missing_inputs` when one is missing, nothing is queued."
     ),
 )
-def action(executionId: UUID, body: ActionRequest, caller: WriteCaller) -> Any:
+async def action(executionId: UUID, body: ActionRequest, caller: WriteCaller) -> Any:
     return service.act(caller, str(executionId), body)
 
 

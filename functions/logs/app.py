@@ -33,7 +33,7 @@ PageSize = Annotated[int, Query(ge=1, le=100)]
     responses=problem_responses("execution_not_found", "invalid_cursor"),
     summary="A page of an execution's logs (keyset pagination: pass nextCursor as `after`)",
 )
-def logs(
+async def logs(
     executionId: UUID,
     caller: ReadCaller,
     after: Annotated[str | None, Query(max_length=200, pattern=r"^[A-Za-z0-9_\-]*$")] = None,
@@ -52,7 +52,7 @@ def logs(
                304: {"description": "Not modified since the ETag"}},
     summary="The live message snapshot plus the events after `after` (polling fallback)",
 )
-def live(
+async def live(
     executionId: UUID,
     caller: ReadCaller,
     after: Annotated[int, Query(ge=0, le=2**62)] = 0,
@@ -73,7 +73,7 @@ def live(
     responses=problem_responses("invalid_cursor"),
     summary="The caller's AEF documents, newest first (keyset pages: pass nextCursor as `after`)",
 )
-def documents(caller: ReadCaller, after: Cursor = None, limit: PageSize = 20) -> Any:
+async def documents(caller: ReadCaller, after: Cursor = None, limit: PageSize = 20) -> Any:
     return service.list_documents(caller, after=after, limit=limit)
 
 
@@ -83,7 +83,7 @@ def documents(caller: ReadCaller, after: Cursor = None, limit: PageSize = 20) ->
     responses=problem_responses("document_not_found"),
     summary="One of the caller's AEF documents: its plan, checkpoints and inputs (under `aef`)",
 )
-def document(documentId: UUID, caller: ReadCaller) -> Any:
+async def document(documentId: UUID, caller: ReadCaller) -> Any:
     return service.read_document(caller, str(documentId))
 
 
@@ -93,7 +93,7 @@ def document(documentId: UUID, caller: ReadCaller) -> Any:
     responses=problem_responses("invalid_cursor"),
     summary="The caller's executions, newest first, by status and document (keyset pages)",
 )
-def executions(
+async def executions(
     caller: ReadCaller,
     after: Cursor = None,
     limit: PageSize = 20,

@@ -21,7 +21,7 @@ router = APIRouter()
                                 "illegal_transition", "concurrent_update"),
     summary="Stop an execution; stopping a stopped execution answers the same body again",
 )
-def stop(executionId: UUID, caller: WriteCaller) -> Any:
+async def stop(executionId: UUID, caller: WriteCaller) -> Any:
     return service.stop_execution(caller, str(executionId))
 
 

@@ -20,7 +20,7 @@ router = APIRouter()
     responses=problem_responses("sop_not_found", "invalid_sop"),
     summary="Transform an SOP (stored by sopId, or inline) into an AEF document",
 )
-def transform(body: TransformRequest, caller: WriteCaller) -> Any:
+async def transform(body: TransformRequest, caller: WriteCaller) -> Any:
     return service.transform_sop(caller, body)
 
 

@@ -64,6 +64,7 @@ from runner.errors import (
     first_line,
 )
 from runner.extraction import SCHEMA_JS, apply_pattern, element_text, schema_keys
+from runner.flow import lookup
 from runner.grounding import (
     ChainResolver,
     Escalation,
@@ -230,20 +231,13 @@ class ActionResult:
 # --------------------------------------------------------------------------- substitution
 
 def _lookup(name: str, variables: Mapping[str, Any]) -> tuple[bool, Any]:
+    """(found, value): a variable named with dots as it is, else a dotted path into one."""
     if name in variables:
         return True, variables[name]
-    head, *rest = name.split(".")
-    if head not in variables:
+    try:
+        return True, lookup(name, variables)
+    except KeyError:
         return False, None
-    value: Any = variables[head]
-    for part in rest:
-        if isinstance(value, Mapping) and part in value:
-            value = value[part]
-        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
-            value = value[int(part)]
-        else:
-            return False, None
-    return True, value
 
 
 def _stringify(value: Any) -> str:

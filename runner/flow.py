@@ -29,7 +29,8 @@ class StepRun:
 
 
 def lookup(path: str, *scopes: Mapping[str, Any]) -> Any:
-    """A dotted path (`email.id`, `emails.0.subject`) in the first scope that has its head."""
+    """A dotted path (`email.id`, `emails.0.subject`) in the first scope that has its head;
+    KeyError when no scope has it or the path leads nowhere."""
     head, *rest = path.split(".")
     for scope in scopes:
         if head in scope:

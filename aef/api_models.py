@@ -52,7 +52,10 @@ class TransformResponse(_Wire):
 
 class ExecuteRequest(_Request):
     aef_document_id: UUID
-    step_ids: list[StepId] | None = Field(default=None, max_length=500)
+    step_ids: list[StepId] | None = Field(
+        default=None, max_length=500,
+        description="Run only these steps; a selected compound, loop or decision runs with its "
+                    "whole body. Omitted: the whole plan.")
     execution_id: UUID | None = None
     secrets: dict[SecretName, SecretValue] | None = Field(default=None, max_length=50)
     # Non-secret inputs for {{placeholders}} (e.g. a base URL); visible in logs and events.

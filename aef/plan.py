@@ -49,6 +49,31 @@ def selected_within(step: PlanStep, selected: Collection[str]) -> bool:
     return any(s.id in selected for s in walk([step]))
 
 
+def selection_roots(steps: Iterable[PlanStep], selected: Collection[str]) -> set[str]:
+    """The selected ids that no other selected step contains (each one's share of progress)."""
+    roots: set[str] = set()
+
+    def visit(level: Iterable[PlanStep]) -> None:
+        for step in level:
+            if step.id in selected:
+                roots.add(step.id)
+            else:
+                visit(nested(step))
+
+    visit(steps)
+    return roots
+
+
+def with_bodies(steps: Iterable[PlanStep], selected: Collection[str]) -> set[str]:
+    """The selected ids plus every step below a selected one: selecting a compound, loop or
+    decision selects its whole body (a container without its body would do nothing)."""
+    chosen = set(selected)
+    for step in walk(steps):
+        if step.id in chosen:
+            chosen.update(s.id for s in walk(nested(step)))
+    return chosen
+
+
 def parse_plan(document: Mapping[str, Any]) -> list[PlanStep]:
     """The plan of a stored AEF document (`aef.plan`); an empty list when it has none."""
     section = document.get("aef")

@@ -34,7 +34,7 @@ from aef.launcher import (
     LaunchFailed,
     get_launcher,
 )
-from aef.plan import all_ids, parse_plan
+from aef.plan import all_ids, parse_plan, with_bodies
 from aef.settings import Settings, get_settings
 from aef.store import api as api_store
 from aef.store import common
@@ -284,7 +284,7 @@ def check_inputs(document: Mapping[str, Any], step_ids: list[str] | None, variab
     does not use."""
     plan = parse_plan(document)
     inputs = stored_inputs(document)
-    selected = set(step_ids) if step_ids else None
+    selected = with_bodies(plan, step_ids) if step_ids else None
     missing = missing_inputs(plan, inputs, variables | secrets, selected)
     if missing:
         listed = "; ".join(f"{i.kind} {i.name} (needed by {', '.join(i.required_by[:5])})"

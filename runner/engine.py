@@ -47,7 +47,7 @@ from pydantic import ValidationError
 from aef import rules
 from aef.db import Connection, Database, get_database
 from aef.models import Action, AefConfig, PlanStep
-from aef.plan import all_ids, contains, nested, selected_within
+from aef.plan import all_ids, contains, nested, selected_within, selection_roots, with_bodies
 from aef.screenshots import ScreenshotStore
 from aef.settings import Settings
 from aef.store import runner as runner_store
@@ -125,7 +125,8 @@ class Engine(StepRunner):
         self.variables = {}
         self.done = set()
         self.results = {}
-        self.step_ids: set[str] | None = None
+        self.step_ids: set[str] | None = None  # the selected steps no other selected one holds
+        self._selected: set[str] = set()  # those with their bodies: what runs
         self.resume_target: str | None = None
         self.session = None
         self.browser_state = {}
@@ -295,9 +296,10 @@ class Engine(StepRunner):
                              f"({self.resume_target}); running from the start")
             self.resume_target = None
         if self.step_ids is not None:
-            self.step_ids &= known
+            self.step_ids = selection_roots(self.plan, self.step_ids & known)
             if not self.step_ids:
                 raise PlanError("none of the selected step ids is in the plan")
+            self._selected = with_bodies(self.plan, self.step_ids)
             self._unit = 1.0 / len(self.step_ids)
         self.screenshots.start_at(self.execution_id, int(row.get("last_seq") or 0) + 1)
 
@@ -359,14 +361,14 @@ class Engine(StepRunner):
     async def _visit(self, step: PlanStep, run: StepRun, weight: float) -> None:
         """Run `step` unless a resume, a step selection or resume_from says otherwise."""
         start = self._progress
-        if self.step_ids is not None and step.id not in self.step_ids:
+        if self.step_ids is not None and step.id not in self._selected:
             if not selected_within(step, self.step_ids):
                 return
             for child in nested(step):  # only the selected steps below run; their own weight counts
                 await self._visit(child, run, 0.0)
             return
-        if self.step_ids is not None:
-            weight = self._unit
+        if self.step_ids is not None and step.id in self.step_ids:
+            weight = self._unit  # a selected step's body shares its unit as in a whole run
         if self.resume_target is not None:
             if step.id == self.resume_target:
                 self.resume_target = None

@@ -95,6 +95,9 @@ def test_a_step_subset_needs_only_its_own_inputs(api: Any, db: Any, new_user: An
     reply = execute(api, user, created, stepIds=["open_email"],
                     variables={"base_url": "https://demo.example.test", "email_id": "7"})
     assert reply.status == 202, reply.body
+    # a selected container brings its body: the login's first step opens {{base_url}}
+    assert missing(execute(api, user, created, stepIds=["demo_login_flow"])) == {
+        "demo_email": "credential", "demo_password": "credential", "base_url": "variable"}
 
 
 def test_actions_that_start_a_run_check_the_inputs_too(api: Any, db: Any, new_user: Any,

@@ -201,6 +201,32 @@ async def test_only_the_selected_steps_run(
     assert execution_row(db, execution)["progress"] == 100
 
 
+async def test_a_selected_container_runs_with_its_whole_body(
+        db: Database, settings: Settings, site: Site, new_execution: Any) -> None:
+    """The console offers top-level steps: choosing "Log in" must log in, not run an empty
+    compound. A step selected inside a selected one adds nothing (one unit of progress)."""
+    def visit(name: str) -> dict[str, Any]:
+        return task(name, [{"type": "navigate", "url": f"{site.base_url}/page?n={name}"}])
+    plan = [{"id": "login", "label": "Log in", "kind": "compound", "method": "automated",
+             "children": [visit("open"), visit("submit")]},
+            visit("between"),
+            {"id": "each", "label": "Each page", "kind": "loop", "method": "automated",
+             "loop": {"iterator": "n", "over": "pages", "maxIterations": 5},
+             "children": [visit("read")]}]
+    execution = new_execution(plan, config=FAST, step_ids=["login", "submit", "each"],
+                              variables={"pages": [1, 2]})
+    outcome = await asyncio.wait_for(run_engine(settings, db, execution), 60)
+
+    assert outcome.status == "completed"
+    ran = step_rows(db, execution)
+    assert {key for key, row in ran.items() if row["status"] == "completed"} == {
+        ("login", 0), ("open", 0), ("submit", 0), ("each", 0),
+        *{key for key in ran if key[0] == "read"}}
+    assert len([key for key in ran if key[0] == "read"]) == 2
+    assert ("between", 0) not in ran
+    assert execution_row(db, execution)["progress"] == 100
+
+
 async def test_grounded_locator_is_cached_across_loop_iterations(
         db: Database, settings: Settings, site: Site, new_execution: Any) -> None:
     plan = [{"id": "each", "label": "Each page", "kind": "loop", "method": "automated",

@@ -189,7 +189,12 @@ def update_execution(
     """
     sets: list[str] = []
     params: dict[str, Any] = {"id": execution_id}
-    if status is not None:
+    if status == "running":
+        # a stop requested meanwhile stands (cancelling -> running is illegal): the step's own
+        # record still lands, and the runner ends at its next look at the stop
+        sets.append("status = case when status = 'cancelling' then status else %(status)s end")
+        params["status"] = status
+    elif status is not None:
         sets.append("status = %(status)s")
         params["status"] = status
     if progress is not None:

@@ -13,6 +13,7 @@ from tests.runner.helpers import (
     execution_row,
     logs,
     make_execution,
+    request_stop,
     send_command,
     step_rows,
     task,
@@ -49,6 +50,24 @@ def test_heartbeat_extends_the_lease_and_reports_cancelling(db: Database) -> Non
                      (execution.id,))
     with db.as_runner(execution.id, execution.token) as conn:
         assert runner_store.heartbeat(conn, execution.id, "r1", 60) == "cancelling"
+
+
+def test_a_step_finished_after_a_stop_request_is_recorded_and_the_stop_stands(
+        db: Database) -> None:
+    execution = make_execution(db, PLAN)
+    with db.as_runner(execution.id, execution.token) as conn:
+        runner_store.claim(conn, execution.id, "r1", 30)
+        runner_store.update_execution(conn, execution.id, status="running")
+        runner_store.upsert_step(conn, execution.id, "s1", 0, "running", label="s1",
+                                 new_attempt=True)
+    request_stop(db, execution)  # DELETE /stop while the step's action runs
+    with db.as_runner(execution.id, execution.token) as conn:
+        runner_store.upsert_step(conn, execution.id, "s1", 0, "completed")
+        row = runner_store.update_execution(conn, execution.id, status="running", progress=50)
+    assert row is not None and row["status"] == "cancelling" and row["progress"] == 50
+    assert step_rows(db, execution)[("s1", 0)]["status"] == "completed"
+    with pytest.raises(Conflict), db.as_runner(execution.id, execution.token) as conn:
+        runner_store.update_execution(conn, execution.id, status="paused")  # still guarded
 
 
 def test_state_change_logs_and_event_in_one_transaction(db: Database) -> None:

@@ -234,9 +234,11 @@ class Interaction(EngineState):
         """Between two actions (and two steps): honour stop, pause and takeover.
 
         Returns TAKEN_OVER when a person took over and released: the step is then done.
+        A write made in the background that failed is raised here (see `_check_writes`).
         """
         if self.control.stop_requested:
             raise Stopped()
+        await self._check_writes()
         if not self.control.commands_hint:
             return None
         outcome: Between | None = None
@@ -331,18 +333,41 @@ class Interaction(EngineState):
         """Capture, upload, update browser state; an upload failure is a warning only."""
         if self.session is None:
             return
-        page = self.page
-        self.browser_state["currentUrl"] = page.url
-        data = await capture_jpeg(page, secrets=self.secrets.values.values())
+        data = await self._capture()
         if data is not None:
-            try:
-                key, url = await self.screenshots.put_async(self.execution_id, name, data)
-                self.browser_state.update(screenshot=url, screenshotKey=key)
-            except Exception as exc:
-                self.journal.log("warn", f"Screenshot upload failed: {type(exc).__name__}",
-                                 category="browser", step_id=step.id)
+            await self._upload_shot(step, name, data)
         if commit:
             await self._show(self.browser_state)
+
+    async def _screenshot_behind(self, step: PlanStep,
+                                 name: str) -> asyncio.Task[dict[str, Any] | None] | None:
+        """Capture now (the page as the step left it); the upload goes on while the next
+        action runs. Returns it: what the write publishing the shot waits for (None: no shot)."""
+        if self.session is None:
+            return None
+        data = await self._capture()
+        if data is None:
+            return None
+        return asyncio.create_task(self._upload_shot(step, name, data),
+                                   name="aef-screenshot-upload")
+
+    async def _capture(self) -> bytes | None:
+        page = self.page
+        self.browser_state["currentUrl"] = page.url
+        return await capture_jpeg(page, secrets=self.secrets.values.values())
+
+    async def _upload_shot(self, step: PlanStep, name: str,
+                           data: bytes) -> dict[str, Any] | None:
+        """Upload; the URL goes into the browser state (and is returned). Never raises: an
+        upload failure is a warning only."""
+        try:
+            key, url = await self.screenshots.put_async(self.execution_id, name, data)
+        except Exception as exc:
+            self.journal.log("warn", f"Screenshot upload failed: {type(exc).__name__}",
+                             category="browser", step_id=step.id)
+            return None
+        self.browser_state.update(screenshot=url, screenshotKey=key)
+        return {"screenshot": url, "screenshotKey": key}
 
 
 def _is_input(command: Command) -> bool:

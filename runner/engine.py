@@ -417,6 +417,7 @@ class Engine(StepRunner):
                                    step_id=step.id, category="command"))
             self._progress = start + weight
             return
+        await self._check_writes()  # a failed background write ends the run here
         if await self._between(step, run) != Between.TAKEN_OVER:  # else a person did this step
             self._step_end = start + weight
             await self._run_step(step, run, weight)

@@ -234,11 +234,9 @@ class Interaction(EngineState):
         """Between two actions (and two steps): honour stop, pause and takeover.
 
         Returns TAKEN_OVER when a person took over and released: the step is then done.
-        A write made in the background that failed is raised here (see `_check_writes`).
         """
         if self.control.stop_requested:
             raise Stopped()
-        await self._check_writes()
         if not self.control.commands_hint:
             return None
         outcome: Between | None = None

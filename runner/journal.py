@@ -198,7 +198,14 @@ class Journal:
         (once: the next write is made again).
         """
         deadline = asyncio.get_running_loop().time() + self.retry_seconds
-        link = self._chain(self._in_turn(change, event, error, says, deadline, None, False))
+        return await self._in_order(change, event, error, says, deadline, tells=True)
+
+    async def _in_order(self, change: Callable[[Connection], T] | None,
+                        event: str | Callable[[Any], str] | None,
+                        error: Mapping[str, Any] | None, says: Sequence[store.LogRecord],
+                        deadline: float, *, tells: bool) -> T | None:
+        link = self._chain(self._in_turn(change, event, error, says, deadline, None,
+                                         keeps=False, tells=tells))
         try:
             return await asyncio.shield(link)
         except asyncio.CancelledError:
@@ -216,7 +223,8 @@ class Journal:
         waits for `after` (a screenshot upload; it must not raise) and for every write asked
         for before it. Order and exactly-once are `commit`'s; a failure is raised by the next
         `commit` or `check`."""
-        self._chain(self._in_turn(change, event, None, says, None, after, True))
+        self._chain(self._in_turn(change, event, None, says, None, after, keeps=True,
+                                  tells=False))
 
     def check(self) -> None:
         """Raise (once) the failure of a write made in the background, if one failed."""
@@ -255,16 +263,20 @@ class Journal:
     async def _in_turn(self, change: Callable[[Connection], T] | None,
                        event: str | Callable[[Any], str] | None,
                        error: Mapping[str, Any] | None, says: Sequence[store.LogRecord],
-                       deadline: float | None, after: Awaitable[Any] | None,
-                       background: bool) -> T | None:
-        """One write in its turn: not made when an earlier background write failed."""
+                       deadline: float | None, after: Awaitable[Any] | None, *,
+                       keeps: bool, tells: bool) -> T | None:
+        """One write in its turn: not made when an earlier background write failed.
+
+        `keeps`: a background write, whose failure is kept for the engine; `tells`: the
+        engine's own write, which raises a kept failure and so has told it (the flusher's
+        does neither: its lines stay buffered)."""
         if after is not None:
             with contextlib.suppress(Exception):
                 await after
         if self._failure is not None:
             failure = self._failure
-            if not background:
-                self._failure = None  # the caller is told now
+            if tells:
+                self._failure = None  # the engine is told now
             self._abandon([], says, failure, known=True)
             raise failure
         if deadline is None:
@@ -272,7 +284,7 @@ class Journal:
         try:
             return await self._commit_now(change, event, error, says, deadline)
         except BaseException as exc:
-            if background and self._failure is None:
+            if keeps and self._failure is None:
                 self._failure = exc
             raise
 
@@ -332,7 +344,8 @@ class Journal:
 
     async def flush(self) -> None:
         if self._buffer and self._failure is None:  # a failure is for the engine to hear
-            await self.commit()
+            deadline = asyncio.get_running_loop().time() + self.retry_seconds
+            await self._in_order(None, "execution_update", None, (), deadline, tells=False)
 
     async def _flush_loop(self) -> None:
         while True:

@@ -113,6 +113,9 @@ class StepRunner(Interaction):
             except (Stopped, Rejected, EndOfPlan, LeaseLost):
                 raise
             except Exception as exc:  # StepError, TransientError, NeedsHuman, Blocked, ...
+                # a failed background write (this step's start, the last one's end) came
+                # first: it fails the run as it did when it was awaited, no recovery is asked
+                await self._check_writes()
                 if policy is not None:
                     decision = await self._by_policy(step, run, exc, policy, tries)
                 elif (isinstance(exc, actions.TransientError) and self.config.auto_retry_enabled

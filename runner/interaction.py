@@ -331,6 +331,8 @@ class Interaction(EngineState):
         """Capture, upload, update browser state; an upload failure is a warning only."""
         if self.session is None:
             return
+        if self._upload is not None and not self._upload.done():
+            await asyncio.wait({self._upload})  # else the writes below would leave this shot out
         data = await self._capture()
         if data is not None:
             await self._upload_shot(step, name, data)

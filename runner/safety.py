@@ -14,6 +14,11 @@ Why two layers:
   resolves the name itself, checks every address, and connects to the address it checked, so
   DNS rebinding between the check and the connection does not work either.
 
+Once the route layer has let an http(s) origin through, that origin is taken out of the route
+pattern (matched in the Playwright driver), so its later requests skip the round trip to this
+process: the proxy still checks each of their connections, DNS included. A refused origin is
+never taken out.
+
 WebSockets created by pages are additionally checked by ``context.route_web_socket`` so a block
 is reported with the ``ws://`` URL.
 

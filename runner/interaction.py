@@ -348,8 +348,16 @@ class Interaction(EngineState):
         data = await self._capture()
         if data is None:
             return None
-        return asyncio.create_task(self._upload_shot(step, name, data),
-                                   name="aef-screenshot-upload")
+        previous = self._upload
+
+        async def upload() -> dict[str, Any] | None:
+            # one upload at a time, in order: after a failure the next one is paused at once
+            # (ScreenshotStore) instead of failing again
+            if previous is not None and not previous.done():
+                await asyncio.wait({previous})
+            return await self._upload_shot(step, name, data)
+
+        return asyncio.create_task(upload(), name="aef-screenshot-upload")
 
     async def _capture(self) -> bytes | None:
         page = self.page

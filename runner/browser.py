@@ -390,11 +390,17 @@ async def capture_jpeg(
 
     Returns None instead of raising: a missing screenshot must never fail a step.
     Secret values are compared in Python, never sent into the page.
+
+    Playwright's mask pass costs about 25 ms per shot (an overlay drawn in every frame and
+    removed after the capture), so the password locator is only handed to it when it matches
+    something: a count costs one round trip.
     """
     try:
         masks: list[Locator] = []
         if mask_passwords:
-            masks.append(page.locator("input[type=password]"))
+            passwords = page.locator("input[type=password]")
+            if await passwords.count():
+                masks.append(passwords)
         secret_list = [s for s in secrets if s]
         if secret_list:
             fields = page.locator(_VALUE_FIELDS)

@@ -134,6 +134,7 @@ class Engine(StepRunner):
         self._step_end = 0.0  # the progress the step being run reaches when it completes
         self._unit = 0.0
         self._locators = {}
+        self._upload = None
         self._terminated: str | None = None
         self.preskip: set[str] = set()
         # steps a checkpoint's skip covered, skipped when reached: (step id, iteration)
@@ -327,6 +328,7 @@ class Engine(StepRunner):
                 await self._visit(step, StepRun(), weight)
         except EndOfPlan:
             pass
+        await self._check_writes(wait=True)  # the last steps' writes went in the background
         return Outcome(OutcomeStatus.COMPLETED, "Execution completed")
 
     async def _return_to(self, url: str) -> None:
@@ -397,6 +399,7 @@ class Engine(StepRunner):
                                    step_id=step.id, category="command"))
             self._progress = start + weight
             return
+        await self._check_writes()  # a failed background write ends the run here
         if await self._between(step, run) != Between.TAKEN_OVER:  # else a person did this step
             self._step_end = start + weight
             await self._run_step(step, run, weight)
@@ -584,6 +587,11 @@ class Engine(StepRunner):
             await self._hand_back(outcome)
             return
         self.browser_state.update(isReady=False, mode="closed")
+        try:  # the run ended elsewhere: a background write's failure is superseded here
+            await self.journal.settle()
+        except Exception as exc:
+            log.warning("a write before the end failed: %s",
+                        self.secrets.text(f"{type(exc).__name__}: {exc}"))
         try:
             if outcome.status == OutcomeStatus.COMPLETED:
                 await self._write_completed(outcome)

@@ -331,18 +331,51 @@ class Interaction(EngineState):
         """Capture, upload, update browser state; an upload failure is a warning only."""
         if self.session is None:
             return
-        page = self.page
-        self.browser_state["currentUrl"] = page.url
-        data = await capture_jpeg(page, secrets=self.secrets.values.values())
+        if self._upload is not None and not self._upload.done():
+            await asyncio.wait({self._upload})  # else the writes below would leave this shot out
+        data = await self._capture()
         if data is not None:
-            try:
-                key, url = await self.screenshots.put_async(self.execution_id, name, data)
-                self.browser_state.update(screenshot=url, screenshotKey=key)
-            except Exception as exc:
-                self.journal.log("warn", f"Screenshot upload failed: {type(exc).__name__}",
-                                 category="browser", step_id=step.id)
+            await self._upload_shot(step, name, data)
         if commit:
             await self._show(self.browser_state)
+
+    async def _screenshot_behind(self, step: PlanStep,
+                                 name: str) -> asyncio.Task[dict[str, Any] | None] | None:
+        """Capture now (the page as the step left it); the upload goes on while the next
+        action runs. Returns it: what the write publishing the shot waits for (None: no shot)."""
+        if self.session is None:
+            return None
+        data = await self._capture()
+        if data is None:
+            return None
+        previous = self._upload
+
+        async def upload() -> dict[str, Any] | None:
+            # one upload at a time, in order: after a failure the next one is paused at once
+            # (ScreenshotStore) instead of failing again
+            if previous is not None and not previous.done():
+                await asyncio.wait({previous})
+            return await self._upload_shot(step, name, data)
+
+        return asyncio.create_task(upload(), name="aef-screenshot-upload")
+
+    async def _capture(self) -> bytes | None:
+        page = self.page
+        self.browser_state["currentUrl"] = page.url
+        return await capture_jpeg(page, secrets=self.secrets.values.values())
+
+    async def _upload_shot(self, step: PlanStep, name: str,
+                           data: bytes) -> dict[str, Any] | None:
+        """Upload; the URL goes into the browser state (and is returned). Never raises: an
+        upload failure is a warning only."""
+        try:
+            key, url = await self.screenshots.put_async(self.execution_id, name, data)
+        except Exception as exc:
+            self.journal.log("warn", f"Screenshot upload failed: {type(exc).__name__}",
+                             category="browser", step_id=step.id)
+            return None
+        self.browser_state.update(screenshot=url, screenshotKey=key)
+        return {"screenshot": url, "screenshotKey": key}
 
 
 def _is_input(command: Command) -> bool:

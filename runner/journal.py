@@ -9,9 +9,10 @@ checked (`pg_xact_status`) before anything is written again (see `Journal`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -73,6 +74,12 @@ class Journal:
         self._buffer: list[runner_store.LogRecord] = []
         self._lock = asyncio.Lock()
         self._flusher: asyncio.Task[None] | None = None
+        # Writes go out one after another in the order they were asked for: each waits for the
+        # one before it (`_tail`). A write `submit`ted in the background that fails is kept in
+        # `_failure`: every later write is then not made, until the engine has been told
+        # (`commit` or `check` raises it once).
+        self._tail: asyncio.Future[Any] | None = None
+        self._failure: BaseException | None = None
 
     def entry(self, level: str, message: str, *, category: str = "execution",
               step_id: str | None = None,
@@ -181,13 +188,110 @@ class Journal:
                      event: str | Callable[[Any], str] | None = "execution_update",
                      error: Mapping[str, Any] | None = None,
                      says: Sequence[runner_store.LogRecord] = ()) -> T | None:
-        """Buffered logs + `says` + `change` + the event, in one transaction.
+        """Buffered logs + `says` + `change` + the event, in one transaction, after every
+        write asked for before it (`submit`); returns `change`'s result.
 
         `event` may be a function of `change`'s result (the type depends on what was found).
         `says` are the lines describing this change (from `entry`): written only with it.
-        The retry budget counts from the call, so waiting for the lock uses it up too.
+        The retry budget counts from the call, so waiting for earlier writes uses it up too.
+        If a write submitted earlier failed, this one is not made and that failure is raised
+        (once: the next write is made again).
         """
         deadline = asyncio.get_running_loop().time() + self.retry_seconds
+        return await self._in_order(change, event, error, says, deadline, tells=True)
+
+    async def _in_order(self, change: Callable[[Connection], T] | None,
+                        event: str | Callable[[Any], str] | None,
+                        error: Mapping[str, Any] | None, says: Sequence[runner_store.LogRecord],
+                        deadline: float, *, tells: bool) -> T | None:
+        link = self._chain(self._in_turn(change, event, error, says, deadline, None,
+                                         keeps=False, tells=tells))
+        try:
+            return await asyncio.shield(link)
+        except asyncio.CancelledError:
+            # Cancelled (time limit, signal) while the write goes on: wait for it, so the
+            # lines are neither lost nor written twice, then let the cancellation go on.
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(asyncio.shield(link), 30)
+            raise
+
+    def submit(self, change: Callable[[Connection], Any], *,
+               event: str | Callable[[Any], str] | None = "execution_update",
+               says: Sequence[runner_store.LogRecord] = (),
+               after: Awaitable[Any] | None = None) -> None:
+        """`commit` in the background: the caller goes on (its next action) while the write
+        waits for `after` (a screenshot upload; it must not raise) and for every write asked
+        for before it. Order and exactly-once are `commit`'s; a failure is raised by the next
+        `commit` or `check`."""
+        self._chain(self._in_turn(change, event, None, says, None, after, keeps=True,
+                                  tells=False))
+
+    def check(self) -> None:
+        """Raise (once) the failure of a write made in the background, if one failed."""
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
+
+    async def settle(self) -> None:
+        """Wait until every write asked for so far is made; raise a background failure."""
+        tail = self._tail
+        if tail is not None:
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(tail)
+        self.check()
+
+    def _chain(self, write: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
+        previous = self._tail
+
+        async def in_order() -> T:
+            if previous is not None:
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(previous)
+            return await write
+
+        link = asyncio.ensure_future(in_order())
+        self._tail = link
+        link.add_done_callback(self._forget)
+        return link
+
+    def _forget(self, link: asyncio.Future[Any]) -> None:
+        if self._tail is link:
+            self._tail = None
+        if not link.cancelled():
+            link.exception()  # retrieved: a background failure is kept in `_failure`
+
+    async def _in_turn(self, change: Callable[[Connection], T] | None,
+                       event: str | Callable[[Any], str] | None,
+                       error: Mapping[str, Any] | None, says: Sequence[runner_store.LogRecord],
+                       deadline: float | None, after: Awaitable[Any] | None, *,
+                       keeps: bool, tells: bool) -> T | None:
+        """One write in its turn: not made when an earlier background write failed.
+
+        `keeps`: a background write, whose failure is kept for the engine; `tells`: the
+        engine's own write, which raises a kept failure and so has told it (the flusher's
+        does neither: its lines stay buffered)."""
+        if after is not None:
+            with contextlib.suppress(Exception):
+                await after
+        if self._failure is not None:
+            failure = self._failure
+            if tells:
+                self._failure = None  # the engine is told now
+            self._abandon([], says, failure, known=True)
+            raise failure
+        if deadline is None:
+            deadline = asyncio.get_running_loop().time() + self.retry_seconds
+        try:
+            return await self._commit_now(change, event, error, says, deadline)
+        except BaseException as exc:
+            if keeps and self._failure is None:
+                self._failure = exc
+            raise
+
+    async def _commit_now(self, change: Callable[[Connection], T] | None,
+                          event: str | Callable[[Any], str] | None,
+                          error: Mapping[str, Any] | None, says: Sequence[runner_store.LogRecord],
+                          deadline: float) -> T | None:
         async with self._lock:
             buffered, self._buffer = self._buffer, []
             write = asyncio.ensure_future(
@@ -240,8 +344,9 @@ class Journal:
             self._emit(truthful)
 
     async def flush(self) -> None:
-        if self._buffer:
-            await self.commit()
+        if self._buffer and self._failure is None:  # a failure is for the engine to hear
+            deadline = asyncio.get_running_loop().time() + self.retry_seconds
+            await self._in_order(None, "execution_update", None, (), deadline, tells=False)
 
     async def _flush_loop(self) -> None:
         while True:
@@ -258,6 +363,10 @@ class Journal:
             self._flusher = asyncio.create_task(self._flush_loop(), name="aef-log-flush")
 
     async def close(self) -> None:
+        tail = self._tail
+        if tail is not None:  # every write asked for is made (or has failed) first
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(tail)
         if self._flusher is not None:
             self._flusher.cancel()
             try:

@@ -14,6 +14,11 @@ Why two layers:
   resolves the name itself, checks every address, and connects to the address it checked, so
   DNS rebinding between the check and the connection does not work either.
 
+Once the route layer has let an http(s) origin through, that origin is taken out of the route
+pattern (matched in the Playwright driver), so its later requests skip the round trip to this
+process: the proxy still checks each of their connections, DNS included. A refused origin is
+never taken out.
+
 WebSockets created by pages are additionally checked by ``context.route_web_socket`` so a block
 is reported with the ``ws://`` URL.
 
@@ -52,6 +57,7 @@ log = logging.getLogger("runner.safety")
 OnBlock = Callable[[str, str], Any]
 
 BLOCK_HEADER = "X-AEF-Blocked"
+MAX_UNROUTED_ORIGINS = 64  # past that, new origins keep the route layer's round trip
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,13 @@ class NetworkGuard:
         self._connect_timeout = connect_timeout
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # Origins the route layer let through are taken out of its pattern, so their later
+        # requests skip the round trip to this process (the proxy still checks every
+        # connection, DNS included); `_routed` is the pattern installed now.
+        self._context: BrowserContext | None = None
+        self._routed: str | re.Pattern[str] = "**/*"
+        self._approved: set[str] = set()
+        self._rerouting: asyncio.Task[None] | None = None
 
     # ---- checks
 
@@ -159,8 +172,46 @@ class NetworkGuard:
 
     async def install(self, context: BrowserContext) -> None:
         """Route every request and WebSocket of ``context`` through the checks."""
-        await context.route("**/*", self._on_route)
+        self._context = context
+        await context.route(self._routed, self._on_route)
         await context.route_web_socket(re.compile(r".*"), self._on_websocket)
+
+    def _approve(self, url: str, verdict: Verdict) -> None:
+        """An http(s) origin the route layer let through is not routed again (the proxy
+        remains: every connection to it is still checked, with its addresses)."""
+        if not verdict.allowed or verdict.category in ("about", "dns") or self._context is None:
+            return
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            return
+        if parts.scheme not in ("http", "https") or "@" in parts.netloc or not parts.netloc:
+            return
+        origin = f"{parts.scheme}://{parts.netloc}/"
+        if origin in self._approved or len(self._approved) >= MAX_UNROUTED_ORIGINS:
+            return
+        self._approved.add(origin)
+        if self._rerouting is None or self._rerouting.done():
+            self._rerouting = asyncio.ensure_future(self._reroute())
+            self._tasks.add(self._rerouting)
+            self._rerouting.add_done_callback(self._tasks.discard)
+
+    async def _reroute(self) -> None:
+        """Install the pattern without the approved origins, then drop the old one (a
+        request in between matches either: it is checked)."""
+        while self._context is not None:
+            approved = sorted(self._approved)
+            pattern = re.compile("^(?!(?:" + "|".join(map(re.escape, approved)) + "))")
+            old, context = self._routed, self._context
+            try:
+                await context.route(pattern, self._on_route)
+                self._routed = pattern
+                await context.unroute(old, self._on_route)
+            except Exception as exc:  # the context is closing: nothing left to route
+                log.debug("route pattern not updated: %s", exc)
+                return
+            if len(self._approved) == len(approved):
+                return
 
     async def _on_route(self, route: Route) -> None:
         request = route.request
@@ -172,6 +223,7 @@ class NetworkGuard:
         try:
             if verdict.allowed:
                 await route.fallback()
+                self._approve(request.url, verdict)
             elif verdict.category == "dns":
                 await route.abort("namenotresolved")
             else:

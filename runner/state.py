@@ -9,6 +9,7 @@ transaction (see runner/journal.py); the named operations (`_start_step`, `_comp
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from runner.redaction import Secrets
 
 T = TypeVar("T")
+
+SCREENSHOT_KEYS = ("screenshot", "screenshotKey")
 
 
 class ExecutionChange(TypedDict, total=False):
@@ -87,6 +90,7 @@ class EngineState:
     _progress: float
     _step_end: float  # the progress the step being run reaches when it completes
     _locators: dict[str, dict[str, Any]]
+    _upload: asyncio.Task[dict[str, Any] | None] | None  # the last screenshot upload behind
 
     # status bookkeeping ------------------------------------------------------------------------
     def _saw_status(self, status: str) -> None:
@@ -121,14 +125,73 @@ class EngineState:
                           says: runner_store.LogRecord | None = None) -> T:
         """One transaction: `extra` first (its result is returned), then the step row, then the
         execution row (redacted, with the current progress), then the event."""
+        write, extra_result = self._change(extra, change, step)
+        try:
+            await self.journal.commit(write, event=event,
+                                      says=(says,) if says is not None else ())
+            return extra_result[-1]
+        except AefError as exc:
+            await self._refused(exc)
+            raise
+
+    def _write_behind(self, change: ExecutionChange, step: StepChange | None = None, *,
+                      says: runner_store.LogRecord | None = None,
+                      shot: asyncio.Task[dict[str, Any] | None] | None = None) -> None:
+        """`_write` in the background (Journal.submit): the next action does not wait for
+        it. `shot`: the screenshot upload whose URL this write publishes (it waits for it).
+        A failure is raised at the next write or `_check_writes`."""
+        write, _ = self._change(_nothing, change, step, shot=shot)
+        self.journal.submit(write, says=(says,) if says is not None else (), after=shot)
+
+    async def _check_writes(self, *, wait: bool = False) -> None:
+        """Raise the failure of a background write (as `_write` would have); `wait`: once
+        every write asked for is made."""
+        try:
+            if wait:
+                await self.journal.settle()
+            else:
+                self.journal.check()
+        except AefError as exc:
+            await self._refused(exc)
+            raise
+
+    async def _refused(self, exc: AefError) -> None:
+        """A write the database refused as an illegal transition: the execution is being
+        stopped (Stopped) or already ended meanwhile (LeaseLost); else nothing (re-raised)."""
+        if exc.code == "illegal_transition":
+            current_status = await self._query(
+                lambda c: runner_store.get_status(c, self.execution_id))
+            if current_status == "cancelling":
+                self._saw_status(current_status)
+                raise Stopped() from exc
+            if current_status in runner_store.TERMINAL:  # e.g. the sweeper ended it meanwhile
+                raise LeaseLost(f"the execution is already {current_status}") from exc
+
+    def _change(self, extra: Callable[[Connection], T], change: ExecutionChange,
+                step: StepChange | None = None, *,
+                shot: asyncio.Task[dict[str, Any] | None] | None = None,
+                ) -> tuple[Callable[[Connection], dict[str, Any]], list[T]]:
+        """The write's statements, with the values of now (redacted); `shot`'s URL is added
+        when it is written. While an upload is on its way, a write that does not publish it
+        leaves the screenshot as it is (it would put the previous one back after it)."""
         patch: dict[str, Any] = dict(change)
         for key in ("browser", "error", "variables"):
             if patch.get(key) is not None:
                 patch[key] = self.secrets.deep(dict(patch[key]))
+        uploading = self._upload is not None and not self._upload.done()
+        if patch.get("browser") is not None and (uploading or shot is not None):
+            patch["browser"] = {k: v for k, v in patch["browser"].items()
+                                if k not in SCREENSHOT_KEYS}
+        if shot is not None:
+            self._upload = shot
         progress = self._percent()
         extra_result: list[T] = []
 
         def write(conn: Connection) -> dict[str, Any]:
+            published = shot.result() if shot is not None and shot.done() else None
+            if published:
+                patch["browser"] = {**(patch.get("browser") or {}),
+                                    **self.secrets.deep(published)}
             extra_result.append(extra(conn))
             if step is not None:
                 runner_store.upsert_step(
@@ -141,20 +204,7 @@ class EngineState:
                 raise LeaseLost("the execution row is not visible any more")
             return row  # the journal reads the status from it
 
-        try:
-            await self.journal.commit(write, event=event,
-                                      says=(says,) if says is not None else ())
-            return extra_result[-1]
-        except AefError as exc:
-            if exc.code == "illegal_transition":
-                current_status = await self._query(
-                    lambda c: runner_store.get_status(c, self.execution_id))
-                if current_status == "cancelling":
-                    self._saw_status(current_status)
-                    raise Stopped() from exc
-                if current_status in runner_store.TERMINAL:  # e.g. the sweeper ended it meanwhile
-                    raise LeaseLost(f"the execution is already {current_status}") from exc
-            raise
+        return write, extra_result
 
     async def _write(self, change: ExecutionChange, step: StepChange | None = None, *,
                      event: str = "execution_update",
@@ -167,25 +217,34 @@ class EngineState:
     async def _start_step(self, step: PlanStep, run: StepRun, *,
                           browser: Mapping[str, Any] | None = None,
                           result: Mapping[str, Any] | None = None, new_attempt: bool = True,
-                          says: runner_store.LogRecord | None = None) -> None:
+                          says: runner_store.LogRecord | None = None, behind: bool = False) -> None:
         """The step row `running` (a new attempt unless a person takes over a running step);
-        it becomes the current step and any earlier error is cleared."""
+        it becomes the current step and any earlier error is cleared. `behind`: written in
+        the background (`_write_behind`)."""
         change: ExecutionChange = {"status": "running", "current_step_id": step.id,
                                    "error": None}
         if browser is not None:
             change["browser"] = browser
-        await self._write(change, StepChange(step, run.iteration, "running",
-                                             new_attempt=new_attempt, result=result),
-                          says=says)
+        moved = StepChange(step, run.iteration, "running", new_attempt=new_attempt,
+                           result=result)
+        if behind:
+            self._write_behind(change, moved, says=says)
+        else:
+            await self._write(change, moved, says=says)
 
     async def _complete_step(self, step: PlanStep, run: StepRun, says: runner_store.LogRecord, *,
                              browser: Mapping[str, Any], result: Mapping[str, Any] | None,
-                             locator: Mapping[str, Any] | None = None) -> None:
-        """A task done (by the runner or a person): `completed`, with the variables."""
-        await self._write({"status": "running", "browser": browser,
-                           "variables": self.variables},
-                          StepChange(step, run.iteration, "completed", result=result,
-                                     locator=locator), says=says)
+                             locator: Mapping[str, Any] | None = None,
+                             shot: asyncio.Task[dict[str, Any] | None] | None = None) -> None:
+        """A task done (by the runner or a person): `completed`, with the variables. With
+        `shot` (its screenshot's upload) it is written in the background, with that URL."""
+        change: ExecutionChange = {"status": "running", "browser": browser,
+                                   "variables": self.variables}
+        moved = StepChange(step, run.iteration, "completed", result=result, locator=locator)
+        if shot is not None:
+            self._write_behind(change, moved, says=says, shot=shot)
+        else:
+            await self._write(change, moved, says=says)
 
     async def _finish_step(self, step: PlanStep, run: StepRun, status: str,
                            says: runner_store.LogRecord, *,

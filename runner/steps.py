@@ -107,12 +107,15 @@ class StepRunner(Interaction):
                                    says=self.journal.entry(
                                    "info", f"Step started: {step.label}"
                                    + (f" (attempt {attempt})" if attempt > 1 else ""),
-                                   step_id=step.id))
+                                   step_id=step.id), behind=True)
             try:
                 outcome = await self._perform_step(step, run, attempt)
             except (Stopped, Rejected, EndOfPlan, LeaseLost):
                 raise
             except Exception as exc:  # StepError, TransientError, NeedsHuman, Blocked, ...
+                # a failed background write (this step's start, the last one's end) came
+                # first: it fails the run as it did when it was awaited, no recovery is asked
+                await self._check_writes()
                 if policy is not None:
                     decision = await self._by_policy(step, run, exc, policy, tries)
                 elif (isinstance(exc, actions.TransientError) and self.config.auto_retry_enabled
@@ -140,12 +143,13 @@ class StepRunner(Interaction):
                 self._locators[step.id] = locator
         self.done.add((step.id, run.iteration))
         self.browser_state["lastAction"] = f"Completed: {step.label}"
-        await self._screenshot(step, run, step.id, commit=False)
+        # the page is captured now; its upload and this write overlap the next action
+        shot = await self._screenshot_behind(step, step.id)
         self._progress = max(self._progress, self._step_end)  # the completion shows its share
         # the line goes with the write: if the write is abandoned, the log must not say so
         await self._complete_step(step, run, self.journal.entry(
             "info", f"Step completed: {step.label}", step_id=step.id),
-            browser=self.browser_state, result=result or None, locator=locator)
+            browser=self.browser_state, result=result or None, locator=locator, shot=shot)
 
     async def _by_policy(self, step: PlanStep, run: StepRun, exc: BaseException,
                          policy: RecoveryPolicy, tries: _Tries) -> Recovery:

@@ -8,6 +8,7 @@ server (DATABASE_URL, default 127.0.0.1:5432), both removed at the end, so a dev
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -16,6 +17,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,12 +129,13 @@ def stop_dev(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int
     return process.returncode
 
 
-@pytest.fixture(scope="session")
-def stack() -> Iterator[RunningStack]:
+@contextmanager
+def dev_stack(env: dict[str, str] | None = None) -> Iterator[RunningStack]:
+    """`aef dev` on a state folder and database of its own, removed afterwards."""
     state = new_state_dir()
     database = new_database_name()
     try:
-        running = start_dev(state, database)
+        running = start_dev(state, database, env=env)
         yield running
         stop_dev(running.process)
     finally:
@@ -141,8 +144,40 @@ def stack() -> Iterator[RunningStack]:
 
 
 @pytest.fixture(scope="session")
+def stack() -> Iterator[RunningStack]:
+    with dev_stack() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
 def demo_token(stack: RunningStack) -> str:
     """An access token from `aef token`, exactly what a person would paste."""
     result = aef(stack.state, "token", "--user", "demo@aef.local")
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
+
+
+@dataclass
+class DemoRun:
+    returncode: int
+    output: str
+    execution_id: str
+
+
+def run_demo(stack: RunningStack, timeout_seconds: float) -> DemoRun:
+    """`aef demo --yes --plain` against `stack`, to its end or its timeout."""
+    result = aef(stack.state, "demo", "--yes", "--plain", "--timeout",
+                 str(timeout_seconds - 60), timeout=timeout_seconds)
+    output = result.stdout + result.stderr
+    found = re.search(r"Execution ([0-9a-f-]{36}) \w+; live on channel", output)
+    assert found, f"no execution started:\n{output[-4000:]}\n{stack.log_tail()}"
+    return DemoRun(result.returncode, output, found[1])
+
+
+def task_arn_of(stack: RunningStack, execution_id: str) -> str:
+    """Which runner the stack's launcher gave the execution (`pool:…` or `local:<pid>`)."""
+    with psycopg.connect(stack.info.database_url) as conn:
+        row = conn.execute("select task_arn from aef_executions where id = %s",
+                           (execution_id,)).fetchone()
+    assert row is not None, execution_id
+    return str(row[0])

@@ -9,7 +9,6 @@ execution's whole history.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import httpx
@@ -17,7 +16,7 @@ import psycopg
 import pytest
 
 from local.demo.seed import DEMO_EMAIL, DEMO_PASSWORD, seed_emails, seed_records
-from tests.e2e.conftest import RunningStack, aef
+from tests.e2e.conftest import RunningStack, run_demo, task_arn_of
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -28,12 +27,8 @@ OTHERS = {e.sender_email: e for e in seed_emails() if e.category != "Investor"}
 
 @pytest.fixture(scope="module")
 def demo_run(stack: RunningStack) -> dict[str, Any]:
-    result = aef(stack.state, "demo", "--yes", "--plain", "--timeout",
-                 str(DEMO_TIMEOUT_SECONDS - 60), timeout=DEMO_TIMEOUT_SECONDS)
-    output = result.stdout + result.stderr
-    found = re.search(r"Execution ([0-9a-f-]{36}) \w+; live on channel", output)
-    assert found, f"no execution started:\n{output[-4000:]}\n{stack.log_tail()}"
-    return {"returncode": result.returncode, "output": output, "execution_id": found[1]}
+    run = run_demo(stack, DEMO_TIMEOUT_SECONDS)
+    return {"returncode": run.returncode, "output": run.output, "execution_id": run.execution_id}
 
 
 @pytest.mark.timeout(DEMO_TIMEOUT_SECONDS + 60)
@@ -57,10 +52,7 @@ def test_the_stacks_warm_pool_worker_ran_it(stack: RunningStack,
                                             demo_run: dict[str, Any]) -> None:
     """`aef dev` runs one pool worker by default: no runner process of its own."""
     execution_id = demo_run["execution_id"]
-    with psycopg.connect(stack.info.database_url) as conn:
-        row = conn.execute("select task_arn from aef_executions where id = %s",
-                           (execution_id,)).fetchone()
-    assert row is not None and str(row[0]).startswith("pool:"), row
+    assert task_arn_of(stack, execution_id).startswith("pool:")
     assert not (stack.state.logs / f"runner-{execution_id}.log").exists()
     assert execution_id in (stack.state.logs / "pool-worker.log").read_text(errors="replace")
 

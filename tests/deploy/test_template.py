@@ -257,6 +257,11 @@ def test_the_api_invokes_snapstart_versions_through_their_alias() -> None:
             assert permission["Properties"]["FunctionName"]["Ref"].endswith("Aliaslive")
     off = of_type(resources(FunctionSnapStart="None"), "AWS::Lambda::Function")
     assert {body["Properties"]["SnapStart"]["ApplyOn"] for body in off.values()} == {"None"}
+    # the shared code ships in the layer: a deploy that changes only the layer must publish
+    # (and snapshot) a new version, or the alias would keep serving the old code
+    declared = source()["Resources"]
+    assert all(declared[name]["Properties"].get("AutoPublishAliasAllProperties") is True
+               for name in functions)
 
 
 def test_only_the_ecs_calls_the_code_makes_are_granted() -> None:

@@ -4,7 +4,8 @@ On AWS the functions and the runner get only secret ARNs in their environment (n
 reader of the Lambda or task configuration could use); each process reads exactly those
 secrets at init with its own role and keeps the values in memory. Locally and in tests the
 plain settings (`DATABASE_URL`, `AEF_JWT_SECRET`, ...) still work and boto3 is never imported.
-A rotated secret is picked up by every new Lambda sandbox and every new runner task.
+A rotated secret is picked up by every new Lambda sandbox (a SnapStart restore reads it again,
+aef/snapshot.py) and every new runner task.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 (a) a plain Playwright script: goto, fill, click, JPEG screenshot, per step;
 (b) the AEF runner engine on the same steps: claim + lease, every step written `running` and
     `completed` with its event (outbox + Realtime broadcast), logs in batches, each screenshot
-    uploaded to S3 (a moto server) and signed, the network guard's egress proxy in the path.
+    uploaded to S3 (a moto server in a process of its own, as S3 is another machine in
+    production) and signed, the network guard's egress proxy in the path.
 
 Both are timed without the browser launch (and teardown): (a) from the first navigation to the
 last screenshot, (b) from the first step's `started_at` to the last step's `finished_at`, as
@@ -21,11 +22,11 @@ import argparse
 import asyncio
 import hashlib
 import json
-import logging
 import os
 import secrets
 import socket
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -81,6 +82,25 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _start_s3() -> tuple[subprocess.Popen[bytes], str]:
+    """A moto S3 server in its own process: its request handling must not share the engine's
+    GIL, any more than AWS S3 shares the runner's CPU."""
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
+                             "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, f"http://127.0.0.1:{port}"
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("the moto S3 server did not start") from None
+            time.sleep(0.05)
 
 
 # --- the workflow ------------------------------------------------------------------------------
@@ -164,21 +184,16 @@ async def through_aef(db: Any, settings: Any, base: str, steps: int) -> float:
 
 async def bench(args: argparse.Namespace) -> None:
     import boto3
-    from moto.server import ThreadedMotoServer
 
     from aef.db import Database
     from aef.settings import get_settings
     from local.schema import apply_schema, create_database, drop_database
 
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request lines
     admin = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     name = f"aef_bench_{uuid.uuid4().hex[:8]}"
     url = create_database(admin, name)
     apply_schema(url)
-    port = _free_port()
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    moto.start()
-    endpoint = f"http://127.0.0.1:{port}"
+    moto, endpoint = _start_s3()
     boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(
         Bucket=BUCKET)
     server, base = _serve()
@@ -211,7 +226,8 @@ async def bench(args: argparse.Namespace) -> None:
     finally:
         db.close()
         server.shutdown()
-        moto.stop()
+        moto.terminate()
+        moto.wait(timeout=10)
         drop_database(admin, name)
 
 

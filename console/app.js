@@ -5,6 +5,7 @@
 
 const $ = (selector, root = document) => root.querySelector(selector)
 const POLL_MS = 2000
+const RESUBSCRIBE_MS = 15000 // while live updates are lost: a fresh subscription this often
 
 let config = null
 let supabase = null
@@ -329,7 +330,8 @@ async function executionPage(executionId, params) {
         h('section', { class: 'card', 'aria-labelledby': 'log-h' }, h('h2', { id: 'log-h' }, 'Log'), el.logs))))
 
   const state = { lastSeq: -1, etag: null, logIds: new Set(), shots: new Set(), status: null,
-    mode: 'connecting', polling: null, countdown: null, takingOver: false, seen: [] }
+    mode: 'connecting', polling: null, countdown: null, takingOver: false, seen: [],
+    subscribed: false, channelSince: 0, resubscribing: false, closed: false }
   const stopped = () => TERMINAL.has(state.status)
 
   el.stop.addEventListener('click', async () => {
@@ -548,6 +550,7 @@ async function executionPage(executionId, params) {
         if (stopped()) { state.polling = null; return }
         setConnection('polling', code === 304 ? 'Last check: no change.' : 'Last check: new events.')
       } catch (error) { setConnection('polling', `Last check failed: ${error.message}`) }
+      resubscribe()
       state.polling = setTimeout(loop, POLL_MS)
     }
     state.polling = setTimeout(loop, 0)
@@ -555,37 +558,71 @@ async function executionPage(executionId, params) {
   function stopPolling() { clearTimeout(state.polling); state.polling = null }
 
   let channel = null
+  let resubscribe = () => {}
   function finish() {
     stopPolling()
     clearInterval(state.countdown)
+    state.closed = true
     if (channel) { supabase.removeChannel(channel); channel = null }
     setConnection('done')
   }
   for (const event of first.events) apply(event)
   if (state.lastSeq < first.message.seq) apply(first.message)
 
-  if (!stopped()) {
+  // Subscribe to the execution's private channel. While it is not joined, the polling loop
+  // calls this again every RESUBSCRIBE_MS: a new channel (and, if it was the only one, a new
+  // socket) instead of waiting out the client's reconnect backoff or a rejoin that stalled.
+  async function subscribe() {
+    const previous = channel
+    channel = null
+    state.subscribed = false
+    state.channelSince = Date.now()
+    if (previous) {
+      await supabase.removeChannel(previous)
+      if (supabase.getChannels().includes(previous)) { channel = previous; return } // next round
+    }
+    if (stopped() || state.closed) return
     const { data } = await supabase.auth.getSession()
     await supabase.realtime.setAuth(data.session?.access_token)
-    channel = supabase.channel(`execution:${executionId}`, { config: { private: true } })
-    channel.on('broadcast', { event: '*' }, ({ payload }) => {
+    if (stopped() || state.closed) return // ended or left while this was on its way
+    const current = supabase.channel(`execution:${executionId}`, { config: { private: true } })
+    channel = current
+    current.on('broadcast', { event: '*' }, ({ payload }) => {
       if (payload.seq > state.lastSeq + 1) catchUp().catch(() => {}) // a gap: fetch what is missing
       else apply(payload)
     })
-    channel.subscribe((status) => {
+    current.subscribe((status) => {
+      if (channel !== current) return // replaced by a newer subscription
       if (status === 'SUBSCRIBED') {
+        state.subscribed = true
         stopPolling()
         setConnection('realtime')
         catchUp().catch(() => {}) // what happened while not subscribed
       } else if (status === 'CHANNEL_ERROR' || status === 'TIMED_OUT' || status === 'CLOSED') {
+        state.subscribed = false
         if (!stopped()) { state.mode = 'lost'; startPolling('(reconnecting in the background)') }
       }
     })
+  }
+  resubscribe = () => {
+    if (!state.subscribed && !state.resubscribing && Date.now() - state.channelSince >= RESUBSCRIBE_MS) {
+      state.resubscribing = true
+      subscribe().catch(() => {}).finally(() => { state.resubscribing = false })
+    }
+  }
+
+  if (!stopped()) {
+    await subscribe()
     // a socket that never opens reports nothing for a while: poll until it does
     setTimeout(() => { if (state.mode === 'connecting') startPolling('(still trying to connect)') }, 3000)
   }
   window.__aefExecution = state // for tests and debugging: what the page applied, in order
-  teardown = () => { stopPolling(); clearInterval(state.countdown); if (channel) supabase.removeChannel(channel) }
+  teardown = () => {
+    state.closed = true
+    stopPolling()
+    clearInterval(state.countdown)
+    if (channel) supabase.removeChannel(channel)
+  }
 }
 
 // ----------------------------------------------------------------------------- history

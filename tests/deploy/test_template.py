@@ -4,6 +4,7 @@ what would fail at deploy or run time, and what would leak."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -234,6 +235,33 @@ def test_functions_reserve_concurrency_and_hold_one_connection_each() -> None:
     env = {e["Name"]: e["Value"] for e in runner_container(resources(**ALL_OPTIONS))[
         "Environment"]}
     assert env["AEF_DB_LISTEN"] == "true" and env["AEF_DB_LISTEN_URL_SECRET_ARN"] == FULL_ARN
+
+
+def test_the_api_invokes_snapstart_versions_through_their_alias() -> None:
+    """SnapStart applies to published versions only: every API route must invoke the `live`
+    alias (a route on the unqualified function would run $LATEST, never restored)."""
+    found = resources()
+    functions = of_type(found, "AWS::Lambda::Function")
+    api = {name for name in functions if name != "SweeperFunction"}
+    for name in api:
+        assert functions[name]["Properties"]["SnapStart"] == {"ApplyOn": "PublishedVersions"}
+    assert functions["SweeperFunction"]["Properties"]["SnapStart"] == {"ApplyOn": "None"}
+    (http_api,) = of_type(found, "AWS::ApiGatewayV2::Api").values()
+    targets = [json.dumps(op["x-amazon-apigateway-integration"]["uri"])
+               for ops in http_api["Properties"]["Body"]["paths"].values()
+               for op in ops.values()]
+    assert targets and all(re.search(r"\$\{(\w+)FunctionAliaslive\}", t) for t in targets)
+    assert {re.search(r"\$\{(\w+)Aliaslive\}", t)[1] for t in targets} == api  # type: ignore[index]
+    for permission in of_type(found, "AWS::Lambda::Permission").values():
+        if permission["Properties"]["Principal"] == "apigateway.amazonaws.com":
+            assert permission["Properties"]["FunctionName"]["Ref"].endswith("Aliaslive")
+    off = of_type(resources(FunctionSnapStart="None"), "AWS::Lambda::Function")
+    assert {body["Properties"]["SnapStart"]["ApplyOn"] for body in off.values()} == {"None"}
+    # the shared code ships in the layer: a deploy that changes only the layer must publish
+    # (and snapshot) a new version, or the alias would keep serving the old code
+    declared = source()["Resources"]
+    assert all(declared[name]["Properties"].get("AutoPublishAliasAllProperties") is True
+               for name in functions)
 
 
 def test_only_the_ecs_calls_the_code_makes_are_granted() -> None:

@@ -112,9 +112,10 @@ class Journal:
             result = change(conn) if change is not None else None
             event_type = event(result) if callable(event) else event
             if event_type is not None and (change is not None or entries):
-                runner_store.insert_event(conn, self.execution_id, event_type, logs=entries,
-                                   error=error)
-            attempt.xid = runner_store.transaction_id(conn)
+                attempt.xid = runner_store.insert_event_returning_xid(
+                    conn, self.execution_id, event_type, logs=entries, error=error)
+            else:
+                attempt.xid = runner_store.transaction_id(conn)
             attempt.result = result
             attempt.committing = True
 

@@ -291,10 +291,29 @@ def insert_event(conn: Connection, execution_id: str, event_type: str, *,
                  logs: Sequence[Mapping[str, Any]] = (),
                  error: Mapping[str, Any] | None = None) -> int:
     """Append to the outbox; the trigger numbers it, composes the live message, broadcasts."""
+    return common.append_event(conn, execution_id, event_type, _event_extras(logs, error))
+
+
+def insert_event_returning_xid(conn: Connection, execution_id: str, event_type: str, *,
+                               logs: Sequence[Mapping[str, Any]] = (),
+                               error: Mapping[str, Any] | None = None) -> str:
+    """`insert_event`, answering with `transaction_id` in the same round trip (the journal
+    needs the id, not the seq)."""
+    row = conn.execute(
+        "insert into aef_events (execution_id, type, message) values (%s, %s, %s)"
+        " returning pg_current_xact_id()::text as xid",
+        (execution_id, event_type, Jsonb(_event_extras(logs, error))),
+    ).fetchone()
+    assert row is not None
+    return str(row["xid"])
+
+
+def _event_extras(logs: Sequence[Mapping[str, Any]],
+                  error: Mapping[str, Any] | None) -> dict[str, Any]:
     extras: dict[str, Any] = {"logs": [dict(entry) for entry in logs]}
     if error is not None:
         extras["error"] = dict(error)
-    return common.append_event(conn, execution_id, event_type, extras)
+    return extras
 
 
 def transaction_id(conn: Connection) -> str:

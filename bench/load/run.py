@@ -8,8 +8,9 @@ What runs
   step "step running + event", "a batch of action log lines + event" (the log flusher), "step
   completed + progress + event"; every `--checkpoint-every` steps a checkpoint (row +
   `waiting_checkpoint` + event) that a person answers through the API (POST /checkpoint, after
-  `--answer-ms`), then `running` again; a heartbeat every `--heartbeat-seconds` and the 1 s
-  polling backstop; `completed` + event at the end. Runners share a pool of
+  `--answer-ms`), then `running` again (woken as runner/control.py is: LISTEN on the
+  execution's wake channel, the 1 s poll as backstop); a heartbeat every `--heartbeat-seconds`
+  and the 1 s polling backstop; `completed` + event at the end. Runners share a pool of
   `--runner-connections` server connections, as Supavisor's transaction pooler multiplexes real
   runners onto a few.
 * **Watchers**, one per execution, poll GET /live?after=<lastSeq> every `--poll-ms` and read
@@ -19,6 +20,11 @@ What runs
   `--clients` websocket clients speaking the raw Phoenix protocol (serializer 1.0.0), spread
   round-robin over the executions' private `execution:<id>` channels, each joined with the
   owner's access token (the `aef_execution_topic_read` policy decides).
+
+* **A checkpoint probe** in each phase: one more runner in a process of its own (its own pool
+  and LISTEN connection, as a real runner has), asking before every step, answered through
+  the checkpoint function's handler in that process: approval request -> the runner's next
+  action committed, unaffected by the 50 simulated runners sharing one interpreter.
 
 Runners (with the checkpoint-answering person), the functions (watchers), the Realtime server
 and the subscribers each run in their own process — separate machines in production — so one
@@ -33,7 +39,9 @@ Two phases on one throwaway database (created with local.schema and dropped at t
 What it prints
 --------------
 Per phase: runner events committed and events/s, p50/p99 of the runner's state transactions
-(and of heartbeats / polls); for the loaded phase API reads/s and p50/p99 of /live and /logs,
+(and of heartbeats / polls); approval request -> next action committed, p50/p95, for the 50
+runners (`checkpointResume`) and for the probe (`checkpointProbe`, the goal's figure); for
+the loaded phase API reads/s and p50/p99 of /live and /logs,
 Realtime delivery latency p50/p99 (from the runner's commit returning to the frame arriving at a
 client) and fan-out completeness; ratios loaded/baseline; then the loss checks, which make the
 exit status non-zero when they fail:

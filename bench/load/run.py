@@ -622,6 +622,7 @@ def realtime_process(database_url: str, secret: str) -> Iterator[str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "local.realtime.server:create_app", "--factory",
          "--host", "127.0.0.1", "--port", str(port), "--ws", "websockets-sansio",
+         "--ws-per-message-deflate", "false",  # as Supabase Realtime (Phoenix): uncompressed
          "--lifespan", "on", "--log-level", "warning"],
         cwd=ROOT, env=env, stdin=subprocess.DEVNULL)
     try:

@@ -15,6 +15,11 @@ until the horizon passes them: nothing twice. Rows go out by `inserted_at`: when
 transaction's insert waits for another's commit (AEF's events take the execution's row lock)
 the later insert has the later clock, so a topic's messages keep their commit order.
 
+Assumed, as on Supabase: every session writes `inserted_at` in the same TimeZone (the server's
+default), and no prepared (two-phase) transaction inserts messages (pg_stat_activity does not
+show those). A transaction left open holds the window back: until it ends, every poll reads the
+ids inserted since it began (and skips them).
+
 Each row goes to the channels joined to its topic with the same privacy — private rows to
 private joins, public rows to public joins — as Realtime's tenant topics do. A frame is encoded
 once per serializer, not once per socket. A dropped connection is reopened and polling resumes

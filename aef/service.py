@@ -719,35 +719,55 @@ def live_message_type(status: str) -> str:
     return "execution_update"
 
 
+LIVE_MESSAGE_TYPES = {str(status): live_message_type(status)
+                      for status in states.EXECUTION_TRANSITIONS}
+
+
 def live_etag(execution_id: str, last_seq: int, after: int) -> str:
     return f'W/"{execution_id}-{last_seq}-{after}"'
 
 
 def read_live(caller: Caller, execution_id: str, *, after: int, if_none_match: str | None,
               db: Database | None = None) -> tuple[dict[str, Any] | None, str]:
-    """The live snapshot plus the events after `after`; (None, etag) when unchanged."""
+    """The live snapshot plus the events after `after`; (None, etag) when unchanged.
+    One statement (api_store.live_read) after the caller's identity."""
     with (db or get_database()).as_user(caller.claims) as conn:
-        execution = _require_execution(conn, execution_id)
-        etag = live_etag(execution_id, execution.last_seq, after)
-        if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
-            return None, etag
-        snapshot = api_store.live_snapshot(conn, execution_id,
-                                           live_message_type(execution.status),
-                                           LIVE_RECENT_LOGS)
-        events = api_store.events_after(conn, execution_id, after, LIVE_MAX_EVENTS)
-        previews = api_store.preview_keys(conn, execution_id) if snapshot and \
-            snapshot["message"].get("checkpoints") else {}
-    assert snapshot is not None
-    message = dict(snapshot["message"])
-    key = (snapshot["browser"] or {}).get("screenshotKey")
+        row = api_store.live_read(conn, execution_id, after=after,
+                                  unchanged=_unchanged_seqs(if_none_match, execution_id, after),
+                                  message_types=LIVE_MESSAGE_TYPES,
+                                  recent_logs=LIVE_RECENT_LOGS, max_events=LIVE_MAX_EVENTS)
+    if row is None:
+        raise not_found("Execution", execution_id, code="execution_not_found")
+    etag = live_etag(execution_id, row["last_seq"], after)
+    if not row["fresh"]:
+        return None, etag
+    message = dict(row["message"])
+    key = (row["browser"] or {}).get("screenshotKey")
     signed = _sign_screenshot(key) if key else None
     if signed:  # else the URL signed at upload stays (maybe expired, never null)
         message["browser"] = {**message["browser"], "screenshot": signed}
-    if previews:  # the checkpoint's outlined screenshot, signed afresh the same way
+    previews = row["previews"]
+    if previews and message.get("checkpoints"):
+        # the checkpoint's outlined screenshot, signed afresh the same way
         message["checkpoints"] = [_signed_preview(c, previews.get(str(c.get("id"))))
                                   for c in message["checkpoints"]]
-    return {"message": message, "events": [e["message"] for e in events],
-            "lastSeq": snapshot["last_seq"]}, etag
+    return {"message": message, "events": row["events"], "lastSeq": row["last_seq"]}, etag
+
+
+def _unchanged_seqs(if_none_match: str | None, execution_id: str, after: int) -> list[int]:
+    """The last_seq values named by the client's ETags for this execution and `after`
+    (`live_etag`'s shape); any other tag matches nothing."""
+    if not if_none_match:
+        return []
+    head, tail = f'W/"{execution_id}-', f'-{after}"'
+    seqs = []
+    for tag in if_none_match.split(","):
+        tag = tag.strip()
+        if tag.startswith(head) and tag.endswith(tail):
+            middle = tag[len(head):len(tag) - len(tail)]
+            if middle.isdigit() and len(middle) <= 18:
+                seqs.append(int(middle))
+    return seqs
 
 
 def _signed_preview(checkpoint: dict[str, Any], key: str | None) -> dict[str, Any]:

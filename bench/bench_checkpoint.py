@@ -9,8 +9,8 @@ approves it through the checkpoint function's Mangum handler (API Gateway v2 eve
     t0 = just before the handler is called (the approval request)
     t1 = when the step's row turns `running`: the runner's first write after the answer
 
-t1 is observed by the driver on its own connection, woken by the NOTIFY that the runner's
-`running` commit sends (its event goes out through realtime.send), with a 5 ms poll backstop.
+t1 is observed by the driver on its own connection, polling the step's row every 2 ms (the
+local Realtime server polls realtime.messages now; no NOTIFY per event to wake the driver).
 Two runners, interleaved run by run so drift hits both alike:
 
 (a) the real runner: LISTEN on the execution's wake channel (the answer's trigger NOTIFYs)
@@ -72,7 +72,7 @@ from tests.runner.helpers import Execution, before_step, make_execution, task  #
 from tests.runner.pages import serve_site  # noqa: E402
 
 BUCKET = "aef-bench-checkpoint"
-BACKSTOP_SECONDS = 0.005  # the driver's own poll between two NOTIFYs
+BACKSTOP_SECONDS = 0.002  # the driver's own poll of the step's row
 WAIT_SECONDS = 30.0  # for a checkpoint to appear / a step to start, before giving up
 
 
@@ -136,21 +136,12 @@ class Driver:
 
         self.handler = handler
         self.reads = psycopg.connect(url, autocommit=True)  # postgres: sees every row
-        self.listener = psycopg.connect(url, autocommit=True)
-        self.listener.execute("listen aef_realtime")  # every event's broadcast (local shim)
 
     def close(self) -> None:
         self.reads.close()
-        self.listener.close()
-
-    def drain(self) -> None:
-        for _ in self.listener.notifies(timeout=0):
-            pass
 
     def _nap(self) -> None:
-        """Until the next NOTIFY (any execution event) or the backstop, whichever is first."""
-        for _ in self.listener.notifies(timeout=BACKSTOP_SECONDS, stop_after=1):
-            pass
+        time.sleep(BACKSTOP_SECONDS)
 
     def pending(self, runner: RunnerThread, execution_id: str, step_id: str) -> str:
         deadline = time.monotonic() + WAIT_SECONDS
@@ -218,7 +209,6 @@ def one_run(driver: Driver, db: Database, runner_db: Database, settings: Setting
             step_id = f"step-{i}"
             checkpoint_id = driver.pending(runner, execution.id, step_id)
             time.sleep(rng.uniform(0.0, 1.0))  # the person reads the question
-            driver.drain()
             listening = engine.control.listening
             t0 = time.perf_counter()
             driver.approve(token, checkpoint_id)

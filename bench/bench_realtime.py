@@ -91,7 +91,8 @@ def realtime_server(database_url: str) -> Iterator[str]:
         port = int(s.getsockname()[1])
     runner = uvicorn.Server(uvicorn.Config(RealtimeServer(settings).app(), host="127.0.0.1",
                                            port=port, log_level="warning",
-                                           ws="websockets-sansio"))
+                                           ws="websockets-sansio",
+                                           ws_per_message_deflate=False))
     thread = threading.Thread(target=runner.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 15

@@ -349,8 +349,10 @@ class DevStack:
         try:
             app = self.app or self.prepare()
             assert self._socket is not None
+            # no permessage-deflate: Supabase Realtime (Phoenix) does not compress frames
             config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                                    ws="websockets-sansio", timeout_graceful_shutdown=5)
+                                    ws="websockets-sansio", ws_per_message_deflate=False,
+                                    timeout_graceful_shutdown=5)
             StackServer(config, app).run(sockets=[self._socket])
         except StopServing:
             pass

@@ -338,20 +338,19 @@ grant all privileges on all functions in schema realtime to supabase_realtime_ad
 
 -- Daily partitions: local/realtime/partitions.sql, applied right after this file.
 
--- Local only: the Realtime-protocol server in local/realtime LISTENs for new messages here
--- (Supabase's server reads them through logical replication instead).
-create or replace function realtime.notify_local_server() returns trigger
-language plpgsql as $$
-begin
-  perform pg_notify('aef_realtime', json_build_object(
-    'id', new.id, 'topic', new.topic, 'inserted_at', new.inserted_at, 'private', new.private
-  )::text);
-  return null;
-end
-$$;
+-- Local only: the Realtime-protocol server in local/realtime polls realtime.messages for new
+-- rows (Supabase's server reads them through logical replication instead; docs/performance.md,
+-- "Load"). It used to be woken by a NOTIFY per row, but a NOTIFY makes its transaction take the
+-- cluster-wide notify-queue lock at commit and hold it through the WAL flush, so every writer's
+-- commit waited for every other's. Two local differences from Supabase's table let the poller
+-- read cheaply and in order: `inserted_at` is the insert's own clock (Supabase: the
+-- transaction's start), so an insert that waited for another transaction's commit sorts after
+-- it; and an index on `inserted_at` for every broadcast row, public ones too.
 drop trigger if exists notify_local_server on realtime.messages;
-create trigger notify_local_server after insert on realtime.messages
-  for each row execute function realtime.notify_local_server();
+drop function if exists realtime.notify_local_server();
+alter table realtime.messages alter column inserted_at set default clock_timestamp();
+create index if not exists messages_local_poll_index on realtime.messages (inserted_at)
+  where extension = 'broadcast';
 
 -- postgres: demoted, and the memberships Supabase gives it ------------------------------------
 grant supabase_auth_admin, supabase_storage_admin to postgres;

@@ -322,6 +322,37 @@ def live_snapshot(conn: Connection, execution_id: str, message_type: str,
     return row
 
 
+def live_read(conn: Connection, execution_id: str, *, after: int, unchanged: Sequence[int],
+              message_types: dict[str, str], recent_logs: int, max_events: int
+              ) -> dict[str, Any] | None:
+    """GET /live in one statement, on one snapshot: the execution's last_seq, and unless it is
+    one of `unchanged` (the client's ETags) the live message (as `live_snapshot` builds it;
+    `message_types` maps a status to its message type), the events after `after` and the
+    pending checkpoints' preview screenshot keys. None when the caller may not see it."""
+    fresh = "not (e.last_seq = any(%(unchanged)s::bigint[]))"
+    return conn.execute(
+        f"""
+        select e.last_seq, e.browser, {fresh} as fresh,
+          case when {fresh} then aef_private.live_message(e,
+            coalesce(%(types)s::jsonb ->> e.status, 'execution_update'), e.last_seq,
+            jsonb_build_object('logs', coalesce((select jsonb_agg(l.entry order by l.id) from (
+              select id, {common.log_entry()}
+              from aef_logs where execution_id = e.id order by id desc limit %(n)s) l),
+              '[]'::jsonb))) end as message,
+          case when {fresh} then coalesce((select jsonb_agg(v.message order by v.seq) from (
+              select seq, message from aef_events where execution_id = e.id and seq > %(after)s
+              order by seq limit %(max)s) v), '[]'::jsonb) end as events,
+          case when {fresh} then coalesce((select jsonb_object_agg(c.id::text,
+              c.preview ->> 'screenshotKey') from aef_checkpoints c
+              where c.execution_id = e.id and c.status = 'pending'
+                and c.preview ->> 'screenshotKey' is not null), '{{}}'::jsonb) end as previews
+        from aef_executions e where e.id = %(e)s
+        """,
+        {"e": execution_id, "after": after, "unchanged": list(unchanged),
+         "types": Jsonb(message_types), "n": recent_logs, "max": max_events},
+    ).fetchone()
+
+
 def events_after(conn: Connection, execution_id: str, after: int, limit: int
                  ) -> list[dict[str, Any]]:
     return conn.execute(

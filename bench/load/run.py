@@ -8,8 +8,9 @@ What runs
   step "step running + event", "a batch of action log lines + event" (the log flusher), "step
   completed + progress + event"; every `--checkpoint-every` steps a checkpoint (row +
   `waiting_checkpoint` + event) that a person answers through the API (POST /checkpoint, after
-  `--answer-ms`), then `running` again; a heartbeat every `--heartbeat-seconds` and the 1 s
-  polling backstop; `completed` + event at the end. Runners share a pool of
+  `--answer-ms`), then `running` again (woken as runner/control.py is: LISTEN on the
+  execution's wake channel, the 1 s poll as backstop); a heartbeat every `--heartbeat-seconds`
+  and the 1 s polling backstop; `completed` + event at the end. Runners share a pool of
   `--runner-connections` server connections, as Supavisor's transaction pooler multiplexes real
   runners onto a few.
 * **Watchers**, one per execution, poll GET /live?after=<lastSeq> every `--poll-ms` and read
@@ -19,6 +20,11 @@ What runs
   `--clients` websocket clients speaking the raw Phoenix protocol (serializer 1.0.0), spread
   round-robin over the executions' private `execution:<id>` channels, each joined with the
   owner's access token (the `aef_execution_topic_read` policy decides).
+
+* **A checkpoint probe** in each phase: one more runner in a process of its own (its own pool
+  and LISTEN connection, as a real runner has), asking before every step, answered through
+  the checkpoint function's handler in that process: approval request -> the runner's next
+  action committed, unaffected by the 50 simulated runners sharing one interpreter.
 
 Runners (with the checkpoint-answering person), the functions (watchers), the Realtime server
 and the subscribers each run in their own process — separate machines in production — so one
@@ -33,7 +39,9 @@ Two phases on one throwaway database (created with local.schema and dropped at t
 What it prints
 --------------
 Per phase: runner events committed and events/s, p50/p99 of the runner's state transactions
-(and of heartbeats / polls); for the loaded phase API reads/s and p50/p99 of /live and /logs,
+(and of heartbeats / polls); approval request -> next action committed, p50/p95, for the 50
+runners (`checkpointResume`) and for the probe (`checkpointProbe`, the goal's figure); for
+the loaded phase API reads/s and p50/p99 of /live and /logs,
 Realtime delivery latency p50/p99 (from the runner's commit returning to the frame arriving at a
 client) and fan-out completeness; ratios loaded/baseline; then the loss checks, which make the
 exit status non-zero when they fail:
@@ -101,6 +109,7 @@ class LoadOptions:
     runner_connections: int = 16
     api_connections: int = 8
     drain_seconds: float = 20.0  # how long to wait for the last frames / watcher reads
+    probe: bool = True  # the checkpoint probe: one more runner in its own process per phase
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -130,6 +139,7 @@ class Samples:
     def summary(self, name: str) -> dict[str, float]:
         values = self.values.get(name, [])
         return {"n": len(values), "p50": round(percentile(values, 0.50), 2),
+                "p95": round(percentile(values, 0.95), 2),
                 "p99": round(percentile(values, 0.99), 2)}
 
 
@@ -244,6 +254,9 @@ class Responder:
         self.samples = samples
         self.answer_ms = answer_ms
         self.queue: queue.Queue[tuple[Sim, str, float] | None] = queue.Queue()
+        # checkpoint id -> perf_counter() just before its approval request (t0 of the
+        # approval -> the runner's next action latency, as bench/bench_checkpoint.py defines it)
+        self.approved_at: dict[str, float] = {}
         self.threads = [threading.Thread(target=self._work, name=f"responder-{i}", daemon=True)
                         for i in range(threads)]
 
@@ -263,6 +276,7 @@ class Responder:
             sim, checkpoint_id, due = item
             time.sleep(max(0.0, due - time.monotonic()))
             started = time.perf_counter()
+            self.approved_at[checkpoint_id] = started
             status, _ = self.api.call(self.api.checkpoint_handler, "POST",
                                       f"/api/aef/checkpoint/{checkpoint_id}",
                                       sim.access_token, body={"response": "approve"})
@@ -276,14 +290,54 @@ class Responder:
             thread.join(30)
 
 
+class Waker:
+    """The runners' LISTEN side, as runner/control.py does it: each execution's wake channel
+    (derived from its runner token; the checkpoint answer's trigger NOTIFYs it), with the 1 s
+    poll as backstop. One session-mode connection LISTENs on every execution's channel here (a
+    pool worker's share of connections; a lone ECS runner holds one of its own)."""
+
+    def __init__(self, url: str, sims: list[Sim]) -> None:
+        from runner.control import wake_channel
+
+        self.url = url
+        self.events = {wake_channel(s.runner_token): threading.Event() for s in sims}
+        self.by_sim = {s.id: self.events[wake_channel(s.runner_token)] for s in sims}
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._listen, name="load-waker", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise RuntimeError("the wake listener did not start")
+
+    def _listen(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            for channel in self.events:  # hex names (runner.control.wake_channel)
+                conn.execute(f"listen {channel}")
+            self._ready.set()
+            while not self._stop.is_set():
+                for note in conn.notifies(timeout=0.2):
+                    event = self.events.get(note.channel)
+                    if event is not None:
+                        event.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
 # Simulated runners -----------------------------------------------------------------------------
 class SimRunner(threading.Thread):
     """One execution's runner traffic, statement for statement what runner/engine.py writes."""
 
     def __init__(self, sim: Sim, db: Any, opts: LoadOptions, deadline: float,
                  samples: Samples, sent: dict[tuple[str, int], float],
-                 responder: Responder) -> None:
+                 responder: Responder, wake: threading.Event | None = None) -> None:
         super().__init__(name=f"runner-{sim.id[:8]}", daemon=True)
+        self.wake = wake
         self.sim = sim
         self.db = db
         self.opts = opts
@@ -376,8 +430,9 @@ class SimRunner(threading.Thread):
         while time.monotonic() < self.deadline:
             iteration += 1
             label = f"Process the item ({iteration})"
+            answered = None
             if self.opts.checkpoint_every and iteration % self.opts.checkpoint_every == 0:
-                self._checkpoint(iteration)
+                answered = self._checkpoint(iteration)
             progress = iteration % 100
 
             def running(conn: Any, it: int = iteration, p: int = progress,
@@ -390,6 +445,11 @@ class SimRunner(threading.Thread):
 
             self._commit([log("info", "execution", f"Step started: {label}",
                               step_id=BODY_STEP)], running)
+            if answered is not None and answered in self.responder.approved_at:
+                # approval request sent -> this, the runner's next action, committed
+                self.samples.add("checkpoint.resume", (time.perf_counter()
+                                                       - self.responder.approved_at[answered])
+                                 * 1000)
             self._pause(half)
             self._commit([log("info", "action", f"Clicked #go ({n})", step_id=BODY_STEP,
                               details={"type": "click", "durationMs": 12}) for n in range(3)],
@@ -421,7 +481,7 @@ class SimRunner(threading.Thread):
         self._commit([log("info", "execution", "Execution completed")], finished,
                      event="execution_complete")
 
-    def _checkpoint(self, iteration: int) -> None:
+    def _checkpoint(self, iteration: int) -> str:
         """Asked before the step; the person answers through the API; the step then runs."""
         from aef.store import runner as runner_store
 
@@ -444,14 +504,20 @@ class SimRunner(threading.Thread):
         checkpoint_id = str(checkpoint["id"])
         self.responder.ask(sim, checkpoint_id)
         asked = time.perf_counter()
+        # As runner/control.py waits: woken by the answer's NOTIFY, else the 1 s poll.
+        wake = self.wake or threading.Event()
         while True:
+            wake.clear()  # a NOTIFY from here on wakes the wait below at once
             row = self._tx("tx.poll", lambda c: runner_store.get_checkpoint(c, checkpoint_id))
             if row is not None and row["status"] != "pending":
                 break
-            self._background()
-            time.sleep(0.05)
+            backstop = time.monotonic() + 1.0
+            while not wake.is_set() and time.monotonic() < backstop:
+                self._background()
+                wake.wait(min(0.25, max(0.0, backstop - time.monotonic())))
         self.samples.add("checkpoint.wait", (time.perf_counter() - asked) * 1000)
         self.samples.count("checkpoints")
+        return checkpoint_id
 
 
 def log_record(level: str, category: str, message: str) -> Any:
@@ -556,6 +622,7 @@ def realtime_process(database_url: str, secret: str) -> Iterator[str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "local.realtime.server:create_app", "--factory",
          "--host", "127.0.0.1", "--port", str(port), "--ws", "websockets-sansio",
+         "--ws-per-message-deflate", "false",  # as Supabase Realtime (Phoenix): uncompressed
          "--lifespan", "on", "--log-level", "warning"],
         cwd=ROOT, env=env, stdin=subprocess.DEVNULL)
     try:
@@ -722,6 +789,40 @@ def clients_process(sims: list[Sim], clients: int, ws_url: str, secret: str,
     asyncio.run(main())
 
 
+def probe_process(sim: Sim, opts: LoadOptions, runner_url: str, functions_url: str,
+                  secret: str, seconds: float, out: Any) -> None:
+    """One more runner in a process of its own, as a real runner is (its own pool and LISTEN
+    connection), asking a checkpoint before every step, answered through the checkpoint
+    function's handler in this process too (the function is its own Lambda in production):
+    approval request -> the runner's next action committed, beside the phase's traffic."""
+    _child_setup(secret)
+    from dataclasses import replace
+
+    from aef.db import Database, set_database
+
+    runner_db = Database(runner_url, min_size=0, max_size=2)
+    api_db = Database(functions_url, min_size=0, max_size=2)
+    set_database(api_db)
+    try:
+        samples = Samples()
+        responder = Responder(Api(), samples, opts.answer_ms, threads=1)
+        responder.start()
+        waker = Waker(runner_url, [sim])
+        waker.start()
+        probe = SimRunner(sim, runner_db, replace(opts, checkpoint_every=1),
+                          time.monotonic() + seconds, samples, {}, responder,
+                          waker.by_sim[sim.id])
+        probe.run()
+        responder.stop()
+        waker.stop()
+        out.put({"values": dict(samples.values), "seqs": probe.seqs, "error": probe.error})
+    except Exception as exc:
+        out.put({"values": {}, "seqs": [], "error": f"{type(exc).__name__}: {exc}"})
+    finally:
+        runner_db.close()
+        api_db.close()
+
+
 def _get(q: Any, proc: Any, what: str, timeout: float) -> Any:
     """A child's answer, or an error saying the child died or hung."""
     deadline = time.monotonic() + timeout
@@ -745,6 +846,7 @@ class PhaseResult:
     steps: int
     samples: Samples = field(repr=False)
     runner_errors: list[str] = field(default_factory=list)
+    probe: dict[str, Any] | None = None  # the checkpoint probe's samples (probe_process)
 
     @property
     def events_per_second(self) -> float:
@@ -752,13 +854,28 @@ class PhaseResult:
 
 
 def run_runners(sims: list[Sim], db: Any, api: Api, opts: LoadOptions, seconds: float,
-                sent: dict[tuple[str, int], float], name: str) -> tuple[PhaseResult,
-                                                                        list[SimRunner]]:
+                sent: dict[tuple[str, int], float], name: str,
+                probe: tuple[Sim, str, str, str] | None = None
+                ) -> tuple[PhaseResult, list[SimRunner]]:
+    """The phase's runners; with `probe` (its execution, the runner and functions logins, the
+    JWT secret) also the checkpoint probe's process (`probe_process`) for as long."""
+    import multiprocessing
+
     samples = Samples()
+    probed: Any = None
+    if probe is not None:
+        mp = multiprocessing.get_context("spawn")
+        probe_out = mp.Queue()
+        probed = mp.Process(target=probe_process, name="load-probe", args=(
+            probe[0], opts, probe[1], probe[2], probe[3], seconds, probe_out))
+        probed.start()
     responder = Responder(api, samples, opts.answer_ms)
     responder.start()
+    waker = Waker(db.url, sims)
+    waker.start()
     deadline = time.monotonic() + seconds
-    runners = [SimRunner(sim, db, opts, deadline, samples, sent, responder) for sim in sims]
+    runners = [SimRunner(sim, db, opts, deadline, samples, sent, responder,
+                         waker.by_sim[sim.id]) for sim in sims]
     started = time.monotonic()
     for runner in runners:
         runner.start()
@@ -766,9 +883,16 @@ def run_runners(sims: list[Sim], db: Any, api: Api, opts: LoadOptions, seconds: 
         runner.join()
     wall = time.monotonic() - started
     responder.stop()
+    waker.stop()
     result = PhaseResult(name, len(runners), wall, sum(len(r.seqs) for r in runners),
                          sum(r.steps for r in runners), samples,
                          [r.error for r in runners if r.error])
+    if probed is not None:
+        got = _get(probe_out, probed, "checkpoint probe", 120)
+        probed.join(30)
+        result.probe = {"resume": got["values"].get("checkpoint.resume", []),
+                        "handler": got["values"].get("api.checkpoint", []),
+                        "seqs": got["seqs"], "error": got["error"]}
     return result, runners
 
 
@@ -796,10 +920,21 @@ def phase_summary(result: PhaseResult) -> dict[str, Any]:
             "poll": s.summary("tx.poll"), "claim": s.summary("tx.claim"),
             "checkpoints": s.counts.get("checkpoints", 0),
             "checkpointWait": s.summary("checkpoint.wait"),
+            "checkpointResume": s.summary("checkpoint.resume"),
             "apiCheckpoint": s.summary("api.checkpoint"),
             "apiCheckpointStatuses": {k.rsplit(".", 1)[1]: v for k, v in s.counts.items()
                                       if k.startswith("api.checkpoint.")},
-            "runnerErrors": result.runner_errors}
+            "runnerErrors": result.runner_errors,
+            "checkpointProbe": probe_summary(result.probe)}
+
+
+def probe_summary(probe: dict[str, Any] | None) -> dict[str, Any] | None:
+    if probe is None:
+        return None
+    resume, handler = probe["resume"], probe["handler"]
+    return {"n": len(resume), "p50": round(percentile(resume, 0.50), 2),
+            "p95": round(percentile(resume, 0.95), 2), "max": round(max(resume, default=0), 2),
+            "handlerP50": round(percentile(handler, 0.50), 2), "error": probe["error"]}
 
 
 def last_seqs(database_url: str, sims: list[Sim]) -> dict[str, int]:
@@ -872,6 +1007,14 @@ def run_load(opts: LoadOptions, *, database_url: str | None = None,
     previous = get_database()
     set_database(api_db)
     children: list[Any] = []
+    def probe(into: list[Sim]) -> tuple[Sim, str, str, str] | None:
+        """A fresh execution for the phase's checkpoint probe (its seqs are checked too)."""
+        if not opts.probe:
+            return None
+        sim = create_executions(api_db, 1, secret, database_url)[0]
+        into.append(sim)
+        return sim, runner_url or database_url, functions_url, secret
+
     try:
         api = Api()
         baseline: PhaseResult | None = None
@@ -881,7 +1024,7 @@ def run_load(opts: LoadOptions, *, database_url: str | None = None,
             sims = create_executions(api_db, opts.executions, secret, database_url)
             say(f"baseline: {len(sims)} executions, runners only, {opts.baseline_seconds:g} s")
             baseline, runners = run_runners(sims, runner_db, api, opts, opts.baseline_seconds,
-                                            {}, "baseline")
+                                            {}, "baseline", probe(all_sims))
             all_sims += sims
             all_runners += runners
 
@@ -906,7 +1049,7 @@ def run_load(opts: LoadOptions, *, database_url: str | None = None,
             say(f"loaded: {len(sims)} executions, {opts.clients} clients joined in "
                 f"{joined:.1f} s; runners + watchers, {opts.seconds:g} s")
             loaded, runners = run_runners(sims, runner_db, api, opts, opts.seconds, sent,
-                                          "loaded")
+                                          "loaded", probe(all_sims))
             final = last_seqs(database_url, sims)
             expect.put({i: final[i] - base[i] for i in final})
             delivered = _get(frames_out, clients, "clients", opts.drain_seconds + 60)
@@ -923,7 +1066,9 @@ def run_load(opts: LoadOptions, *, database_url: str | None = None,
             "clientsComplete": realtime["clientsComplete"],
             "watcherGaps": api_summary["watcherGaps"],
             "watchersComplete": api_summary["watchersComplete"],
-            "runnerErrors": sum(1 for r in all_runners if r.error),
+            "runnerErrors": sum(1 for r in all_runners if r.error) + sum(
+                1 for phase in (baseline, loaded)
+                if phase and phase.probe and phase.probe["error"]),
         })
         checks["ok"] = (checks["gapless"] == checks["executions"]
                         and checks["broadcastOnce"] == checks["executions"]
@@ -1022,6 +1167,19 @@ def print_report(report: LoadReport) -> None:
         print(f"{name:<9} {phase['events']:>7} {phase['eventsPerSecond']:>9.1f} "
               f"{phase['stateTx']['p50']:>10.2f} ms {phase['stateTx']['p99']:>5.2f} ms "
               f"{phase['heartbeat']['p99']:>11.2f} ms {phase['checkpointWait']['p50']:>11.1f} ms")
+    resume = "  ".join(
+        f"{name} p50 {phase['checkpointResume']['p50']} ms p95 {phase['checkpointResume']['p95']}"
+        f" ms (n {phase['checkpointResume']['n']})"
+        for name, phase in (("baseline", report.baseline), ("loaded", report.loaded)) if phase)
+    print(f"checkpoint approval -> runner's next action, the 50 runners: {resume}")
+    probes = "  ".join(
+        f"{name} p50 {phase['checkpointProbe']['p50']} ms p95 {phase['checkpointProbe']['p95']}"
+        f" ms (n {phase['checkpointProbe']['n']}, handler p50 "
+        f"{phase['checkpointProbe']['handlerP50']} ms)"
+        for name, phase in (("baseline", report.baseline), ("loaded", report.loaded))
+        if phase and phase["checkpointProbe"])
+    if probes:
+        print(f"checkpoint approval -> next action, the probe runner (own process): {probes}")
     if report.ratios:
         r = report.ratios
         print(f"loaded/baseline: events/s x{r['eventsPerSecond']}, state tx p50 "

@@ -1,31 +1,42 @@
-"""RealtimeHub: the one LISTEN connection, the subscriptions, and the fan-out.
+"""RealtimeHub: the poller of `realtime.messages`, the subscriptions, and the fan-out.
 
-Supabase Realtime learns about new `realtime.messages` rows through logical replication; the
-local shim instead NOTIFYs `aef_realtime` with each row's id, topic, inserted_at and private
-flag. One task LISTENs (reconnecting with backoff), a second fetches the rows in batches, in
-notification order (which is commit order), and hands each to the channels joined to that topic
-with the same privacy — private rows to private joins, public rows to public joins — as
-Realtime's tenant topics do. A frame is encoded once per serializer, not once per socket.
+Supabase Realtime learns about new `realtime.messages` rows through logical replication, so
+the writers' transactions do no extra work. This local server polls the table instead, on one
+connection of its own: a NOTIFY per row (what it did before) makes every writing transaction
+take PostgreSQL's cluster-wide notify-queue lock at commit and hold it through the commit's WAL
+flush, i.e. it serializes all writers' commits (docs/performance.md, "Load").
 
-After a reconnect the rows inserted while the listener was away are replayed from the table
-(those already delivered are remembered by id), so a database restart does not lose messages.
+Nothing is missed: each poll first reads the start of the oldest transaction still open (
+`pg_stat_activity`), then the rows inserted since the previous poll's such horizon that were not
+delivered yet. A row that was not visible at a poll belongs to a transaction that was open then
+or began after it, and its `inserted_at` (the insert's own clock, local/shim.sql) is not older
+than that transaction's start: so the next poll's window has it. Delivered ids are remembered
+until the horizon passes them: nothing twice. Rows go out by `inserted_at`: when one
+transaction's insert waits for another's commit (AEF's events take the execution's row lock)
+the later insert has the later clock, so a topic's messages keep their commit order.
+
+Assumed, as on Supabase: every session writes `inserted_at` in the same TimeZone (the server's
+default), and no prepared (two-phase) transaction inserts messages (pg_stat_activity does not
+show those). A transaction left open holds the window back: until it ends, every poll reads the
+ids inserted since it began (and skips them).
+
+Each row goes to the channels joined to its topic with the same privacy — private rows to
+private joins, public rows to public joins — as Realtime's tenant topics do. A frame is encoded
+once per serializer, not once per socket. A dropped connection is reopened and polling resumes
+from the last horizon, so a database restart loses nothing either.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import secrets
-from collections import OrderedDict
-from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Protocol
 
 import psycopg
-from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from local.realtime.serializers import Frame, UserBroadcast
@@ -33,24 +44,26 @@ from local.schema import PARTITIONS
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CHANNEL = "aef_realtime"
+DEFAULT_CHANNEL = "aef_realtime"  # the old LISTEN channel; nothing NOTIFYs it any more
 TOPIC_PREFIX = "realtime:"
-MAX_BATCH = 500
-REMEMBERED_IDS = 20_000
-CATCH_UP_WINDOW = timedelta(seconds=5)
+POLL_MIN_SECONDS = 0.01  # right after a poll found rows
+POLL_MAX_SECONDS = 0.1  # when idle (doubling from the minimum)
 PARTITION_EVERY_SECONDS = 6 * 3600.0
+APPLICATION_NAME = "aef-realtime-poll"
 
-_FETCH = """
-select m.id::text, m.topic, m.event, m.private, m.payload::text, m.inserted_at
-from unnest(%s::uuid[], %s::timestamp[]) with ordinality as k(id, inserted_at, n)
-join realtime.messages m on m.id = k.id and m.inserted_at = k.inserted_at
-where m.extension = 'broadcast'
-order by k.n
+# The oldest open transaction's start: no row still to appear is older. When some session's
+# activity is hidden from this login, a fixed window back instead.
+_HORIZON = """
+select case when count(*) filter (where a.state is null and a.backend_type = 'client backend') > 0
+            then least(coalesce(min(a.xact_start), now()), now() - interval '5 seconds')
+            else least(coalesce(min(a.xact_start), now()), now()) end::timestamp
+from pg_stat_activity a
+where a.datname = current_database() and a.pid <> pg_backend_pid()
 """
-_CATCH_UP = """
+_POLL = """
 select m.id::text, m.topic, m.event, m.private, m.payload::text, m.inserted_at
 from realtime.messages m
-where m.extension = 'broadcast' and m.inserted_at > %s
+where m.extension = 'broadcast' and m.inserted_at >= %s and not (m.id = any(%s::uuid[]))
 order by m.inserted_at, m.id
 """
 # Daily realtime.messages partitions, as Supabase Realtime makes them (see the file)
@@ -68,14 +81,6 @@ class Subscriber(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class _Note:
-    id: str
-    topic: str
-    inserted_at: str
-    private: bool | None
-
-
-@dataclass(frozen=True, slots=True)
 class _Row:
     id: str
     topic: str
@@ -83,10 +88,6 @@ class _Row:
     private: bool
     payload: str | None
     inserted_at: datetime
-
-
-class _CatchUp:
-    """Queue marker: the listener reconnected, replay what was missed."""
 
 
 Key = tuple[str, bool]  # (sub-topic, private)
@@ -128,7 +129,7 @@ class Presence:
 
 
 class RealtimeHub:
-    """Owns the LISTEN connection and every subscription of this server."""
+    """Owns the polling connection and every subscription of this server."""
 
     def __init__(
         self,
@@ -145,21 +146,18 @@ class RealtimeHub:
         self.listening = asyncio.Event()
         self.presence = Presence()
         self._subs: dict[Key, dict[Subscriber, None]] = {}
-        self._queue: asyncio.Queue[str | _CatchUp] = asyncio.Queue()
+        self._delivered: dict[str, datetime] = {}  # id -> inserted_at, until the horizon
+        self._since: datetime | None = None  # rows from here on may still be new
         self._tasks: list[asyncio.Task[None]] = []
-        self._delivered: OrderedDict[str, None] = OrderedDict()
-        self._last_inserted_at: datetime | None = None
-        self._connected_before = False
 
     # lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start listening; returns once LISTEN is active (or keeps retrying in the background)."""
+        """Start polling; returns once the first poll ran (or keeps retrying in the background)."""
         if self._tasks:
             return
         self._tasks = [
-            asyncio.create_task(self._listen_forever(), name="realtime-listen"),
-            asyncio.create_task(self._dispatch_forever(), name="realtime-dispatch"),
+            asyncio.create_task(self._poll_forever(), name="realtime-poll"),
             asyncio.create_task(self._partitions_forever(), name="realtime-partitions"),
         ]
         with contextlib.suppress(TimeoutError):
@@ -211,118 +209,64 @@ class RealtimeHub:
 
     # database -> sockets --------------------------------------------------------------------
 
-    async def _listen_forever(self) -> None:
+    async def _poll_forever(self) -> None:
         backoff = 0.2
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(
-                    self.database_url, autocommit=True
+                    self.database_url, autocommit=True, application_name=APPLICATION_NAME
                 ) as conn:
-                    await conn.execute(sql.SQL("listen {}").format(sql.Identifier(self.channel)))
-                    if self._connected_before:
-                        self._queue.put_nowait(_CatchUp())
-                    self._connected_before = True
-                    self.listening.set()
-                    backoff = 0.2
-                    log.info("realtime listening", extra={"channel": self.channel})
-                    async for notify in conn.notifies():
-                        self._queue.put_nowait(notify.payload)
+                    reconnected = self._since is not None
+                    if self._since is None:  # messages from now on, as a LISTEN would get
+                        cur = await conn.execute("select now()::timestamp")
+                        row = await cur.fetchone()
+                        assert row is not None
+                        self._since = row[0]
+                    delay = POLL_MIN_SECONDS
+                    while True:
+                        rows = await self._poll(conn)
+                        if reconnected and rows:
+                            log.info("realtime replayed messages missed while reconnecting",
+                                     extra={"count": len(rows)})
+                        reconnected = False
+                        self.listening.set()
+                        backoff = 0.2
+                        self._deliver_rows(rows)
+                        delay = POLL_MIN_SECONDS if rows else min(delay * 2, POLL_MAX_SECONDS)
+                        await asyncio.sleep(delay)
             except psycopg.Error as exc:
                 self.listening.clear()
-                log.warning("realtime listen connection lost; reconnecting",
+                log.warning("realtime poll connection lost; reconnecting",
                             extra={"error": str(exc), "retryIn": backoff})
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
 
-    async def _dispatch_forever(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            while len(batch) < MAX_BATCH and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            await self._dispatch_until_done(batch)
-
-    async def _dispatch_until_done(self, batch: list[str | _CatchUp]) -> None:
-        """Retry a batch the database refused (restart, dropped connection) with backoff:
-        the rows are in realtime.messages, so waiting loses nothing, and a retry delivers
-        nothing twice (delivered ids are remembered). Later batches wait behind it: order
-        is kept."""
-        backoff = 0.2
-        while True:
-            try:
-                await self._dispatch(batch)
-                return
-            except (psycopg.Error, TimeoutError) as exc:
-                log.warning("realtime dispatch failed; retrying the batch",
-                            extra={"error": str(exc), "count": len(batch), "retryIn": backoff})
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
-
-    async def _dispatch(self, batch: list[str | _CatchUp]) -> None:
-        notes: list[_Note] = []
-        for item in batch:
-            if isinstance(item, _CatchUp):
-                await self._flush(notes)
-                notes = []
-                await self._catch_up()
-                continue
-            note = _parse_note(item)
-            if note is not None:
-                notes.append(note)
-        await self._flush(notes)
-
-    async def _flush(self, notes: list[_Note]) -> None:
-        for note in notes:
-            self._advance(note.inserted_at)
-        wanted = [n for n in notes if n.id not in self._delivered and self._has_subscribers(n)]
-        if not wanted:
-            return
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                _FETCH, ([n.id for n in wanted], [n.inserted_at for n in wanted])
-            )
-            rows = [_Row(*r) for r in await cur.fetchall()]
-        self._deliver_rows(rows)
-
-    async def _catch_up(self) -> None:
-        if self._last_inserted_at is None:
-            return
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(_CATCH_UP, (self._last_inserted_at - CATCH_UP_WINDOW,))
-            rows = [_Row(*r) for r in await cur.fetchall()]
-        rows = [r for r in rows if r.id not in self._delivered]
-        if rows:
-            log.info("realtime replayed messages missed while reconnecting",
-                     extra={"count": len(rows)})
-        self._deliver_rows(rows)
-
-    def _has_subscribers(self, note: _Note) -> bool:
-        privacies: Iterable[bool] = (True, False) if note.private is None else (note.private,)
-        return any((note.topic, p) in self._subs for p in privacies)
+    async def _poll(self, conn: psycopg.AsyncConnection[Any]) -> list[_Row]:
+        """The rows not delivered yet, oldest first; advances the horizon."""
+        cur = await conn.execute(_HORIZON)
+        row = await cur.fetchone()
+        assert row is not None and self._since is not None
+        horizon = row[0]
+        since = self._since
+        cur = await conn.execute(_POLL, (since, list(self._delivered)))
+        rows = [_Row(*r) for r in await cur.fetchall()]
+        # The next poll looks from here: whatever appears later is not older than this.
+        self._since = max(since, horizon)
+        self._delivered = {i: at for i, at in self._delivered.items() if at >= self._since}
+        return rows
 
     def _deliver_rows(self, rows: list[_Row]) -> None:
         for row in rows:
-            self._remember(row)
+            if row.inserted_at >= (self._since or row.inserted_at):
+                self._delivered[row.id] = row.inserted_at
             if row.event is None or row.payload is None:
                 log.warning("realtime message without event or payload skipped",
                             extra={"id": row.id, "topic": row.topic})
                 continue
+            if (row.topic, row.private) not in self._subs:
+                continue
             broadcast = UserBroadcast(row.event, row.payload.encode(), True, {"id": row.id})
             self.publish(row.topic, row.private, broadcast)
-
-    def _remember(self, row: _Row) -> None:
-        self._delivered[row.id] = None
-        if len(self._delivered) > REMEMBERED_IDS:
-            self._delivered.popitem(last=False)
-        self._advance(row.inserted_at)
-
-    def _advance(self, inserted_at: datetime | str) -> None:
-        if isinstance(inserted_at, str):
-            try:
-                inserted_at = datetime.fromisoformat(inserted_at)
-            except ValueError:
-                return
-        if self._last_inserted_at is None or inserted_at > self._last_inserted_at:
-            self._last_inserted_at = inserted_at
 
     async def _partitions_forever(self) -> None:
         """Create tomorrow's partitions ahead of time, as the Realtime server's janitor does."""
@@ -333,14 +277,3 @@ class RealtimeHub:
             except (psycopg.Error, TimeoutError) as exc:
                 log.warning("realtime partition upkeep failed", extra={"error": str(exc)})
             await asyncio.sleep(self.partition_every_seconds)
-
-
-def _parse_note(text: str) -> _Note | None:
-    try:
-        data = json.loads(text)
-        private = data.get("private")
-        return _Note(str(data["id"]), str(data["topic"]), str(data["inserted_at"]),
-                     private if isinstance(private, bool) else None)
-    except (ValueError, KeyError, TypeError, AttributeError):
-        log.warning("realtime notification not understood", extra={"payload": text[:200]})
-        return None

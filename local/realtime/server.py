@@ -42,7 +42,7 @@ _GOING_AWAY = 1001
 
 
 class RealtimeServer:
-    """Routes plus lifecycle: the hub (LISTEN + fan-out), a small pool for the RLS probes."""
+    """Routes plus lifecycle: the hub (polling + fan-out), a small pool for the RLS probes."""
 
     def __init__(
         self,
@@ -65,6 +65,9 @@ class RealtimeServer:
             kwargs={"prepare_threshold": None, "autocommit": False},
             open=False,
             name="realtime",
+            # a connection the database dropped (restart) is replaced, not handed to a join's
+            # RLS probe; the pool serves joins and partition upkeep only, never the fan-out
+            check=AsyncConnectionPool.check_connection,
         )
         self.hub = RealtimeHub(self.database_url, self.pool, channel=listen_channel)
         self.verifier = TokenVerifier(self.settings)
@@ -82,7 +85,7 @@ class RealtimeServer:
         await self.hub.start()
 
     async def stop(self) -> None:
-        """Close every socket (1001 going away), stop listening, release the pool."""
+        """Close every socket (1001 going away), stop polling, release the pool."""
         for session in list(self.sessions):
             await session.close(_GOING_AWAY)
         await self.hub.stop()

@@ -20,14 +20,19 @@ def test_short_load_run_loses_nothing_and_fans_out_to_every_client(
                       runner_url=runner_database_url, quiet=True)
 
     checks = report.checks
-    assert checks["executions"] == 5
-    assert checks["gapless"] == 5, "every execution's seq is 1..last_seq"
-    assert checks["broadcastOnce"] == 5, "every event broadcast exactly once"
+    assert checks["executions"] == 5 + 1  # and the checkpoint probe's
+    assert checks["gapless"] == 6, "every execution's seq is 1..last_seq"
+    assert checks["broadcastOnce"] == 6, "every event broadcast exactly once"
     assert checks["lostRunnerEvents"] == 0 and checks["duplicateRunnerSeqs"] == 0
     assert checks["runnerErrors"] == 0, report.loaded["runnerErrors"]
     loaded = report.loaded
     assert loaded["steps"] >= 5 * 5 and loaded["checkpoints"] >= 5
     assert loaded["apiCheckpointStatuses"] == {"200": loaded["checkpoints"]}
+    # every answer timed to the runner's next action (woken by the answer's NOTIFY)
+    assert loaded["checkpointResume"]["n"] == loaded["checkpoints"]
+    assert loaded["checkpointResume"]["p50"] > 0, loaded["checkpointResume"]
+    probe = loaded["checkpointProbe"]  # one more runner, in its own process, asked every step
+    assert probe["error"] is None and probe["n"] >= 1 and probe["p95"] > 0, probe
 
     rt = report.realtime
     assert rt["clientErrors"] == []

@@ -92,7 +92,8 @@ def aef_realtime(database_url: str, api: Api) -> Iterator[AefRealtime]:
             yield
 
     config = uvicorn.Config(Starlette(routes=server.routes, lifespan=lifespan), host="127.0.0.1",
-                            port=0, log_level="warning", lifespan="on", ws="websockets-sansio")
+                            port=0, log_level="warning", lifespan="on", ws="websockets-sansio",
+                            ws_per_message_deflate=False)
     runner = uvicorn.Server(config)
     thread = threading.Thread(target=runner.run, name="aef-realtime-uvicorn", daemon=True)
     thread.start()

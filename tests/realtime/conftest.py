@@ -125,7 +125,7 @@ def serve(database_url: str, **options: Any) -> Iterator[RunningServer]:
     server = RealtimeServer(settings, **options)
     port = _free_port()
     config = uvicorn.Config(server.app(), host="127.0.0.1", port=port, log_level="warning",
-                            lifespan="on", ws="websockets-sansio")
+                            lifespan="on", ws="websockets-sansio", ws_per_message_deflate=False)
     runner = uvicorn.Server(config)
     thread = threading.Thread(target=runner.run, name="realtime-uvicorn", daemon=True)
     thread.start()

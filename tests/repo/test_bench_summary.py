@@ -20,7 +20,9 @@ def test_summary_table_and_latest_json(tmp_path: Path) -> None:
         + '{"level": "INFO", "logger": "aef.http", "message": "request"}\n',
         "load.log": "table\nJSON " + json.dumps({"ratios": {"stateTxP99": 1.1,
                                                             "eventsPerSecond": 0.97},
-                                                 "api": {"live": {"p50": 8.0}}}) + "\n",
+                                                 "api": {"live": {"p50": 8.0}},
+                                                 "loaded": {"checkpointProbe": {
+                                                     "p95": 62.5}}}) + "\n",
         "bench_broken.log": "{not json\n",
     }
     for name, text in outputs.items():
@@ -35,6 +37,8 @@ def test_summary_table_and_latest_json(tmp_path: Path) -> None:
     assert verdicts["warm request ÷ its raw SQL, p99, worst endpoint"] == "pass"
     assert verdicts["load: events/s loaded ÷ baseline"] == "pass"
     assert verdicts["load: /live p50 under load ÷ unloaded"] == "FAIL"  # 8 ms ÷ 2 ms = 4x
+    assert verdicts["checkpoint approval → next action, p95, under load"] == "FAIL"
+    assert verdicts["checkpoint approval → next action, p95"] == "not run"
     assert verdicts["function cold start ÷ `python -c 'import boto3'`"] == "not run"
     assert "FAIL" in result.stdout and "latest.json" in result.stdout
     assert set(summary["figures"]) == {"runner", "api", "load"}

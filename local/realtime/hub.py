@@ -148,6 +148,8 @@ class RealtimeHub:
         self._subs: dict[Key, dict[Subscriber, None]] = {}
         self._delivered: dict[str, datetime] = {}  # id -> inserted_at, until the horizon
         self._since: datetime | None = None  # rows from here on may still be new
+        self._polls = 0  # polls completed (rows fanned out), for `caught_up`
+        self._polled = asyncio.Condition()
         self._tasks: list[asyncio.Task[None]] = []
 
     # lifecycle ------------------------------------------------------------------------------
@@ -232,6 +234,9 @@ class RealtimeHub:
                         self.listening.set()
                         backoff = 0.2
                         self._deliver_rows(rows)
+                        async with self._polled:
+                            self._polls += 1
+                            self._polled.notify_all()
                         delay = POLL_MIN_SECONDS if rows else min(delay * 2, POLL_MAX_SECONDS)
                         await asyncio.sleep(delay)
             except psycopg.Error as exc:
@@ -240,6 +245,16 @@ class RealtimeHub:
                             extra={"error": str(exc), "retryIn": backoff})
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
+
+    async def caught_up(self) -> None:
+        """Return once a whole poll has run since the call: every message committed before it
+        has been fanned out to the channels joined then. A subscriber joining afterwards gets
+        only what is committed later, which is what tests of exact delivery need; without it, a
+        message committed just before a join may reach the new subscriber (as it may from
+        Supabase's replication stream, which also fans out what it reads after the join)."""
+        target = self._polls + 2
+        async with asyncio.timeout(10), self._polled:  # the poller is down: do not hang
+            await self._polled.wait_for(lambda: self._polls >= target)
 
     async def _poll(self, conn: psycopg.AsyncConnection[Any]) -> list[_Row]:
         """The rows not delivered yet, oldest first; advances the horizon."""

@@ -52,6 +52,11 @@ class AefRealtime:
     def subscribers(self, topic: str) -> int:
         return self.server.hub.subscriber_count(topic, True)
 
+    async def caught_up(self) -> None:
+        """Every message committed so far has been fanned out (see RealtimeHub.caught_up)."""
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(
+            self.server.hub.caught_up(), self.loop))
+
     async def drop_subscribers(self, topic: str) -> int:
         """Abort (TCP reset, no close frame) every socket joined to private `topic`.
 

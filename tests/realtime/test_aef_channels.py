@@ -170,6 +170,7 @@ async def test_realtime_py_receives_every_event_of_a_run(
     run = await transformed(api, db, user)
     client = await realtime_py(user.token)
     received: list[dict[str, Any]] = []
+    await aef_realtime.caught_up()  # the transform's event is fanned out before the join
     statuses = await join(client, run.topic, received)
     assert await statuses.wait_for(SUBSCRIBED) is None
     # What happened before the join (the transform's event) comes from the polling endpoint.
@@ -245,6 +246,7 @@ async def test_forced_disconnect_is_caught_up_by_polling(
     user = new_user()
     run = await transformed(api, db, user)
     received: list[dict[str, Any]] = []
+    await aef_realtime.caught_up()  # the transform's event is fanned out before the join
     statuses = await join(await realtime_py(user.token), run.topic, received)
     assert await statuses.wait_for(SUBSCRIBED) is None
     first = (await blocking(run.live, 0))["lastSeq"]

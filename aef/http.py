@@ -92,6 +92,16 @@ def problem_response(
     )
 
 
+def json_response(body: Any, *, headers: dict[str, str] | None = None) -> Response:
+    """A 200 whose body is already in its wire shape (the route's `response_model` documents
+    it): FastAPI would validate it against that model and serialize it again on every request."""
+    return Response(
+        json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode(),
+        media_type="application/json",
+        headers=headers,
+    )
+
+
 async def _send_problem(
     scope: Scope, receive: Receive, send: Send, status: int, *, code: str, detail: str
 ) -> None:

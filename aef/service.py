@@ -639,6 +639,13 @@ def parse_statuses(text: str | None) -> list[str]:
     return wanted
 
 
+def wire_time(value: datetime) -> str:
+    """A timestamp as the response models write it (pydantic: ISO 8601, UTC as `Z`), for the
+    read routes that send their body already serialized."""
+    text = value.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
 def list_documents(caller: Caller, *, after: str | None, limit: int,
                    db: Database | None = None) -> dict[str, Any]:
     before = decode_keyset("documents", after)
@@ -648,7 +655,7 @@ def list_documents(caller: Caller, *, after: str | None, limit: int,
     return {
         "documents": [{"id": str(r["id"]), "title": r["title"],
                        "sopId": str(r["sop_id"]) if r["sop_id"] else None,
-                       "createdAt": r["created_at"].isoformat()} for r in page],
+                       "createdAt": wire_time(r["created_at"])} for r in page],
         "nextCursor": encode_keyset("documents", page[-1]) if len(rows) > limit else None,
     }
 
@@ -677,7 +684,7 @@ def list_executions(caller: Caller, *, after: str | None, limit: int, status: st
     page = rows[:limit]
 
     def when(value: datetime | None) -> str | None:
-        return value.isoformat() if value else None
+        return wire_time(value) if value else None
 
     return {
         "executions": [{
@@ -701,7 +708,7 @@ def read_logs(caller: Caller, execution_id: str, *, after: str | None, limit: in
         rows = api_store.page_logs(conn, execution_id, after=after_id, limit=limit, level=level,
                                    step_id=step_id)
     logs = [{
-        "id": r["id"], "timestamp": r["created_at"].isoformat(), "level": r["level"],
+        "id": r["id"], "timestamp": wire_time(r["created_at"]), "level": r["level"],
         "category": r["category"], "message": r["message"], "stepId": r["step_id"],
         "details": r["details"],
     } for r in rows]

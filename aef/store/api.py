@@ -324,9 +324,11 @@ def live_snapshot(conn: Connection, execution_id: str, message_type: str,
 
 def events_after(conn: Connection, execution_id: str, after: int, limit: int
                  ) -> list[dict[str, Any]]:
+    """The events after `after`, each message as its JSON text (`message`): the live route
+    sends them on as they are, so they are neither parsed here nor serialized again."""
     return conn.execute(
-        "select seq, message from aef_events where execution_id = %s and seq > %s"
-        " order by seq limit %s",
+        "select seq, message::text as message from aef_events"
+        " where execution_id = %s and seq > %s order by seq limit %s",
         (execution_id, after, limit),
     ).fetchall()
 

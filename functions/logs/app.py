@@ -8,7 +8,6 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Header, Query, Response
-from fastapi.responses import JSONResponse
 
 from aef import service
 from aef.api_models import (
@@ -67,8 +66,9 @@ async def live(
                                    if_none_match=if_none_match)
     if body is None:
         return Response(status_code=304, headers={"ETag": etag, **headers})
-    # The events go out byte-for-byte as they were broadcast (no re-serialization).
-    return JSONResponse(body, headers={"ETag": etag, "Cache-Control": "no-cache", **headers})
+    # The events go out as the JSON text they were stored as (no re-serialization).
+    return Response(body, media_type="application/json",
+                    headers={"ETag": etag, "Cache-Control": "no-cache", **headers})
 
 
 @router.get(

@@ -6,7 +6,10 @@ with a claims check (see `aef.http.create_app(claims_check=...)`).
 
 The JWKS is cached per process, so warm Lambda invocations verify without a network call. An
 unknown `kid` triggers at most one refetch per `min_refetch_seconds`, so a flood of forged kids
-cannot turn this module into a JWKS hammer.
+cannot turn this module into a JWKS hammer. A token that verified is remembered by the same
+cache (a client sends the same token on every request until it refreshes it): a warm request
+with it only checks that it has not expired since, and no longer than the keys themselves are
+trusted (`jwks_cache_seconds`).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ CLOCK_SKEW_SECONDS = 30
 JWKS_TIMEOUT_SECONDS = 3.0
 JWKS_MAX_BYTES = 256 * 1024
 MAX_TOKEN_BYTES = 16 * 1024
+VERIFIED_TOKENS_MAX = 256  # per process; a sandbox mostly serves a handful of sessions
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +71,7 @@ class JwksCache:
     """Signing keys of one JWKS URL, cached for `ttl_seconds`; thread-safe.
 
     A fetch failure keeps serving the keys already held (stale beats down), and raises only
-    when no key was ever fetched.
+    when no key was ever fetched. Also holds the tokens verified lately (`verified`/`remember`).
     """
 
     def __init__(self, *, min_refetch_seconds: float = 30.0) -> None:
@@ -78,11 +82,35 @@ class JwksCache:
         self._fetched_at = float("-inf")
         self._attempted_at = float("-inf")
         self.fetch_count = 0
+        # (token, what verified it) -> (claims, monotonic time until which it may be reused)
+        self._verified: dict[tuple[str, ...], tuple[Claims, float]] = {}
 
     def clear(self) -> None:
         with self._lock:
             self._url, self._keys = None, {}
             self._fetched_at = self._attempted_at = float("-inf")
+            self._verified = {}
+
+    def verified(self, key: tuple[str, ...]) -> Claims | None:
+        """The claims of a token verified earlier under the same settings, if still valid:
+        not expired (the same leeway as PyJWT's check) and verified less than the keys' TTL
+        ago."""
+        entry = self._verified.get(key)
+        if entry is None:
+            return None
+        claims, reuse_until = entry
+        if time.monotonic() < reuse_until and time.time() < claims.exp + CLOCK_SKEW_SECONDS:
+            return claims
+        self._verified.pop(key, None)
+        return None
+
+    def remember(self, key: tuple[str, ...], claims: Claims, ttl_seconds: float) -> None:
+        if ttl_seconds <= 0:
+            return
+        with self._lock:
+            while len(self._verified) >= VERIFIED_TOKENS_MAX:
+                self._verified.pop(next(iter(self._verified)))  # the oldest
+            self._verified[key] = (claims, time.monotonic() + ttl_seconds)
 
     def get(self, url: str, kid: str, ttl_seconds: float) -> jwt.PyJWK | None:
         """The key for `kid`: refetch when stale, or (rate-limited) when `kid` is unknown.
@@ -195,6 +223,18 @@ def verify_token(
         raise _fail("token too large")
     settings = settings or get_settings()
     jwks = jwks or default_jwks
+    # everything the verification below depends on besides the token and the clock
+    secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret is not None else ""
+    cache_key = (
+        token,
+        secret,
+        settings.jwt_audience,
+        settings.jwt_issuer or "",
+        settings.effective_jwks_url,
+    )
+    known = jwks.verified(cache_key)
+    if known is not None:
+        return known
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError:
@@ -227,7 +267,9 @@ def verify_token(
         raise _fail("bad signature") from None
     except jwt.PyJWTError:
         raise _fail("invalid token") from None
-    return _claims(payload)
+    claims = _claims(payload)
+    jwks.remember(cache_key, claims, settings.jwks_cache_seconds)
+    return claims
 
 
 def _claims(payload: dict[str, Any]) -> Claims:

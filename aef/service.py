@@ -639,6 +639,13 @@ def parse_statuses(text: str | None) -> list[str]:
     return wanted
 
 
+def wire_time(value: datetime) -> str:
+    """A timestamp as the response models write it (pydantic: ISO 8601, UTC as `Z`), for the
+    read routes that send their body already serialized."""
+    text = value.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
 def list_documents(caller: Caller, *, after: str | None, limit: int,
                    db: Database | None = None) -> dict[str, Any]:
     before = decode_keyset("documents", after)
@@ -648,7 +655,7 @@ def list_documents(caller: Caller, *, after: str | None, limit: int,
     return {
         "documents": [{"id": str(r["id"]), "title": r["title"],
                        "sopId": str(r["sop_id"]) if r["sop_id"] else None,
-                       "createdAt": r["created_at"].isoformat()} for r in page],
+                       "createdAt": wire_time(r["created_at"])} for r in page],
         "nextCursor": encode_keyset("documents", page[-1]) if len(rows) > limit else None,
     }
 
@@ -677,7 +684,7 @@ def list_executions(caller: Caller, *, after: str | None, limit: int, status: st
     page = rows[:limit]
 
     def when(value: datetime | None) -> str | None:
-        return value.isoformat() if value else None
+        return wire_time(value) if value else None
 
     return {
         "executions": [{
@@ -701,7 +708,7 @@ def read_logs(caller: Caller, execution_id: str, *, after: str | None, limit: in
         rows = api_store.page_logs(conn, execution_id, after=after_id, limit=limit, level=level,
                                    step_id=step_id)
     logs = [{
-        "id": r["id"], "timestamp": r["created_at"].isoformat(), "level": r["level"],
+        "id": r["id"], "timestamp": wire_time(r["created_at"]), "level": r["level"],
         "category": r["category"], "message": r["message"], "stepId": r["step_id"],
         "details": r["details"],
     } for r in rows]
@@ -728,9 +735,12 @@ def live_etag(execution_id: str, last_seq: int, after: int) -> str:
 
 
 def read_live(caller: Caller, execution_id: str, *, after: int, if_none_match: str | None,
-              db: Database | None = None) -> tuple[dict[str, Any] | None, str]:
-    """The live snapshot plus the events after `after`; (None, etag) when unchanged.
-    One statement (api_store.live_read) after the caller's identity."""
+              db: Database | None = None) -> tuple[bytes | None, str]:
+    """The live snapshot plus the events after `after`, as the response's JSON body
+    (`LiveResponse`); (None, etag) when unchanged. One statement (api_store.live_read) after
+    the caller's identity; the events (up to 500) come as the JSON text of one array and are
+    spliced in as they are: parsing and re-serializing them was most of the route's own
+    time."""
     with (db or get_database()).as_user(caller.claims) as conn:
         row = api_store.live_read(conn, execution_id, after=after,
                                   unchanged=_unchanged_seqs(if_none_match, execution_id, after),
@@ -751,7 +761,10 @@ def read_live(caller: Caller, execution_id: str, *, after: int, if_none_match: s
         # the checkpoint's outlined screenshot, signed afresh the same way
         message["checkpoints"] = [_signed_preview(c, previews.get(str(c.get("id"))))
                                   for c in message["checkpoints"]]
-    return {"message": message, "events": row["events"], "lastSeq": row["last_seq"]}, etag
+    head = json.dumps(message, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    body = (f'{{"message":{head},"events":{row["events"]},'
+            f'"lastSeq":{int(row["last_seq"])}}}')
+    return body.encode(), etag
 
 
 def _unchanged_seqs(if_none_match: str | None, execution_id: str, after: int) -> list[int]:

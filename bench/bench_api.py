@@ -102,6 +102,7 @@ def main() -> None:
 
 def run(n: int, log_rows: int, db: Any, jwt: Any, store: Any, apigw_event: Any,
         invoke: Any, ScriptedRunner: Any, fixture_sop: Any) -> None:
+    from aef.service import LIVE_MESSAGE_TYPES
     from functions.checkpoint.app import handler as checkpoint_handler
     from functions.execute.app import handler as execute_handler
     from functions.logs.app import handler as logs_handler
@@ -157,9 +158,8 @@ def run(n: int, log_rows: int, db: Any, jwt: Any, store: Any, apigw_event: Any,
         with db.as_user(claims) as conn:
             rate(conn, "read")
         with db.as_user(claims) as conn:
-            store.get_execution(conn, execution_id)
-            store.live_snapshot(conn, execution_id, "execution_update", 20)
-            store.events_after(conn, execution_id, 0, 500)
+            store.live_read(conn, execution_id, after=0, unchanged=[],
+                            message_types=LIVE_MESSAGE_TYPES, recent_logs=20, max_events=500)
 
     def raw_transform() -> None:
         from aef.transform import transform

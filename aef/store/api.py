@@ -304,31 +304,14 @@ def preview_keys(conn: Connection, execution_id: str) -> dict[str, str]:
     return {str(r["id"]): str(r["key"]) for r in rows}
 
 
-def live_snapshot(conn: Connection, execution_id: str, message_type: str,
-                  recent_logs: int) -> dict[str, Any] | None:
-    """The live message as of now, built by the same SQL the broadcast trigger uses."""
-    row = conn.execute(
-        f"""
-        select aef_private.live_message(e, %(type)s, e.last_seq, jsonb_build_object('logs',
-          coalesce((select jsonb_agg(l.entry order by l.id) from (
-            select id, {common.log_entry()}
-            from aef_logs where execution_id = e.id order by id desc limit %(n)s) l),
-            '[]'::jsonb))) as message,
-          e.last_seq, e.browser
-        from aef_executions e where e.id = %(e)s
-        """,
-        {"type": message_type, "n": recent_logs, "e": execution_id},
-    ).fetchone()
-    return row
-
-
 def live_read(conn: Connection, execution_id: str, *, after: int, unchanged: Sequence[int],
               message_types: dict[str, str], recent_logs: int, max_events: int
               ) -> dict[str, Any] | None:
     """GET /live in one statement, on one snapshot: the execution's last_seq, and unless it is
-    one of `unchanged` (the client's ETags) the live message (as `live_snapshot` builds it;
-    `message_types` maps a status to its message type), the events after `after` and the
-    pending checkpoints' preview screenshot keys. None when the caller may not see it."""
+    one of `unchanged` (the client's ETags) the live message (built by the same SQL the
+    broadcast trigger uses; `message_types` maps a status to its message type), the events
+    after `after` and the pending checkpoints' preview screenshot keys. None when the caller
+    may not see it. `events` is the JSON text of the array: the route sends it on as it is."""
     fresh = "not (e.last_seq = any(%(unchanged)s::bigint[]))"
     return conn.execute(
         f"""
@@ -341,7 +324,7 @@ def live_read(conn: Connection, execution_id: str, *, after: int, unchanged: Seq
               '[]'::jsonb))) end as message,
           case when {fresh} then coalesce((select jsonb_agg(v.message order by v.seq) from (
               select seq, message from aef_events where execution_id = e.id and seq > %(after)s
-              order by seq limit %(max)s) v), '[]'::jsonb) end as events,
+              order by seq limit %(max)s) v), '[]'::jsonb)::text end as events,
           case when {fresh} then coalesce((select jsonb_object_agg(c.id::text,
               c.preview ->> 'screenshotKey') from aef_checkpoints c
               where c.execution_id = e.id and c.status = 'pending'
@@ -351,15 +334,6 @@ def live_read(conn: Connection, execution_id: str, *, after: int, unchanged: Seq
         {"e": execution_id, "after": after, "unchanged": list(unchanged),
          "types": Jsonb(message_types), "n": recent_logs, "max": max_events},
     ).fetchone()
-
-
-def events_after(conn: Connection, execution_id: str, after: int, limit: int
-                 ) -> list[dict[str, Any]]:
-    return conn.execute(
-        "select seq, message from aef_events where execution_id = %s and seq > %s"
-        " order by seq limit %s",
-        (execution_id, after, limit),
-    ).fetchall()
 
 
 # Lists (newest first, keyset pages) ----------------------------------------------------------

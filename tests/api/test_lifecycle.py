@@ -83,6 +83,10 @@ def test_full_lifecycle(api: Any, db: Any, new_user: Any, moto_ecs: Any) -> None
     assert [r["payload"]["seq"] for r in rows] == seqs
     assert [r["payload"] for r in rows] == snap["events"]
     assert [r["event"] for r in rows][-1] == "execution_complete"
+    # the body is spliced from the stored events' JSON text: still a LiveResponse
+    from aef.api_models import LiveResponse
+
+    assert LiveResponse.model_validate(snap).last_seq == snap["lastSeq"]
 
     # polling catch-up and the ETag
     tail = live(api, user, execution_id, after=seqs[-3])

@@ -177,3 +177,29 @@ def test_a_cursor_of_one_list_is_refused_by_the_other(api: Any,
     reply = api.call("GET", "/api/aef/executions", a.token,
                      query={"after": docs.body["nextCursor"]})
     assert reply.status == 422 and reply.body["code"] == "invalid_cursor"
+
+
+def test_pre_serialized_pages_are_what_their_response_models_write(
+        api: Any, db: Any, two_users: dict[str, Any]) -> None:
+    """The read routes send their body as built (no per-request model pass): each body is
+    exactly what its documented response model makes of it (timestamps in UTC with `Z`)."""
+    from aef.api_models import DocumentsResponse, ExecutionsResponse, LogsResponse
+
+    a, doc = two_users["a"], two_users["docs_a"][0]
+    started(api, a, doc)
+    execution_id = doc["executionId"]
+    admin_sql(db, "insert into aef_logs (execution_id, level, category, message, details)"
+                  " values (%s, 'warn', 'runner', 'Größe ✓ \"quoted\"\\n',"
+                  " '{\"n\": 1.5, \"nested\": {\"ü\": [1, null, true]}}')", (execution_id,))
+    for path, model in ((f"/api/aef/logs/{execution_id}", LogsResponse),
+                        ("/api/aef/documents", DocumentsResponse),
+                        ("/api/aef/executions", ExecutionsResponse)):
+        reply = api.call("GET", path, a.token)
+        assert reply.status == 200, reply.body
+        assert reply.headers["content-type"] == "application/json"
+        assert "ratelimit-remaining" in reply.headers
+        again = model.model_validate(reply.body).model_dump(mode="json", by_alias=True)
+        assert reply.body == again, path
+    logs = api.call("GET", f"/api/aef/logs/{execution_id}", a.token).body["logs"]
+    assert logs[-1]["message"] == 'Größe ✓ "quoted"\\n'  # a backslash and an n, as stored
+    assert all(entry["timestamp"].endswith("Z") for entry in logs)

@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -205,6 +206,41 @@ def test_jwks_is_fetched_once_and_reused(jwks: JwksServer, keys: dict[str, Any])
         _verify(_es256(keys), settings, cache)
     assert jwks.requests == 1
     assert cache.fetch_count == 1
+
+
+def test_a_verified_token_is_reused_until_it_expires(
+    jwks: JwksServer, keys: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Warm requests with the same token skip the signature check, never the expiry."""
+    settings, cache = _settings(jwks), JwksCache()
+    token = _es256(keys)
+    first = _verify(token, settings, cache)
+    jwks.document["keys"] = []  # a second verification could not find the key
+    assert _verify(token, settings, cache) is first
+    # the same token under other settings (another audience) is verified again, and refused
+    assert _code(token, _settings(jwks, jwt_audience="other"), cache) == "invalid_token"
+    # once past its expiry (and PyJWT's leeway) the remembered token is refused as expired
+    later = time.time() + 3600 + 31
+
+    class Later(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> Any:
+            return datetime.fromtimestamp(later, tz)
+
+    monkeypatch.setattr(time, "time", lambda: later)
+    monkeypatch.setattr(jwt.api_jwt, "datetime", Later)  # PyJWT's own clock
+    jwks.document["keys"] = [_public_jwk(keys["ec"], "ec-1")]
+    assert _code(token, settings, cache) == "token_expired"
+
+
+def test_a_verified_token_is_not_reused_past_the_keys_ttl(
+    jwks: JwksServer, keys: dict[str, Any]
+) -> None:
+    settings, cache = _settings(jwks, jwks_cache_seconds=0), JwksCache()
+    token = _es256(keys)
+    _verify(token, settings, cache)
+    jwks.document["keys"] = []  # the key was withdrawn: the token is checked against that
+    assert _code(token, settings, cache) == "invalid_token"
 
 
 def test_jwks_is_refetched_after_ttl(jwks: JwksServer, keys: dict[str, Any]) -> None:

@@ -3,7 +3,6 @@ exactly those secrets once and holds the values; plain settings still work witho
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import uuid
@@ -15,6 +14,7 @@ import pytest
 
 from aef.secrets import SecretUnavailable, region_of, resolve_secrets
 from aef.settings import Settings
+from tests.deploy.aws import process_env, secretsmanager_server
 
 DB_URL = "postgresql://aef_functions.abcd:s3cret-pw@aws-0-eu-west-1.pooler.supabase.com:6543/postgres"
 JWT = "legacy-hs256-secret-0123456789abcdef0123456789"
@@ -64,24 +64,9 @@ def test_configured_arns_become_values_read_once_each(secretsmanager: Any) -> No
 def test_a_process_configured_by_arn_reads_its_secret_once_at_start(tmp_path: Any) -> None:
     """A fresh process (as a Lambda sandbox or a task starts) with only the ARN in its
     environment: get_settings() holds the value, read with one GetSecretValue."""
-    import socket
-
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
-        client = boto3.client("secretsmanager", region_name="eu-west-1", endpoint_url=endpoint,
-                              aws_access_key_id="testing", aws_secret_access_key="testing")
+    with secretsmanager_server() as (endpoint, client):
         db_arn = arn(client, "aef/functions-db", DB_URL)
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("AEF_") and k != "DATABASE_URL"}
-        env.update({"AEF_DATABASE_URL_SECRET_ARN": db_arn, "AEF_AWS_ENDPOINT_URL": endpoint,
-                    "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"})
+        env = process_env(endpoint, AEF_DATABASE_URL_SECRET_ARN=db_arn)
         code = ("import sys; from aef.settings import get_settings; "
                 "first = get_settings(); assert get_settings() is first; "
                 "print(first.database_url)")
@@ -89,8 +74,6 @@ def test_a_process_configured_by_arn_reads_its_secret_once_at_start(tmp_path: An
                               text=True, timeout=60, check=False)
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == DB_URL
-    finally:
-        server.stop()
 
 
 def test_a_missing_or_empty_secret_refuses_to_start(secretsmanager: Any) -> None:

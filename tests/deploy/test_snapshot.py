@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import uuid
 from typing import Any
 
-import boto3
-
+from tests.deploy.aws import process_env, secretsmanager_server
 from tests.deploy.cfn import ROOT
 
 OLD_DB = "postgresql://aef_functions.abcd:old-pw@db.invalid:6543/postgres"
@@ -44,30 +42,13 @@ print(json.dumps({"db": settings.database_url, "jwt": settings.jwt_secret.get_se
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_a_restored_function_reads_rotated_secrets_and_reseeds() -> None:
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
-        client = boto3.client("secretsmanager", region_name="eu-west-1", endpoint_url=endpoint,
-                              aws_access_key_id="testing", aws_secret_access_key="testing")
+    with secretsmanager_server() as (endpoint, client):
         suffix = uuid.uuid4().hex[:8]
         db_arn = client.create_secret(Name=f"aef/db-{suffix}", SecretString=OLD_DB)["ARN"]
         jwt_arn = client.create_secret(Name=f"aef/jwt-{suffix}", SecretString=OLD_JWT)["ARN"]
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("AEF_") and k != "DATABASE_URL"}
-        env.update({"AEF_DATABASE_URL_SECRET_ARN": db_arn, "AEF_JWT_SECRET_ARN": jwt_arn,
-                    "AEF_AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
-                    "AWS_SECRET_ACCESS_KEY": "testing", "PYTHONPATH": str(ROOT)})
+        env = process_env(endpoint, AEF_DATABASE_URL_SECRET_ARN=db_arn,
+                          AEF_JWT_SECRET_ARN=jwt_arn, PYTHONPATH=str(ROOT))
         child = subprocess.Popen([sys.executable, "-c", CHILD], env=env, cwd=ROOT, text=True,
                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE)
@@ -82,8 +63,6 @@ def test_a_restored_function_reads_rotated_secrets_and_reseeds() -> None:
             child.kill()
         assert child.returncode == 0, err
         restored = json.loads(out.strip().splitlines()[-1])
-    finally:
-        server.stop()
 
     assert snapshot["statuses"] == [401]  # served end to end before the snapshot, no secret used
     assert (snapshot["db"], snapshot["jwt"]) == (OLD_DB, OLD_JWT)

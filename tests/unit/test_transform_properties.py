@@ -420,17 +420,18 @@ def test_mutated_fixtures(doc: dict[str, Any], config: Any) -> None:
 
 
 def test_the_generators_reach_successful_transforms() -> None:
-    """Guard against strategies that only ever produce rejected documents."""
+    """Guard against strategies that only ever produce rejected documents. Derandomized: a
+    guard on the strategies, not a search, so one unlucky draw (8 of 100 once) fails nothing."""
     ok = 0
 
-    @settings(max_examples=100, deadline=None, database=None)
+    @settings(max_examples=100, deadline=None, database=None, derandomize=True)
     @given(doc=sop_documents() | workflow_documents())
     def count(doc: dict[str, Any]) -> None:
         nonlocal ok
         ok += isinstance(outcome(doc), TransformResult)
 
     count()
-    assert ok >= 10
+    assert ok >= 10, ok
 
 
 @st.composite

@@ -293,17 +293,6 @@ def page_logs(conn: Connection, execution_id: str, *, after: int, limit: int,
     ).fetchall()
 
 
-def preview_keys(conn: Connection, execution_id: str) -> dict[str, str]:
-    """Pending checkpoints' preview screenshot keys, so GET /live can sign them afresh."""
-    rows = conn.execute(
-        "select id, preview ->> 'screenshotKey' as key from aef_checkpoints"
-        " where execution_id = %s and status = 'pending'"
-        " and preview ->> 'screenshotKey' is not null",
-        (execution_id,),
-    ).fetchall()
-    return {str(r["id"]): str(r["key"]) for r in rows}
-
-
 def live_read(conn: Connection, execution_id: str, *, after: int, unchanged: Sequence[int],
               message_types: dict[str, str], recent_logs: int, max_events: int
               ) -> dict[str, Any] | None:

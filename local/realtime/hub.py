@@ -44,7 +44,6 @@ from local.schema import PARTITIONS
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CHANNEL = "aef_realtime"  # the old LISTEN channel; nothing NOTIFYs it any more
 TOPIC_PREFIX = "realtime:"
 POLL_MIN_SECONDS = 0.01  # right after a poll found rows
 POLL_MAX_SECONDS = 0.1  # when idle (doubling from the minimum)
@@ -136,12 +135,10 @@ class RealtimeHub:
         database_url: str,
         pool: AsyncConnectionPool,
         *,
-        channel: str = DEFAULT_CHANNEL,
         partition_every_seconds: float = PARTITION_EVERY_SECONDS,
     ) -> None:
         self.database_url = database_url
         self.pool = pool
-        self.channel = channel
         self.partition_every_seconds = partition_every_seconds
         self.listening = asyncio.Event()
         self.presence = Presence()

@@ -24,7 +24,7 @@ from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from aef.settings import Settings, get_settings
-from local.realtime.hub import DEFAULT_CHANNEL, RealtimeHub
+from local.realtime.hub import RealtimeHub
 from local.realtime.serializers import ProtocolError, serializer_for
 from local.realtime.session import CONFIRM_TOKEN_SECONDS, IDLE_TIMEOUT_SECONDS, Session
 from local.realtime.tokens import TokenRejected, TokenVerifier
@@ -51,7 +51,6 @@ class RealtimeServer:
         database_url: str | None = None,
         pool: AsyncConnectionPool | None = None,
         pool_max_size: int = 4,
-        listen_channel: str = DEFAULT_CHANNEL,
         idle_timeout: float = IDLE_TIMEOUT_SECONDS,
         confirm_token_seconds: float = CONFIRM_TOKEN_SECONDS,
     ) -> None:
@@ -69,7 +68,7 @@ class RealtimeServer:
             # RLS probe; the pool serves joins and partition upkeep only, never the fan-out
             check=AsyncConnectionPool.check_connection,
         )
-        self.hub = RealtimeHub(self.database_url, self.pool, channel=listen_channel)
+        self.hub = RealtimeHub(self.database_url, self.pool)
         self.verifier = TokenVerifier(self.settings)
         self.idle_timeout = idle_timeout
         self.confirm_token_seconds = confirm_token_seconds

@@ -22,8 +22,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -101,6 +103,24 @@ def stop_process(process: subprocess.Popen[bytes] | None) -> None:
         process.wait(timeout=10)
 
 
+@contextlib.contextmanager
+def ctrl_c_held() -> Iterator[list[int]]:
+    """Hold Ctrl-C back while the block runs; the list it yields says whether one came.
+
+    A Ctrl-C inside `Popen` (the child already started, its pid not yet ours) would leave the
+    child running with nobody to stop it. Only the main thread can set signal handlers.
+    """
+    held: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield held
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        yield held
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @dataclass
 class StartedStack:
     info: StackInfo
@@ -129,12 +149,16 @@ def start_stack(state: StateDir, *, port: int, database: str, embedded_postgres:
                "--port", str(chosen), "--database", database]
     if embedded_postgres:
         command.append("--embedded-postgres")
-    with log_file.open("ab") as log:
-        start = log.tell()
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
-                                   stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
-    deadline = time.monotonic() + STACK_START_TIMEOUT_SECONDS
+    process: subprocess.Popen[bytes] | None = None
     try:
+        with log_file.open("ab") as log, ctrl_c_held() as held:
+            start = log.tell()
+            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
+                                       stderr=subprocess.STDOUT, cwd=ROOT,
+                                       start_new_session=True)
+        if held:
+            raise KeyboardInterrupt
+        deadline = time.monotonic() + STACK_START_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise CliError(f"The local stack did not start: {why_it_ended(log_file, start)}"

@@ -570,8 +570,9 @@ async function executionPage(executionId, params) {
   if (state.lastSeq < first.message.seq) apply(first.message)
 
   // Subscribe to the execution's private channel. While it is not joined, the polling loop
-  // calls this again every RESUBSCRIBE_MS: a new channel (and, if it was the only one, a new
-  // socket) instead of waiting out the client's reconnect backoff or a rejoin that stalled.
+  // calls this again every RESUBSCRIBE_MS: a new channel on a new socket instead of waiting
+  // out the client's reconnect backoff, a rejoin that stalled, or a socket stuck opening
+  // (the client does not open another while one is connecting or closing).
   async function subscribe() {
     const previous = channel
     channel = null
@@ -580,6 +581,7 @@ async function executionPage(executionId, params) {
     if (previous) {
       await supabase.removeChannel(previous)
       if (supabase.getChannels().includes(previous)) { channel = previous; return } // next round
+      if (supabase.getChannels().length === 0) await supabase.realtime.disconnect()
     }
     if (stopped() || state.closed) return
     const { data } = await supabase.auth.getSession()
@@ -617,6 +619,9 @@ async function executionPage(executionId, params) {
     setTimeout(() => { if (state.mode === 'connecting') startPolling('(still trying to connect)') }, 3000)
   }
   window.__aefExecution = state // for tests and debugging: what the page applied, in order
+  window.__aefRealtime = () => ({ // for tests and debugging: the socket and the channels
+    socket: supabase.realtime.connectionState(),
+    channels: supabase.getChannels().map((c) => `${c.topic}: ${c.state}`) })
   teardown = () => {
     state.closed = true
     stopPolling()

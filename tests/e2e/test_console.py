@@ -35,6 +35,7 @@ from playwright.async_api import (
     WebSocketRoute,
     async_playwright,
 )
+from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
 from aef.settings import get_settings
 from local.auth import DEV_PASSWORD
@@ -300,8 +301,10 @@ async def test_polling_fallback_and_takeover(stack: RunningStack, browser: Brows
     email_at = await field_point(browser, f"{stack.url}/crm/new", "input[name='email']")
     page = await new_page(browser)
     blocked = True
+    sockets: list[str] = []  # what became of each websocket the page opened, for a failure
 
     async def realtime_socket(ws: WebSocketRoute) -> None:
+        sockets.append("refused" if blocked else "let through")
         if blocked:
             await ws.close()
         else:
@@ -334,7 +337,14 @@ async def test_polling_fallback_and_takeover(stack: RunningStack, browser: Brows
                      interval=0.1, in_thread=False, what=f"a 304 poll answer: {polls}")
     # the websocket comes back: supabase-js reconnects, the page says so and stops polling
     blocked = False
-    await page.locator("#connection[data-mode=realtime]").wait_for(timeout=60_000)
+    try:
+        await page.locator("#connection[data-mode=realtime]").wait_for(timeout=60_000)
+    except PlaywrightTimeoutError:
+        seen_by_page = await page.evaluate(
+            "() => ({ realtime: window.__aefRealtime(), mode: window.__aefExecution.mode,"
+            " subscribed: window.__aefExecution.subscribed })")
+        raise AssertionError(f"no Realtime within 60 s of the socket's return: page {seen_by_page}"
+                             f", sockets {sockets}\n{stack.log_tail()}") from None
     polled = len(polls)
     await send_after_fresh_shot(page, lambda: recovery.get_by_role(
         "button", name="Take over the browser").click())

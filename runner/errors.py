@@ -64,3 +64,9 @@ def first_line(exc: BaseException) -> str:
     """The first line of an error's message (a Playwright call log below it may quote values)."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def then_tell(message: str, hint: str) -> str:
+    """`message`, then `hint` as the next sentence (Playwright's messages end in a period)."""
+    message = message.rstrip()
+    return f"{message} {hint}" if message.endswith((".", "!", "?", "…")) else f"{message}. {hint}"

@@ -19,6 +19,7 @@ from aef.models import Action, ComputeSpec, PlanStep, RecoveryPolicy
 from aef.store import runner as runner_store
 from runner import actions
 from runner.control import Command, Stopped
+from runner.errors import then_tell
 from runner.flow import (
     AfterTakeover,
     Answer,
@@ -204,7 +205,7 @@ class StepRunner(Interaction):
         `hint`: what the step's error handler tells the person to do."""
         message = self._describe(exc)
         if hint:
-            message = f"{message}. {self.secrets.text(hint)}"[:2000]
+            message = then_tell(message, self.secrets.text(hint))[:2000]
         delay = self.settings.auto_retry_delay_seconds if auto_retry else None
         error: dict[str, Any] = {"message": message, "recovery_options": list(RECOVERY_OPTIONS),
                                  "stepId": step.id, "iteration": run.iteration}

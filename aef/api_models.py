@@ -5,6 +5,7 @@ The vocabulary they share with the plan and the live messages (statuses, ids, lo
 live messages) is in `aef.models`; the route modules and `aef.service` import from here.
 """
 
+import json
 from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
@@ -24,6 +25,11 @@ from aef.models import (
     _Sparse,
     _Wire,
 )
+
+
+def wire_json(value: Any) -> str:
+    """`value` as the API sends JSON: compact, UTF-8 as is, no NaN or Infinity."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
 class TransformRequest(_Request):

@@ -28,6 +28,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aef import __version__
+from aef.api_models import wire_json
 from aef.auth import Claims, verify_token
 from aef.deadline import deadline, lambda_deadline
 from aef.errors import PROBLEM_CODES, AefError, Unauthorized
@@ -95,11 +96,7 @@ def problem_response(
 def json_response(body: Any, *, headers: dict[str, str] | None = None) -> Response:
     """A 200 whose body is already in its wire shape (the route's `response_model` documents
     it): FastAPI would validate it against that model and serialize it again on every request."""
-    return Response(
-        json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode(),
-        media_type="application/json",
-        headers=headers,
-    )
+    return Response(wire_json(body).encode(), media_type="application/json", headers=headers)
 
 
 async def _send_problem(

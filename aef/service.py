@@ -21,7 +21,13 @@ from typing import Any
 import psycopg
 
 from aef import states
-from aef.api_models import ActionRequest, CheckpointRequest, ExecuteRequest, TransformRequest
+from aef.api_models import (
+    ActionRequest,
+    CheckpointRequest,
+    ExecuteRequest,
+    TransformRequest,
+    wire_json,
+)
 from aef.auth import Claims
 from aef.db import Connection, Database, get_database
 from aef.deadline import seconds_left
@@ -761,8 +767,7 @@ def read_live(caller: Caller, execution_id: str, *, after: int, if_none_match: s
         # the checkpoint's outlined screenshot, signed afresh the same way
         message["checkpoints"] = [_signed_preview(c, previews.get(str(c.get("id"))))
                                   for c in message["checkpoints"]]
-    head = json.dumps(message, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    body = (f'{{"message":{head},"events":{row["events"]},'
+    body = (f'{{"message":{wire_json(message)},"events":{row["events"]},'
             f'"lastSeq":{int(row["last_seq"])}}}')
     return body.encode(), etag
 

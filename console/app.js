@@ -331,7 +331,7 @@ async function executionPage(executionId, params) {
 
   const state = { lastSeq: -1, etag: null, logIds: new Set(), shots: new Set(), status: null,
     mode: 'connecting', polling: null, countdown: null, takingOver: false, seen: [],
-    subscribed: false, channelSince: 0, resubscribing: false, closed: false }
+    subscribed: false, channelSince: 0, resubscribing: false, closed: false, pollRound: 0 }
   const stopped = () => TERMINAL.has(state.status)
 
   el.stop.addEventListener('click', async () => {
@@ -539,23 +539,29 @@ async function executionPage(executionId, params) {
     if (state.lastSeq < 0) apply(body.message)
     return 200
   }
+  // One polling loop at a time: stopPolling ends its round, so a check still on its way when
+  // Realtime comes back neither says "polling" again nor schedules another.
   function startPolling(reason) {
     if (state.polling || stopped()) return
+    const round = ++state.pollRound
+    const current = () => state.pollRound === round && !stopped()
     setConnection('polling', reason)
     const loop = async () => {
-      if (state.mode !== 'polling' || stopped()) { state.polling = null; return }
+      if (!current()) return
+      let detail
       try {
         const code = await catchUp()
         el.connection.dataset.last = String(code)
-        if (stopped()) { state.polling = null; return }
-        setConnection('polling', code === 304 ? 'Last check: no change.' : 'Last check: new events.')
-      } catch (error) { setConnection('polling', `Last check failed: ${error.message}`) }
+        detail = code === 304 ? 'Last check: no change.' : 'Last check: new events.'
+      } catch (error) { detail = `Last check failed: ${error.message}` }
+      if (!current()) return
+      setConnection('polling', detail)
       resubscribe()
       state.polling = setTimeout(loop, POLL_MS)
     }
     state.polling = setTimeout(loop, 0)
   }
-  function stopPolling() { clearTimeout(state.polling); state.polling = null }
+  function stopPolling() { state.pollRound++; clearTimeout(state.polling); state.polling = null }
 
   let channel = null
   let resubscribe = () => {}
@@ -602,7 +608,7 @@ async function executionPage(executionId, params) {
         catchUp().catch(() => {}) // what happened while not subscribed
       } else if (status === 'CHANNEL_ERROR' || status === 'TIMED_OUT' || status === 'CLOSED') {
         state.subscribed = false
-        if (!stopped()) { state.mode = 'lost'; startPolling('(reconnecting in the background)') }
+        startPolling('(reconnecting in the background)') // unless it already polls
       }
     })
   }

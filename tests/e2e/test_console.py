@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from playwright.async_api import (
     Page,
     Request,
     Response,
+    Route,
     WebSocketRoute,
     async_playwright,
 )
@@ -52,6 +54,7 @@ AXE = ROOT / "console" / "node_modules" / "axe-core" / "axe.min.js"
 ARTIFACTS = ROOT / "tests" / "artifacts" / "console"
 TAKEOVER_WORKFLOW = ROOT / "tests" / "fixtures" / "workflows" / "console-takeover.json"
 RUN_TIMEOUT_MS = 300_000
+POLL_HELD_S = 3.0  # how long after Realtime is let through a poll on its way is held
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -302,16 +305,29 @@ async def test_polling_fallback_and_takeover(stack: RunningStack, browser: Brows
     page = await new_page(browser)
     blocked = True
     sockets: list[str] = []  # what became of each websocket the page opened, for a failure
+    let_through, let_through_at = asyncio.Event(), 0.0  # the first socket after the block
 
     async def realtime_socket(ws: WebSocketRoute) -> None:
+        nonlocal let_through_at
         sockets.append("refused" if blocked else "let through")
         if blocked:
             await ws.close()
-        else:
-            ws.connect_to_server()
+            return
+        if not let_through.is_set():
+            let_through_at = time.monotonic()
+            let_through.set()
+        ws.connect_to_server()
+
+    async def held_poll(route: Route) -> None:
+        # a poll on its way while Realtime comes back answers after the subscription: the page
+        # must stay live, not fall back to polling because an old poll came home
+        await let_through.wait()
+        await asyncio.sleep(let_through_at + POLL_HELD_S - time.monotonic())
+        await route.continue_()
 
     await page.context.route_web_socket("**/realtime/v1/websocket**", realtime_socket)
     polls: list[tuple[str | None, int]] = []
+    poll_requests: list[str] = []
 
     async def seen(response: Response) -> None:
         request: Request = response.request
@@ -320,6 +336,8 @@ async def test_polling_fallback_and_takeover(stack: RunningStack, browser: Brows
             polls.append((headers.get("if-none-match"), response.status))
 
     page.on("response", seen)
+    page.on("request", lambda request: poll_requests.append(request.url)
+            if "/api/aef/live/" in request.url and "?after=" in request.url else None)
     await sign_in(page, stack, "demo@aef.local")
     await upload(page, TAKEOVER_WORKFLOW, "Add a CRM record by hand")
     execution_id = await start_run(page)
@@ -336,6 +354,7 @@ async def test_polling_fallback_and_takeover(stack: RunningStack, browser: Brows
     await eventually(lambda: any(tag and status == 304 for tag, status in polls), within=15,
                      interval=0.1, in_thread=False, what=f"a 304 poll answer: {polls}")
     # the websocket comes back: supabase-js reconnects, the page says so and stops polling
+    await page.route("**/api/aef/live/*?after=*", held_poll)
     blocked = False
     try:
         await page.locator("#connection[data-mode=realtime]").wait_for(timeout=60_000)
@@ -345,7 +364,7 @@ async def test_polling_fallback_and_takeover(stack: RunningStack, browser: Brows
             " subscribed: window.__aefExecution.subscribed })")
         raise AssertionError(f"no Realtime within 60 s of the socket's return: page {seen_by_page}"
                              f", sockets {sockets}\n{stack.log_tail()}") from None
-    polled = len(polls)
+    poll_requested = len(poll_requests)
     await send_after_fresh_shot(page, lambda: recovery.get_by_role(
         "button", name="Take over the browser").click())
     takeover = page.locator("#takeover-panel")
@@ -378,7 +397,7 @@ async def test_polling_fallback_and_takeover(stack: RunningStack, browser: Brows
     # polled with If-None-Match, answered 304 while nothing changed; after the reconnect only
     # the one catch-up request
     assert all(status in (200, 304) for _, status in polls), polls
-    assert len(polls) <= polled + 1, polls[polled:]
+    assert len(poll_requests) <= poll_requested + 1, poll_requests[poll_requested:]
     # every event once, in order: the applied sequence numbers have no gap and no repeat
     applied = await page.evaluate("window.__aefExecution.seen")
     assert applied == list(range(applied[0], applied[-1] + 1)), applied

@@ -71,7 +71,10 @@ class Journal:
         self.secrets = secrets
         self._on_status = on_status
         self.retry_seconds = retry_seconds
-        self._buffer: list[runner_store.LogRecord] = []
+        # Progress lines not written yet, each with its place in the order they were logged:
+        # a write takes the lines logged before it was asked for, never later ones.
+        self._buffer: list[tuple[int, runner_store.LogRecord]] = []
+        self._logged = 0
         self._lock = asyncio.Lock()
         self._flusher: asyncio.Task[None] | None = None
         # Writes go out one after another in the order they were asked for: each waits for the
@@ -95,8 +98,12 @@ class Journal:
         """A progress line: buffered, written with the next transaction."""
         record = self.entry(level, message, category=category, step_id=step_id,
                             details=details)
-        self._buffer.append(record)
+        self._buffer.append((self._next_place(), record))
         self._emit(record)
+
+    def _next_place(self) -> int:
+        self._logged += 1
+        return self._logged
 
     def _emit(self, record: runner_store.LogRecord) -> None:
         getattr(log, "warning" if record.level == "warn" else record.level, log.info)(
@@ -206,7 +213,7 @@ class Journal:
                         error: Mapping[str, Any] | None, says: Sequence[runner_store.LogRecord],
                         deadline: float, *, tells: bool) -> T | None:
         link = self._chain(self._in_turn(change, event, error, says, deadline, None,
-                                         keeps=False, tells=tells))
+                                         self._logged, keeps=False, tells=tells))
         try:
             return await asyncio.shield(link)
         except asyncio.CancelledError:
@@ -224,8 +231,8 @@ class Journal:
         waits for `after` (a screenshot upload; it must not raise) and for every write asked
         for before it. Order and exactly-once are `commit`'s; a failure is raised by the next
         `commit` or `check`."""
-        self._chain(self._in_turn(change, event, None, says, None, after, keeps=True,
-                                  tells=False))
+        self._chain(self._in_turn(change, event, None, says, None, after, self._logged,
+                                  keeps=True, tells=False))
 
     def check(self) -> None:
         """Raise (once) the failure of a write made in the background, if one failed."""
@@ -264,9 +271,10 @@ class Journal:
     async def _in_turn(self, change: Callable[[Connection], T] | None,
                        event: str | Callable[[Any], str] | None,
                        error: Mapping[str, Any] | None, says: Sequence[runner_store.LogRecord],
-                       deadline: float | None, after: Awaitable[Any] | None, *,
+                       deadline: float | None, after: Awaitable[Any] | None, upto: int, *,
                        keeps: bool, tells: bool) -> T | None:
-        """One write in its turn: not made when an earlier background write failed.
+        """One write in its turn, with the lines logged before it was asked for (`upto`): not
+        made when an earlier background write failed.
 
         `keeps`: a background write, whose failure is kept for the engine; `tells`: the
         engine's own write, which raises a kept failure and so has told it (the flusher's
@@ -283,7 +291,7 @@ class Journal:
         if deadline is None:
             deadline = asyncio.get_running_loop().time() + self.retry_seconds
         try:
-            return await self._commit_now(change, event, error, says, deadline)
+            return await self._commit_now(change, event, error, says, deadline, upto)
         except BaseException as exc:
             if keeps and self._failure is None:
                 self._failure = exc
@@ -292,11 +300,12 @@ class Journal:
     async def _commit_now(self, change: Callable[[Connection], T] | None,
                           event: str | Callable[[Any], str] | None,
                           error: Mapping[str, Any] | None, says: Sequence[runner_store.LogRecord],
-                          deadline: float) -> T | None:
+                          deadline: float, upto: int) -> T | None:
         async with self._lock:
-            buffered, self._buffer = self._buffer, []
-            write = asyncio.ensure_future(
-                self._write([*buffered, *says], change, event, error, deadline))
+            buffered = [line for line in self._buffer if line[0] <= upto]
+            self._buffer = [line for line in self._buffer if line[0] > upto]
+            records = [record for _, record in buffered] + list(says)
+            write = asyncio.ensure_future(self._write(records, change, event, error, deadline))
             try:
                 result = await asyncio.shield(write)
             except asyncio.CancelledError:
@@ -321,7 +330,7 @@ class Journal:
         for record in says:
             self._emit(record)
 
-    def _abandon(self, buffered: list[runner_store.LogRecord],
+    def _abandon(self, buffered: list[tuple[int, runner_store.LogRecord]],
                  says: Sequence[runner_store.LogRecord], exc: BaseException, *,
                  known: bool) -> None:
         """The write did not happen: progress lines wait for the next write, and the lines
@@ -333,7 +342,7 @@ class Journal:
             log.error("a write's outcome is unknown; %d log line(s) may be missing",
                       len(buffered) + len(says))
             return
-        self._buffer[:0] = buffered
+        self._buffer = sorted([*buffered, *self._buffer], key=lambda line: line[0])
         reason = (exc.detail if isinstance(exc, AefError)
                   else "interrupted" if isinstance(exc, asyncio.CancelledError)
                   else type(exc).__name__)
@@ -341,7 +350,7 @@ class Journal:
             truthful = dataclasses.replace(
                 record, level="error" if record.level == "error" else "warn",
                 message=f"Not recorded: {record.message} ({self.secrets.text(reason)})")
-            self._buffer.append(truthful)
+            self._buffer.append((self._next_place(), truthful))
             self._emit(truthful)
 
     async def flush(self) -> None:

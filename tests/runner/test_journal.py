@@ -260,6 +260,47 @@ async def test_a_refused_write_is_not_retried_and_its_line_is_not_written(
     assert execution_row(db, execution)["status"] == "starting"
 
 
+async def test_a_line_logged_after_a_background_write_is_written_after_its_lines(
+        db: Database) -> None:
+    """A step's completion waits in the background for its screenshot's upload while the next
+    step logs (its error, say): the log still reads in the order things happened."""
+    execution = claimed(db)
+    journal = journal_for(db, execution, 10, [])
+    uploaded = asyncio.Event()
+    journal.log("info", "Waited for the form")
+    journal.submit(start_s1(execution), says=[journal.entry("info", "Step started: s1")],
+                   after=uploaded.wait())
+    journal.log("error", "Timeout 500ms exceeded.")
+    await asyncio.sleep(0.05)  # the background write waits for its upload meanwhile
+    uploaded.set()
+    await journal.commit(None, says=[journal.entry("info", "Recovery asked")])
+    assert [line["message"] for line in logs(db, execution)] == [
+        "Waited for the form", "Step started: s1", "Timeout 500ms exceeded.", "Recovery asked"]
+    assert_outbox_intact(db, execution)
+
+
+async def test_lines_a_failed_background_write_gives_back_keep_their_order(
+        db: Database) -> None:
+    execution = claimed(db)
+    journal = journal_for(db, execution, 10, [])
+    journal.log("info", "first")
+
+    def illegal(conn: Connection) -> Any:  # starting -> completed is not a legal transition
+        return runner_store.update_execution(conn, execution.id, status="completed")
+
+    journal.submit(illegal, says=[journal.entry("info", "Execution completed")])
+    journal.log("info", "second")
+    with pytest.raises(Conflict):
+        await journal.commit(start_s1(execution), says=[journal.entry("info", "Step started")])
+    journal.log("info", "third")
+    await journal.flush()
+    messages = [line["message"] for line in logs(db, execution)]
+    assert messages[:2] == ["first", "second"]
+    assert messages[2].startswith("Not recorded: Execution completed (")
+    assert messages[3].startswith("Not recorded: Step started (")
+    assert messages[4:] == ["third"]
+
+
 @pytest.mark.browser
 @pytest.mark.parametrize("how", ["reply", "request"])
 async def test_the_engine_rides_out_a_lost_commit_of_a_step_completion(

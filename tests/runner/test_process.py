@@ -185,9 +185,11 @@ async def test_kill_9_mid_step_loses_no_flushed_log_line_and_resumes(
 async def test_sigterm_unwinds_and_leaves_a_resumable_failure(
         db: Database, settings: Settings, site: Site, new_execution: Any, spawn: Any) -> None:
     plan = [task("open", [{"type": "navigate", "url": f"{site.base_url}/page?n=1"}]),
-            task("long", [{"type": "wait", "timeoutMs": 1500}]),
+            # long enough to be seen running: its start is written in the background, after
+            # the first step's screenshot upload, which a busy machine makes slow
+            task("long", [{"type": "wait", "timeoutMs": 30_000}]),
             task("after", [{"type": "navigate", "url": f"{site.base_url}/page?n=2"}])]
-    execution = new_execution(plan, config={"stepTimeout": 5})
+    execution = new_execution(plan, config={"stepTimeout": 60})
     proc = spawn(settings, execution)
 
     def long_running() -> dict[str, Any] | None:

@@ -131,25 +131,37 @@ async def _ground_one(page: Any, case: Case, act: bool, report: Report, work: Pa
     return row
 
 
-async def run(pages: int | None = None, act: bool = True) -> Report:
-    """Ground (and act on) every case of the first ``pages`` pages."""
+async def run(pages: int | None = None, act: bool = True, tabs: int = 1) -> Report:
+    """Ground (and act on) every case of the first ``pages`` pages.
+
+    ``tabs`` > 1 shares the cases among that many browser tabs at once, each in a context of
+    its own: the outcomes are the same, the timings are not (the benchmark uses one tab).
+    """
     from playwright.async_api import async_playwright
 
     names = list(dict.fromkeys(c.page for c in CASES))[:pages]
     cases = [c for c in CASES if c.page in names]
     report = Report()
+    rows: list[Row | None] = [None] * len(cases)
     with tempfile.TemporaryDirectory(prefix="aef-bench-grounding-") as tmp:
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(
                 executable_path=os.environ.get("AEF_CHROMIUM_PATH", "/usr/bin/chromium"),
                 headless=True, args=CHROMIUM_ARGS)
-            try:
+
+            async def tab(share: range) -> None:
                 context = await browser.new_context(viewport={"width": 1280, "height": 900})
                 page = await context.new_page()
-                for case in cases:
-                    report.rows.append(await _ground_one(page, case, act, report, Path(tmp)))
+                for index in share:
+                    rows[index] = await _ground_one(page, cases[index], act, report, Path(tmp))
+                await context.close()
+
+            try:
+                await asyncio.gather(*(tab(range(first, len(cases), tabs))
+                                       for first in range(tabs)))
             finally:
                 await browser.close()
+    report.rows = [row for row in rows if row is not None]
     return report
 
 

@@ -35,7 +35,7 @@ async def test_grounding_benchmark_never_acts_wrongly() -> None:
     assert len(cases) >= 200 and len({c.page for c in cases}) >= 10
     escalate = sum(c.expected == bench.ESCALATE for c in cases)  # type: ignore[attr-defined]
     assert 0.2 <= escalate / len(cases) <= 0.35
-    report = await bench.run()  # type: ignore[attr-defined]
+    report = await bench.run(tabs=3)  # type: ignore[attr-defined]
     bench.print_report(report)  # type: ignore[attr-defined]
     assert not report.wrong, [(r.case.instruction, r.detail) for r in report.wrong]
     assert report.precision == 1.0
